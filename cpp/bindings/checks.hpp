@@ -1,0 +1,77 @@
+// Argument checks shared by the bindings. Every check runs while the GIL is held
+// and throws the Python exception a NumPy/PyTorch user would expect:
+// TypeError for a wrong type or dtype, ValueError for a wrong shape, layout or value.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+namespace fastreg::bindings {
+
+namespace py = pybind11;
+
+inline std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(a.shape(i));
+  }
+  if (a.ndim() == 1) s += ",";
+  return s + ")";
+}
+
+inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// Accepts only a NumPy array (the Python layer converts torch tensors first).
+inline py::array as_array(const py::handle& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
+inline bool is_float32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
+inline bool is_float64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+inline void require_float(const py::array& a, const char* name) {
+  if (!is_float32(a) && !is_float64(a))
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, got " + dtype_str(a));
+}
+
+inline void require_same_dtype(const py::array& a, const char* an, const py::array& b, const char* bn) {
+  if (!a.dtype().is(b.dtype()))
+    throw py::type_error(std::string(bn) + " must have the same dtype as " + an + " (" + dtype_str(a) +
+                         "), got " + dtype_str(b));
+}
+
+inline void require_same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
+  bool same = a.ndim() == b.ndim();
+  for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
+  if (!same)
+    throw py::value_error(std::string(bn) + " must have the same shape as " + an + " " + shape_str(a) +
+                          ", got " + shape_str(b));
+}
+
+inline void require_c_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous (use numpy.ascontiguousarray)");
+}
+
+inline void require_writeable(const py::array& a, const char* name) {
+  if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only; it must be writeable");
+}
+
+// True when the byte ranges of two arrays overlap (conservative, like
+// numpy.may_share_memory): kernels with restrict pointers must not see that.
+inline bool may_overlap(const py::array& a, const py::array& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
+  auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
+  return lo_a < lo_b + static_cast<std::uintptr_t>(b.nbytes()) &&
+         lo_b < lo_a + static_cast<std::uintptr_t>(a.nbytes());
+}
+
+}  // namespace fastreg::bindings

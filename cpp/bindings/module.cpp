@@ -1,0 +1,7 @@
+#include "register.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastreg's compiled kernels. Use the Python API in fastreg.* rather than this module.";
+  fastreg::bindings::register_runtime(m);
+  fastreg::bindings::register_optim(m);
+}

@@ -1,0 +1,9 @@
+// One register_<area>() per kernel family; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace fastreg::bindings {
+void register_runtime(pybind11::module_& m);
+void register_optim(pybind11::module_& m);
+}  // namespace fastreg::bindings

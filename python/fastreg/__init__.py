@@ -1,0 +1,29 @@
+"""fastreg: C++-accelerated linear and softmax regression.
+
+Fast kernels for the first models of deep learning (Dive into Deep Learning,
+chapter 3): shuffled minibatch iteration, fused numerically stable softmax
+cross-entropy, and the fused SGD update, under a NumPy/PyTorch-style API.
+torch is optional: ``import fastreg`` needs only NumPy.
+"""
+
+__version__ = "0.1.0"
+
+from . import cuda, optim
+from ._config import (
+    get_num_threads,
+    set_num_threads,
+    set_simd_level,
+    show_config,
+    simd_level,
+)
+
+__all__ = [
+    "__version__",
+    "cuda",
+    "get_num_threads",
+    "optim",
+    "set_num_threads",
+    "set_simd_level",
+    "show_config",
+    "simd_level",
+]

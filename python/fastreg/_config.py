@@ -1,0 +1,70 @@
+"""Runtime configuration: threads, SIMD level, and ``show_config()``."""
+
+from __future__ import annotations
+
+import operator
+import sys
+
+from . import _core
+
+
+def get_num_threads() -> int:
+    """Number of threads fastreg's kernels may use."""
+    return _core.num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads fastreg's kernels may use (``n >= 1``).
+
+    The default is the number of CPUs this process may run on. It does not
+    change torch's or the BLAS's own thread counts.
+    """
+    if isinstance(n, bool):
+        raise TypeError(f"n must be an int, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def simd_level() -> str:
+    """SIMD variant the kernels use now: ``'avx2'`` (AVX2+FMA) or ``'scalar'``."""
+    return _core.simd_level()
+
+
+def set_simd_level(level: str) -> None:
+    """Force a SIMD variant: ``'auto'`` (best the CPU has), ``'avx2'`` or ``'scalar'``.
+
+    Meant for testing and debugging; the environment variable
+    ``FASTREG_SIMD=scalar`` does the same at import time.
+    """
+    if not isinstance(level, str):
+        raise TypeError(f"level must be a str, got {type(level).__name__}")
+    _core.set_simd_level(level)
+
+
+def _blas_info() -> str:
+    return "none (no kernel uses a BLAS yet)"
+
+
+def show_config(file=None) -> None:
+    """Print how this fastreg was built and what it uses at run time."""
+    from . import __version__, cuda
+
+    file = sys.stdout if file is None else file
+    rows = [
+        ("fastreg", __version__),
+        ("python", sys.version.split()[0]),
+        ("compiler", _core.compiler()),
+        ("simd", f"{simd_level()} (cpu supports {_core.cpu_simd_level()})"),
+        ("threads", f"{get_num_threads()} (default {_core.default_num_threads()})"),
+        ("blas", _blas_info()),
+        ("cuda module", "built" if cuda.is_built() else "not built"),
+        ("gpu", cuda.describe()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}} : {value}", file=file)

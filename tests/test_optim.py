@@ -1,0 +1,157 @@
+import itertools
+
+import numpy as np
+import pytest
+
+import fastreg
+from fastreg.optim import sgd, sgd_step
+
+torch = pytest.importorskip("torch")
+
+OPTION_GRID = [
+    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
+    for m, d, wd, n, mx in itertools.product([0.0, 0.9], [0.0, 0.3], [0.0, 1e-2], [False, True], [False, True])
+    if not (n and (m == 0 or d != 0))
+]
+
+
+def _run_pair(rng, shapes, dtype, steps, opts, lr=0.05):
+    """Run torch.optim.SGD and fastreg.sgd_step side by side on the same gradients."""
+    init = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+    t_params = [torch.tensor(p, requires_grad=True) for p in init]
+    opt = torch.optim.SGD(t_params, lr=lr, **opts)
+    f_params = [p.copy() for p in init]
+    bufs = [None] * len(shapes)
+    for step in range(steps):
+        for tp, g in zip(t_params, grads[step]):
+            tp.grad = torch.from_numpy(g.copy())
+        opt.step()
+        sgd_step(f_params, grads[step], bufs, lr=lr, **opts)
+    return [p.detach().numpy() for p in t_params], f_params, bufs, opt
+
+
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_torch_after_100_steps(rng, opts, dtype):
+    shapes = [(int(rng.integers(1, 40)), int(rng.integers(1, 30))), (int(rng.integers(1, 100)),), (3,)]
+    ref, got, bufs, opt = _run_pair(rng, shapes, dtype, 100, opts)
+    for r, g in zip(ref, got):
+        assert g.dtype == dtype
+        np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6 * np.abs(r).max())
+    if opts["momentum"]:
+        for p, b in zip(opt.param_groups[0]["params"], bufs):
+            tb = opt.state[p]["momentum_buffer"].numpy()
+            np.testing.assert_allclose(b, tb, rtol=1e-6, atol=1e-6 * np.abs(tb).max())
+
+
+def test_first_step_fills_buffer_with_gradient(rng):
+    p = rng.standard_normal(10)
+    g = rng.standard_normal(10)
+    bufs = [None]
+    sgd_step([p], [g], bufs, lr=0.1, momentum=0.9, dampening=0.5)
+    np.testing.assert_array_equal(bufs[0], g)  # undampened, as torch
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 1000, 300_001])
+def test_simd_paths_agree(rng, simd_levels, n):
+    p0 = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    b0 = rng.standard_normal(n).astype(np.float32)
+    results = []
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        p, b = p0.copy(), b0.copy()
+        sgd_step([p], [g], [b], lr=0.1, momentum=0.9, weight_decay=1e-3, nesterov=True)
+        results.append((p, b))
+    for p, b in results[1:]:
+        # The AVX2 path may fuse multiply-adds: equal up to a few roundings of the
+        # operands' magnitude (a result near zero can differ in relative terms).
+        atol = 8 * np.finfo(np.float32).eps * max(np.abs(p0).max(), np.abs(b0).max(), np.abs(g).max())
+        np.testing.assert_allclose(p, results[0][0], rtol=1e-6, atol=atol)
+        np.testing.assert_allclose(b, results[0][1], rtol=1e-6, atol=atol)
+
+
+def test_thread_count_does_not_change_result(rng):
+    n = 1_000_003
+    p0, g = rng.standard_normal(n), rng.standard_normal(n)
+    out = []
+    default = fastreg.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            fastreg.set_num_threads(threads)
+            p = p0.copy()
+            sgd_step([p], [g], lr=0.1, weight_decay=0.1)
+            out.append(p)
+    finally:
+        fastreg.set_num_threads(default)
+    for p in out[1:]:
+        np.testing.assert_array_equal(p, out[0])
+
+
+def test_torch_tensors_updated_in_place_and_buffers_are_tensors(rng):
+    w = torch.randn(5, 3, requires_grad=True)
+    w_ref = w.detach().clone()
+    g = torch.randn(5, 3)
+    bufs = [None]
+    sgd_step([w], [g], bufs, lr=0.5, momentum=0.9)
+    assert isinstance(bufs[0], torch.Tensor)
+    torch.testing.assert_close(w.detach(), w_ref - 0.5 * g)
+
+
+def test_non_contiguous_param_and_grad(rng):
+    base = rng.standard_normal((6, 8))
+    p = base[:, ::2]
+    g = rng.standard_normal((6, 8))[:, 1::2]
+    expected = p - 0.1 * g
+    sgd_step([p], [g], lr=0.1)
+    np.testing.assert_allclose(base[:, ::2], expected)
+
+
+def test_none_grad_is_skipped(rng):
+    p = rng.standard_normal(4)
+    before = p.copy()
+    sgd_step([p], [None], lr=1.0)
+    np.testing.assert_array_equal(p, before)
+
+
+def test_d2l_sgd_divides_by_batch_size_and_zeroes_grad():
+    w = torch.ones(3, requires_grad=True)
+    w.grad = torch.full((3,), 4.0)
+    sgd([w], lr=0.5, batch_size=2)
+    torch.testing.assert_close(w.detach(), torch.full((3,), 0.0))
+    torch.testing.assert_close(w.grad, torch.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda p, g: sgd_step([p], [g, g], lr=0.1), ValueError, "same length"),
+        (lambda p, g: sgd_step([p], [g[:3]], lr=0.1), ValueError, "shape"),
+        (lambda p, g: sgd_step([p], [g.astype(np.float32)], lr=0.1), TypeError, "dtype"),
+        (lambda p, g: sgd_step([p.astype(np.int64)], [g.astype(np.int64)], lr=0.1), TypeError, "float32 or float64"),
+        (lambda p, g: sgd_step([p], [g], lr=-1.0), ValueError, "lr"),
+        (lambda p, g: sgd_step([p], [g], lr=float("nan")), ValueError, "lr"),
+        (lambda p, g: sgd_step([p], [g], lr="0.1"), TypeError, "lr"),
+        (lambda p, g: sgd_step([p], [g], lr=0.1, momentum=0.9), ValueError, "momentum_buffers"),
+        (lambda p, g: sgd_step([p], [g], [None, None], lr=0.1, momentum=0.9), ValueError, "length 1"),
+        (lambda p, g: sgd_step([p], [g], [None], lr=0.1, nesterov=True), ValueError, "Nesterov"),
+        (lambda p, g: sgd_step(p, g, lr=0.1), TypeError, "list"),
+        (lambda p, g: sgd_step([p.tolist()], [g], lr=0.1), TypeError, "numpy.ndarray or a torch.Tensor"),
+        (lambda p, g: sgd_step([p], [p], lr=0.1), ValueError, "share memory"),
+        (lambda p, g: sgd([p], 0.1, 0), ValueError, "batch_size"),
+    ],
+)
+def test_bad_input_raises_clear_errors(rng, call, exc, match):
+    p, g = rng.standard_normal(8), rng.standard_normal(8)
+    before = p.copy()
+    with pytest.raises(exc, match=match):
+        call(p, g)
+    np.testing.assert_array_equal(p, before)
+
+
+def test_read_only_param_is_refused(rng):
+    p = rng.standard_normal(8)
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        sgd_step([p], [np.ones(8)], lr=0.1)
