@@ -196,6 +196,7 @@ class BatchIter {
   int64_t next_batch() const { return next_batch_; }
   py::object end_batch() const { return order_ ? py::object(py::int_(end_batch_)) : py::object(py::none()); }
   bool prefetching() const { return static_cast<bool>(pipeline_); }
+  bool done() const { return done_; }
 
  private:
   void set_order(const py::handle& obj) {
@@ -259,6 +260,7 @@ void register_loader(py::module_& m) {
       .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
       .def_property_readonly("next_batch", &BatchIter::next_batch, "Index of the next batch to yield.")
       .def_property_readonly("end_batch", &BatchIter::end_batch, "Number of batches (None before the order is drawn).")
+      .def_property_readonly("done", &BatchIter::done, "True once exhausted or closed.")
       .def_property_readonly("prefetching", &BatchIter::prefetching, "True while prefetch threads are running.");
 
   m.def(
