@@ -9,6 +9,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 __version__ = "0.1.0"
 
 from . import cuda, optim
+from .data import DataLoader, data_iter, load_array
 from ._config import (
     get_num_threads,
     set_num_threads,
@@ -18,9 +19,12 @@ from ._config import (
 )
 
 __all__ = [
+    "DataLoader",
     "__version__",
     "cuda",
+    "data_iter",
     "get_num_threads",
+    "load_array",
     "optim",
     "set_num_threads",
     "set_simd_level",
