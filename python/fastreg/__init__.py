@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, optim
+from . import cuda, datasets, optim
 from ._config import (
     get_num_threads,
     set_num_threads,
@@ -20,6 +20,7 @@ from ._config import (
 __all__ = [
     "__version__",
     "cuda",
+    "datasets",
     "get_num_threads",
     "optim",
     "set_num_threads",
