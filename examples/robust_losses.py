@@ -26,13 +26,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     seeds = range(2 if args.quick else 10)
+    epochs = 3 if args.quick else 10
     losses, dists = ("squared", "huber", "l1"), ("normal", "laplace")
     err = {(d, loss): [] for d in dists for loss in losses}
     for dist in dists:
         for seed in seeds:
             X, y = synthetic_data(TRUE_W, TRUE_B, 1000, noise=1.0, noise_dist=dist, seed=seed)
             for loss in losses:
-                est = fastreg.LinearRegression(loss=loss, lr=0.01, batch_size=10, epochs=5, random_state=seed)
+                est = fastreg.LinearRegression(loss=loss, lr=0.05, batch_size=10, epochs=epochs,
+                                               random_state=seed)
                 est.fit(X, y)
                 params = np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
                 err[dist, loss].append(np.linalg.norm(params - np.r_[TRUE_W, TRUE_B]))

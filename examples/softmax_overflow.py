@@ -54,7 +54,8 @@ def main(argv=None):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     finite = np.isfinite(naive_err)
-    ax.semilogy(shifts[finite], np.maximum(naive_err[finite], 1e-12), "o-", label="naive exp(z)/sum exp(z)")
+    ax.semilogy(shifts[finite], np.maximum(naive_err[finite], 1e-12), "o--", ms=3, zorder=3,
+                label="naive exp(z)/sum exp(z)")
     if (~finite).any():
         ax.axvspan(shifts[~finite].min(), shifts.max(), color="tab:red", alpha=0.15, label="naive: NaN (overflow)")
     ax.semilogy(shifts, np.maximum(fast_err, 1e-12), "s-", label="fastreg.ops.softmax")
