@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, optim
+from . import cuda, datasets, optim
 from .data import DataLoader, data_iter, load_array
 from ._config import (
     get_num_threads,
@@ -23,6 +23,7 @@ __all__ = [
     "__version__",
     "cuda",
     "data_iter",
+    "datasets",
     "get_num_threads",
     "load_array",
     "optim",
