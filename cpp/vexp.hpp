@@ -8,8 +8,9 @@
 // (truncation < 2^-60). 2^n is applied as two powers of two, 2^(n/2) * 2^(n - n/2),
 // so results in the subnormal range round once and overflow gives +inf.
 //
-// Accuracy (tests/test_ops.py measures it against long double on every call
-// path): <= 1 ulp for float, <= 2 ulp for double, over the whole range; exactly
+// Accuracy (tests/test_ops.py measures it against long double on both dispatch
+// paths; the bound tested is 2 ulp): measured max 1.0 ulp (float), 1.15 ulp (double) over the
+// whole range, exactly
 // 0 for x below ln(smallest subnormal / 2), +inf above ln(max), NaN for NaN,
 // exp(-inf) = 0 and exp(+inf) = +inf.
 #pragma once
@@ -121,7 +122,8 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256 exp_avx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // (p r^2 + r) + 1: adding the 1 last keeps r's low bits (as the scalar version).
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
   const __m256i n = _mm256_cvtps_epi32(nf);
   const __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1);
   const __m256i bias = _mm256_set1_epi32(C::bias);
