@@ -6,4 +6,5 @@
 namespace fastreg::bindings {
 void register_runtime(pybind11::module_& m);
 void register_optim(pybind11::module_& m);
+void register_train(pybind11::module_& m);
 }  // namespace fastreg::bindings

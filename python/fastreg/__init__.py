@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, optim
+from . import cuda, linear, optim
 from ._config import (
     get_num_threads,
     set_num_threads,
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "cuda",
     "get_num_threads",
+    "linear",
     "optim",
     "set_num_threads",
     "set_simd_level",
