@@ -28,3 +28,12 @@ __all__ = [
     "show_config",
     "simd_level",
 ]
+
+
+def __getattr__(name):
+    # fastreg.torch imports torch, so it is loaded only when first used.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    raise AttributeError(f"module 'fastreg' has no attribute {name!r}")

@@ -30,14 +30,17 @@ def device_count() -> int:
 def unavailable_reason() -> str | None:
     """Why the CUDA kernels cannot run here, or None when they can."""
     if _cuda is None:
-        detail = f" ({_IMPORT_ERROR})" if "No module named" not in _IMPORT_ERROR else ""
+        import pathlib
+
+        built = any(pathlib.Path(__file__).parent.glob("_cuda*.so"))
+        detail = f" (fastreg._cuda exists but failed to load: {_IMPORT_ERROR})" if built else ""
         return (
             "fastreg was built without CUDA: reinstall on a machine with nvcc on PATH "
             "(or with FASTREG_CUDA=ON)" + detail
         )
     count, why = _cuda.device_count()
     if count == 0:
-        return f"no usable CUDA device: {why}"
+        return f"no usable CUDA GPU or driver (the CUDA runtime reports: {why})"
     return None
 
 
