@@ -1,7 +1,10 @@
 #include "blas.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -13,6 +16,37 @@ namespace {
 // Set once from Python at import; read by every kernel thread afterwards.
 std::atomic<const BlasTable*> g_table{nullptr};
 BlasTable g_storage;
+
+// OpenBLAS thread controls found next to sgemm (null when absent).
+using set_local_fn = int (*)(int);
+using set_global_fn = void (*)(int);
+using get_fn = int (*)();
+set_local_fn g_set_local = nullptr;
+set_global_fn g_set_global = nullptr;
+get_fn g_get = nullptr;
+
+void* find_symbol(void* lib, std::initializer_list<const char*> names) {
+  for (const char* name : names)
+    if (void* p = dlsym(lib, name)) return p;
+  return nullptr;
+}
+
+// dladdr names the library that holds sgemm; the setters are looked up there
+// (the plain and SciPy-prefixed OpenBLAS names), so fastreg controls exactly
+// the BLAS it calls and never loads another one.
+void find_thread_controls(const void* sgemm) {
+  Dl_info info{};
+  if (!dladdr(sgemm, &info) || !info.dli_fname) return;
+  void* lib = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  if (!lib) return;
+  g_set_local = reinterpret_cast<set_local_fn>(
+      find_symbol(lib, {"openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local"}));
+  g_set_global = reinterpret_cast<set_global_fn>(
+      find_symbol(lib, {"scipy_openblas_set_num_threads", "openblas_set_num_threads"}));
+  g_get = reinterpret_cast<get_fn>(find_symbol(lib, {"scipy_openblas_get_num_threads", "openblas_get_num_threads"}));
+  if (!g_get) g_set_global = nullptr;  // a global setter is only safe to use if the old value can be restored
+  dlclose(lib);  // RTLD_NOLOAD took a reference; the library stays loaded by its owner
+}
 
 const BlasTable& table() {
   const BlasTable* t = g_table.load(std::memory_order_acquire);
@@ -34,7 +68,26 @@ void set_blas(const BlasTable& t) {
     throw std::invalid_argument("set_blas: all of sgemm, dgemm, sgemv, dgemv are required");
   if (g_table.load(std::memory_order_acquire)) return;  // first one wins; never swapped under a running kernel
   g_storage = t;
+  find_thread_controls(reinterpret_cast<const void*>(t.sgemm));
   g_table.store(&g_storage, std::memory_order_release);
+}
+
+const char* blas_thread_control() {
+  return g_set_local ? "thread-local" : g_set_global ? "global" : "none";
+}
+
+BlasThreads::BlasThreads(int n) {
+  if (g_set_local) previous_ = g_set_local(n);
+  else if (g_set_global) {
+    previous_ = g_get();
+    g_set_global(n);
+  }
+}
+
+BlasThreads::~BlasThreads() {
+  if (previous_ < 0) return;
+  if (g_set_local) g_set_local(previous_);
+  else if (g_set_global) g_set_global(previous_);
 }
 
 bool blas_ready() { return g_table.load(std::memory_order_acquire) != nullptr; }

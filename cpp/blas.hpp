@@ -29,8 +29,29 @@ struct BlasTable {
 };
 
 // Installs the table (all four pointers non-null, else std::invalid_argument).
+// Also looks up, in the same shared library as sgemm, OpenBLAS's thread-count
+// setter so that BlasThreads below can pin a kernel's calls to one thread.
 void set_blas(const BlasTable& table);
 bool blas_ready();
+// How the BLAS's threads can be limited: "thread-local" (OpenBLAS >= 0.3.27's
+// openblas_set_num_threads_local), "global", or "none" (unknown BLAS).
+const char* blas_thread_control();
+
+// RAII: while alive, BLAS calls from this thread use at most n threads (when
+// the BLAS allows it; a no-op otherwise). The whole-epoch loops use n = 1: their
+// GEMMs (256 x 784 x 10) are too small to split, and BLAS worker threads on top of
+// other busy threads (torch's, fastreg's) cost far more than they save — measured
+// ~25x slower per epoch on a shared 2-core machine.
+class BlasThreads {
+ public:
+  explicit BlasThreads(int n);
+  ~BlasThreads();
+  BlasThreads(const BlasThreads&) = delete;
+  BlasThreads& operator=(const BlasThreads&) = delete;
+
+ private:
+  int previous_ = -1;
+};
 
 // Row-major C[m, n] = alpha * op(A) @ op(B) + beta * C, where op(A) is [m, k]
 // (A stored [m, k], or [k, m] when trans_a) and op(B) is [k, n] (B stored

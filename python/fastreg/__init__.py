@@ -9,6 +9,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 __version__ = "0.1.0"
 
 from . import cuda, linear, optim
+from .models import LinearRegression, SoftmaxRegression
 from ._config import (
     get_num_threads,
     set_num_threads,
@@ -18,6 +19,8 @@ from ._config import (
 )
 
 __all__ = [
+    "LinearRegression",
+    "SoftmaxRegression",
     "__version__",
     "cuda",
     "get_num_threads",
