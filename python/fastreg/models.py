@@ -83,7 +83,7 @@ def _scale_for(X: np.ndarray) -> float:
 def _as_float_rows(X: np.ndarray, dtype) -> np.ndarray:
     """X as the model's float dtype (uint8 images are read as x / 255)."""
     if X.dtype == np.uint8:
-        return X.astype(dtype) * dtype(_UINT8_SCALE)
+        return X.astype(dtype) * np.dtype(dtype).type(_UINT8_SCALE)
     return X.astype(dtype, copy=False)
 
 
@@ -382,7 +382,8 @@ class SoftmaxRegression(_SGDEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample: ``[n_samples]`` from classes_."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def score(self, X, y) -> float:
         """Mean accuracy of predict(X) against y."""
