@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, linear, optim
+from . import cuda, linear, optim, plot
 from .models import LinearRegression, SoftmaxRegression
 from ._config import (
     get_num_threads,
@@ -26,6 +26,7 @@ __all__ = [
     "get_num_threads",
     "linear",
     "optim",
+    "plot",
     "set_num_threads",
     "set_simd_level",
     "show_config",
