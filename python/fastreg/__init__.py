@@ -8,7 +8,8 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, linear, optim, plot
+from . import cuda, datasets, linear, optim, plot
+from .data import DataLoader, data_iter, load_array
 from .models import LinearRegression, SoftmaxRegression
 from ._config import (
     get_num_threads,
@@ -19,12 +20,16 @@ from ._config import (
 )
 
 __all__ = [
+    "DataLoader",
     "LinearRegression",
     "SoftmaxRegression",
     "__version__",
     "cuda",
+    "data_iter",
+    "datasets",
     "get_num_threads",
     "linear",
+    "load_array",
     "optim",
     "plot",
     "set_num_threads",

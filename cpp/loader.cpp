@@ -1,0 +1,293 @@
+#include "loader.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include "simd.hpp"
+
+namespace fastreg {
+namespace {
+
+// Each thread should move at least ~1 MiB: below that, starting a thread costs
+// more than the copy it takes over.
+constexpr int64_t kBytesPerThread = int64_t{1} << 20;
+
+int64_t rows_per_thread(int64_t row_bytes) {
+  return std::max<int64_t>(1, kBytesPerThread / std::max<int64_t>(row_bytes, 1));
+}
+
+// Fixed-size element copies: a memcpy call per 4- or 8-byte label would cost more
+// than the copy itself.
+template <class T>
+void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, void* dst) {
+  const T* s = static_cast<const T*>(src);
+  T* d = static_cast<T*>(dst);
+  for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
+}
+
+void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e,
+                  void* dst) {
+  switch (row_bytes) {
+    case 1: return gather_fixed<uint8_t>(src, idx, b, e, dst);
+    case 2: return gather_fixed<uint16_t>(src, idx, b, e, dst);
+    case 4: return gather_fixed<uint32_t>(src, idx, b, e, dst);
+    case 8: return gather_fixed<uint64_t>(src, idx, b, e, dst);
+    default: break;
+  }
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  const auto rb = static_cast<size_t>(row_bytes);
+  for (int64_t i = b; i < e; ++i) std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
+}
+
+// uint8 -> float32 * scale. A single IEEE multiply, so both variants give results
+// identical to NumPy's x.astype(float32) * float32(scale).
+FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len,
+                                 const int64_t* idx, int64_t b, int64_t e, float scale,
+                                 float* __restrict dst) {
+  for (int64_t i = b; i < e; ++i) {
+    const uint8_t* __restrict s = src + idx[i] * row_len;
+    float* __restrict d = dst + i * row_len;
+    for (int64_t j = 0; j < row_len; ++j) d[j] = static_cast<float>(s[j]) * scale;
+  }
+}
+
+void u8_rows_scalar(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e,
+                    float scale, float* dst) {
+  u8_rows_body(src, row_len, idx, b, e, scale, dst);
+}
+
+FASTREG_TARGET_AVX2 void u8_rows_avx2(const uint8_t* src, int64_t row_len, const int64_t* idx,
+                                      int64_t b, int64_t e, float scale, float* dst) {
+  u8_rows_body(src, row_len, idx, b, e, scale, dst);
+}
+
+void u8_range(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e,
+              float scale, float* dst) {
+  if (active_simd() == Simd::avx2) u8_rows_avx2(src, row_len, idx, b, e, scale, dst);
+  else u8_rows_scalar(src, row_len, idx, b, e, scale, dst);
+}
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// xoshiro256** (Blackman & Vigna): fast, 256-bit state, good statistical quality.
+struct Xoshiro256 {
+  uint64_t s[4];
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t next() {
+    const uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+  }
+  // Unbiased integer in [0, bound) (Lemire's multiply-and-reject).
+  uint64_t below(uint64_t bound) {
+    __uint128_t m = static_cast<__uint128_t>(next()) * bound;
+    auto low = static_cast<uint64_t>(m);
+    if (low < bound) {
+      const uint64_t threshold = -bound % bound;
+      while (low < threshold) {
+        m = static_cast<__uint128_t>(next()) * bound;
+        low = static_cast<uint64_t>(m);
+      }
+    }
+    return static_cast<uint64_t>(m >> 64);
+  }
+};
+
+}  // namespace
+
+void gather_rows(const void* src, int64_t row_bytes, const int64_t* idx, int64_t n, void* dst) {
+  parallel_for(n, rows_per_thread(row_bytes),
+               [&](int64_t b, int64_t e) { gather_range(src, row_bytes, idx, b, e, dst); });
+}
+
+void gather_rows_u8_to_f32(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t n,
+                           float scale, float* dst) {
+  // Grain counts the 5 bytes each element moves (1 read, 4 written).
+  parallel_for(n, rows_per_thread(5 * row_len),
+               [&](int64_t b, int64_t e) { u8_range(src, row_len, idx, b, e, scale, dst); });
+}
+
+void random_permutation(uint64_t seed, uint64_t stream, int64_t n, int64_t* out) {
+  uint64_t x = seed ^ (0x6a09e667f3bcc909ULL * (stream + 1));
+  Xoshiro256 rng{};
+  for (auto& w : rng.s) w = splitmix64(x);
+  for (int64_t i = 0; i < n; ++i) out[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(rng.below(static_cast<uint64_t>(i) + 1));
+    std::swap(out[i], out[j]);
+  }
+}
+
+void LoaderColumn::gather(const int64_t* idx, int64_t n, void* dst, bool threads) const {
+  if (u8_to_f32) {
+    const auto* s = static_cast<const uint8_t*>(src);
+    auto* d = static_cast<float*>(dst);
+    if (threads) gather_rows_u8_to_f32(s, row_len, idx, n, scale, d);
+    else u8_range(s, row_len, idx, 0, n, scale, d);
+  } else {
+    if (threads) gather_rows(src, row_len * itemsize, idx, n, dst);
+    else gather_range(src, row_len * itemsize, idx, 0, n, dst);
+  }
+}
+
+namespace {
+size_t rounded_size(int64_t bytes) {
+  // aligned_alloc wants a multiple of the alignment; never 0.
+  return (static_cast<size_t>(std::max<int64_t>(bytes, 1)) + 63) & ~size_t{63};
+}
+}  // namespace
+
+void BufferDeleter::operator()(void* p) const noexcept {
+  if (pool) pool->put(p, size);
+  else std::free(p);
+}
+
+Buffer allocate_buffer(int64_t bytes) {
+  const size_t size = rounded_size(bytes);
+  void* p = std::aligned_alloc(64, size);
+  if (!p) throw std::bad_alloc();
+  return Buffer(p, BufferDeleter{nullptr, size});
+}
+
+BufferPool::~BufferPool() {
+  for (auto& e : free_) std::free(e.second);
+}
+
+Buffer BufferPool::get(int64_t bytes) {
+  const size_t size = rounded_size(bytes);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->first == size) {
+        void* p = it->second;
+        free_.erase(it);
+        return Buffer(p, BufferDeleter{shared_from_this(), size});
+      }
+    }
+  }
+  void* p = std::aligned_alloc(64, size);
+  if (!p) throw std::bad_alloc();
+  return Buffer(p, BufferDeleter{shared_from_this(), size});
+}
+
+void BufferPool::put(void* p, size_t size) noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < keep_) {
+      try {
+        free_.emplace_back(size, p);
+        return;
+      } catch (...) {  // could not record it: free it below
+      }
+    }
+  }
+  std::free(p);
+}
+
+BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
+                             std::shared_ptr<const std::vector<int64_t>> order, int64_t batch_size,
+                             int64_t first_batch, int64_t end_batch, int workers, int depth)
+    : columns_(std::move(columns)),
+      order_(std::move(order)),
+      batch_size_(batch_size),
+      end_(end_batch),
+      depth_(std::max(depth, 1)),
+      next_claim_(first_batch),
+      consumed_(first_batch),
+      slots_(static_cast<size_t>(std::max(depth, 1))),
+      // Enough buffers for the batches in flight plus a few the caller still holds.
+      pool_(std::make_shared<BufferPool>(columns_.size() * static_cast<size_t>(2 * depth_ + 4))) {
+  threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
+  try {
+    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { worker_loop(); });
+  } catch (...) {
+    stop();
+    for (auto& t : threads_) t.join();
+    throw;
+  }
+}
+
+BatchPipeline::~BatchPipeline() {
+  stop();
+  for (auto& t : threads_) t.join();
+}
+
+void BatchPipeline::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  ready_cv_.notify_all();
+}
+
+// Called with `lock` held; gathers without it so workers and the consumer overlap.
+void BatchPipeline::produce(int64_t k, std::unique_lock<std::mutex>& lock) {
+  const int64_t begin = k * batch_size_;
+  const int64_t rows = std::min<int64_t>(batch_size_, static_cast<int64_t>(order_->size()) - begin);
+  lock.unlock();
+  std::vector<Buffer> buffers;
+  std::exception_ptr error;
+  try {
+    buffers.reserve(columns_.size());
+    for (const auto& c : columns_) {
+      buffers.push_back(pool_->get(rows * c.out_row_bytes()));
+      c.gather(order_->data() + begin, rows, buffers.back().get(), /*threads=*/false);
+    }
+  } catch (...) {
+    error = std::current_exception();
+    buffers.clear();
+  }
+  lock.lock();
+  Slot& slot = slots_[static_cast<size_t>(k % depth_)];
+  slot.batch = k;
+  slot.buffers = std::move(buffers);
+  slot.error = error;
+  ready_cv_.notify_all();
+}
+
+void BatchPipeline::worker_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [this] { return stop_ || can_claim(); });
+    if (stop_) return;
+    produce(next_claim_++, lock);
+  }
+}
+
+std::vector<Buffer> BatchPipeline::next() {
+  std::unique_lock<std::mutex> lock(mu_);
+  const int64_t k = consumed_;
+  if (k >= end_) throw std::logic_error("BatchPipeline::next past the last batch");
+  for (;;) {
+    if (stop_) throw std::logic_error("BatchPipeline::next after stop");
+    Slot& slot = slots_[static_cast<size_t>(k % depth_)];
+    if (slot.batch == k) {
+      std::vector<Buffer> out = std::move(slot.buffers);
+      std::exception_ptr error = slot.error;
+      slot = Slot{};
+      ++consumed_;
+      work_cv_.notify_all();  // a slot is free: workers may run further ahead
+      if (error) std::rethrow_exception(error);
+      return out;
+    }
+    // Rather than idle while a worker finishes batch k, gather a pending one.
+    if (can_claim()) produce(next_claim_++, lock);
+    else ready_cv_.wait(lock);
+  }
+}
+
+}  // namespace fastreg

@@ -1,0 +1,591 @@
+"""The ``fastreg`` command: ``train`` a model and watch it learn, ``bench`` fastreg
+against PyTorch, ``info`` on the build.
+
+    fastreg train                       # softmax regression on scikit-learn's digits
+    fastreg train --dataset fashion-mnist --download --compare-torch
+    fastreg bench --quick --plot bench.png
+    fastreg info
+
+A user mistake (a bad option, a missing data file, an unwritable path) prints one
+line on stderr and exits with status 2; there is no traceback for those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake the user can fix; printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (with where to find help), exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------- option types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _nonneg_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value
+
+
+def _png_path(text: str) -> str:
+    if text.lower() in ("", "none", "off"):
+        return ""
+    return text
+
+
+# ------------------------------------------------------------------ data sets
+
+# dataset -> (task, default hyper-parameters: epochs, lr, batch_size)
+DATASETS = {
+    "digits": ("classification", dict(epochs=10, lr=0.1, batch_size=32)),
+    "fashion-mnist": ("classification", dict(epochs=10, lr=0.1, batch_size=256)),  # d2l's
+    "synthetic": ("regression", dict(epochs=3, lr=0.03, batch_size=10)),  # d2l's
+    "diabetes": ("regression", dict(epochs=20, lr=0.05, batch_size=16)),
+}
+MODEL_TASK = {"softmax": "classification", "linear": "regression"}
+DEFAULT_DATASET = {"softmax": "digits", "linear": "synthetic"}
+DEFAULT_DATA_DIR = os.path.join("data", "fashion-mnist")
+
+
+def _split(X: np.ndarray, y: np.ndarray, test_size: float, seed: int):
+    """Seeded random train/test split (the digits and synthetic data come unsplit)."""
+    order = np.random.default_rng(seed).permutation(len(X))
+    n_test = max(1, int(round(test_size * len(X))))
+    test, train = order[:n_test], order[n_test:]
+    return X[train], y[train], X[test], y[test]
+
+
+def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, seed: int, verify: bool = True):
+    """``(X_train, y_train, X_test, y_test, description)`` for a ``fastreg train`` dataset.
+
+    Features are float32[N, D]; classification labels int64[N], regression targets float32[N].
+    """
+    from . import datasets
+
+    try:
+        if name == "fashion-mnist":
+            Xtr, ytr = datasets.load_fashion_mnist(data_dir, "train", download=download, verify=verify)
+            Xte, yte = datasets.load_fashion_mnist(data_dir, "test", download=download, verify=verify)
+            # d2l's ToTensor: pixels to [0, 1]; the model sees flat 784-vectors.
+            flat = [x.reshape(len(x), -1).astype(np.float32) / np.float32(255) for x in (Xtr, Xte)]
+            return flat[0], ytr, flat[1], yte, f"Fashion-MNIST ({len(Xtr)} train / {len(Xte)} test, 784 pixels)"
+        if name == "digits":
+            X, y = datasets.load_digits()
+            desc = "scikit-learn digits (8x8 handwriting)"
+        elif name == "diabetes":
+            X, y = datasets.load_diabetes()
+            # Standardise the features so one learning rate suits all of them.
+            X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+            desc = "scikit-learn diabetes (standardised features)"
+        else:  # synthetic: d2l's true_w, true_b
+            X, y = datasets.synthetic_data([2.0, -3.4], 4.2, 1000, seed=seed)
+            desc = "synthetic y = 2 x1 - 3.4 x2 + 4.2 + N(0, 0.01^2)"
+    except FileNotFoundError as e:
+        raise UsageError(str(e).replace("pass download=True", "run again with --download (or give --data-dir)")) from None
+    except (ValueError, ImportError, OSError) as e:
+        raise UsageError(str(e).replace("pass verify=False", "pass --no-verify")) from None
+    Xtr, ytr, Xte, yte = _split(X, y, test_size, seed)
+    return Xtr, ytr, Xte, yte, f"{desc}, {len(Xtr)} train / {len(Xte)} test, {X.shape[1]} features"
+
+
+# ------------------------------------------------------------------------ train
+
+
+def _require(module: str, extra: str = "demo"):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"this needs {module.split('.')[0]}: pip install 'fastreg[{extra}]'") from None
+
+
+def _estimator(args):
+    import fastreg
+
+    cls_name = "SoftmaxRegression" if args.model == "softmax" else "LinearRegression"
+    cls = getattr(fastreg, cls_name, None)
+    if cls is None:
+        raise UsageError(f"this fastreg has no {cls_name} (the estimators are not built in)")
+    kwargs = dict(
+        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, momentum=args.momentum,
+        weight_decay=args.weight_decay, random_state=args.seed, verbose=not args.quiet,
+    )
+    if args.model == "linear":
+        kwargs["loss"] = args.loss
+    return cls(**kwargs)
+
+
+def _fmt_metric(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _print_history(history: dict, task: str, out) -> None:
+    cols = [("epoch", "epoch", "{:>5}"), ("train_loss", "train loss", "{:>10.4f}")]
+    if task == "classification":
+        cols += [("train_acc", "train acc", "{:>9.4f}"), ("eval_acc", "test acc", "{:>8.4f}")]
+    else:
+        cols += [("eval_loss", "test loss", "{:>9.4f}")]
+    cols.append(("seconds", "s/epoch", "{:>7.3f}"))
+    cols = [c for c in cols if c[0] in history]
+    print("  ".join(f"{title:>{len(fmt.format(0))}}" for _, title, fmt in cols), file=out)
+    for i in range(len(history["epoch"])):
+        print("  ".join(fmt.format(history[key][i]) for key, _, fmt in cols), file=out)
+
+
+def _torch_concise(args, task, Xtr, ytr, Xte, yte):
+    """d2l's concise implementation (nn.Linear + loss + torch.optim.SGD + DataLoader) on
+    the same data. Returns (seconds per epoch, train metric, test metric)."""
+    torch = _require("torch", "torch")
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    n_out = int(ytr.max()) + 1 if task == "classification" else 1
+    net = nn.Sequential(nn.Flatten(), nn.Linear(Xtr.shape[1], n_out))
+    net[1].weight.data.normal_(0, 0.01)
+    net[1].bias.data.fill_(0)
+    if task == "classification":
+        loss = nn.CrossEntropyLoss()
+    else:
+        loss = {"squared": nn.MSELoss(), "huber": nn.HuberLoss(), "l1": nn.L1Loss()}[args.loss]
+    opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    Xt, Xv = torch.from_numpy(Xtr), torch.from_numpy(Xte)
+    yt = torch.from_numpy(ytr) if task == "classification" else torch.from_numpy(ytr).reshape(-1, 1)
+    loader = DataLoader(TensorDataset(Xt, yt), batch_size=args.batch_size, shuffle=True)
+    seconds = []
+    for _ in range(args.epochs):
+        start = time.perf_counter()
+        for X, y in loader:
+            opt.zero_grad()
+            loss(net(X), y).backward()
+            opt.step()
+        seconds.append(time.perf_counter() - start)
+    with torch.no_grad():
+        if task == "classification":
+            metric = [float((net(X).argmax(1).numpy() == y).mean()) for X, y in ((Xt, ytr), (Xv, yte))]
+        else:
+            metric = [_r2(net(X).numpy().ravel(), y) for X, y in ((Xt, ytr), (Xv, yte))]
+    return statistics.mean(seconds), metric[0], metric[1]
+
+
+def _r2(pred: np.ndarray, y: np.ndarray) -> float:
+    y = y.astype(np.float64)
+    return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def cmd_train(args, out=None) -> int:
+    out = sys.stdout if out is None else out
+    model = args.model
+    dataset = args.dataset or DEFAULT_DATASET[model]
+    task, defaults = DATASETS[dataset]
+    if MODEL_TASK[model] != task:
+        hint = "softmax" if task == "classification" else "linear"
+        raise UsageError(f"--model {model} does not fit the {task} dataset '{dataset}'; use --model {hint}")
+    if args.loss != "squared" and model != "linear":
+        raise UsageError("--loss applies to --model linear only")
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.seed is None:
+        args.seed = 0
+    for path in (args.plot, args.save):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"cannot write {path}: folder {Path(path).resolve().parent} does not exist")
+    if args.plot:
+        _require("matplotlib")
+    if args.threads:
+        import fastreg
+
+        fastreg.set_num_threads(args.threads)
+
+    Xtr, ytr, Xte, yte, desc = load_dataset(
+        dataset, data_dir=args.data_dir, download=args.download, test_size=args.test_size, seed=args.seed,
+        verify=not args.no_verify,
+    )
+    print(f"fastreg train: {model} regression on {desc}", file=out)
+    print(
+        f"  epochs={args.epochs} lr={args.lr} batch_size={args.batch_size} momentum={args.momentum} "
+        f"weight_decay={args.weight_decay} seed={args.seed}", file=out,
+    )
+    est = _estimator(args)
+    try:
+        est.fit(Xtr, ytr, eval_set=(Xte, yte))
+    except ValueError as e:
+        raise UsageError(f"training failed: {e}") from None
+    history = est.history_
+    if not args.quiet:
+        _print_history(history, task, out)
+    per_epoch = statistics.mean(history["seconds"]) if history["seconds"] else float("nan")
+    final_loss = history["train_loss"][-1] if history["train_loss"] else float("nan")
+    if not math.isfinite(final_loss):
+        print(f"  training diverged (train loss is {final_loss}): try a smaller --lr", file=out)
+    train_score, test_score = est.score(Xtr, ytr), est.score(Xte, yte)
+    metric = "accuracy" if task == "classification" else "R^2"
+    print(
+        f"fastreg: train {metric} {train_score:.4f}, test {metric} {test_score:.4f}, "
+        f"{per_epoch * 1e3:.1f} ms/epoch", file=out,
+    )
+    if args.compare_torch:
+        t_epoch, t_train, t_test = _torch_concise(args, task, Xtr, ytr, Xte, yte)
+        print(f"\n{'':<21}{'s/epoch':>10}{'train ' + metric:>16}{'test ' + metric:>16}", file=out)
+        print(f"{'fastreg':<21}{per_epoch:>10.4f}{train_score:>16.4f}{test_score:>16.4f}", file=out)
+        print(f"{'torch (d2l concise)':<21}{t_epoch:>10.4f}{t_train:>16.4f}{t_test:>16.4f}", file=out)
+        ratio = t_epoch / per_epoch
+        print(f"fastreg is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} per epoch than torch", file=out)
+    if args.save:
+        np.savez(
+            args.save, coef=np.asarray(est.coef_), intercept=np.asarray(est.intercept_),
+            model=model, dataset=dataset, history=json.dumps(history),
+        )
+        print(f"saved the model to {args.save}", file=out)
+    if args.plot:
+        from . import plot
+
+        title = f"{model} regression on {dataset}"
+        plot.learning_curves(history, path=args.plot, title=title)
+        print(f"wrote the learning curves to {args.plot}", file=out)
+    return 0
+
+
+# ------------------------------------------------------------------------ bench
+
+
+def _median_time(fn: Callable[[], object], *, min_time: float, max_repeats: int) -> float:
+    """Median wall time of ``fn()`` over repeats (after one warm-up call)."""
+    fn()
+    times: list[float] = []
+    total = 0.0
+    while len(times) < max_repeats and (total < min_time or len(times) < 3):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        total += times[-1]
+    return statistics.median(times)
+
+
+class _Skip(Exception):
+    pass
+
+
+def _bench_cases(quick: bool):
+    """Yield (name, fastreg_fn, {reference: fn}) after checking both give the same answer."""
+    import fastreg
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    n = 10_000 if quick else 60_000  # Fashion-MNIST's training set size
+
+    # 1) minibatch iteration: one shuffled epoch of [n, 784] float32, batch 256.
+    def iterator():
+        if not hasattr(fastreg, "data_iter"):
+            raise _Skip("needs fastreg.data_iter")
+        X = rng.random((n, 784), dtype=np.float32)
+        y = rng.integers(0, 10, n)
+        rows = sum(len(b[0]) for b in fastreg.data_iter(256, X, y))
+        if rows != n:
+            raise AssertionError(f"fastreg.data_iter gave {rows} rows, expected {n}")
+        refs = {}
+        if torch is not None:
+            from torch.utils.data import DataLoader, TensorDataset
+
+            ds = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+            refs["torch DataLoader"] = lambda: sum(1 for _ in DataLoader(ds, batch_size=256, shuffle=True))
+        return lambda: sum(1 for _ in fastreg.data_iter(256, X, y)), refs
+
+    # 2) fused cross-entropy forward + backward on logits [n, 10].
+    def cross_entropy():
+        ops = getattr(fastreg, "ops", None)
+        if ops is None or not hasattr(ops, "cross_entropy_with_grad"):
+            raise _Skip("needs fastreg.ops.cross_entropy_with_grad")
+        logits = rng.standard_normal((n, 10)).astype(np.float32) * 3
+        labels = rng.integers(0, 10, n)
+        loss, grad = ops.cross_entropy_with_grad(logits, labels)
+        # float64 NumPy reference: mean(logsumexp - logit[label]), grad (softmax - onehot)/n
+        z = logits.astype(np.float64)
+        m = z.max(1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+        ref_loss = float(np.mean(lse - z[np.arange(n), labels]))
+        ref_grad = np.exp(z - lse[:, None])
+        ref_grad[np.arange(n), labels] -= 1
+        np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
+        np.testing.assert_allclose(grad, ref_grad / n, rtol=1e-4, atol=1e-7)
+        refs = {}
+        if torch is not None:
+            tl, tt = torch.from_numpy(logits), torch.from_numpy(labels)
+
+            def torch_ce():
+                x = tl.detach().requires_grad_()
+                torch.nn.functional.cross_entropy(x, tt).backward()
+
+            refs["torch"] = torch_ce
+        return lambda: ops.cross_entropy_with_grad(logits, labels), refs
+
+    # 3) SGD with momentum on 10M float32 parameters.
+    def sgd():
+        size = 1_000_000 if quick else 10_000_000
+        p = rng.standard_normal(size).astype(np.float32)
+        g = rng.standard_normal(size).astype(np.float32)
+        bufs: list = [None]
+        expect = p - 0.01 * (g + 1e-4 * p)  # first step: buffer = d
+        fastreg.optim.sgd_step([p], [g], bufs, lr=0.01, momentum=0.9, weight_decay=1e-4)
+        np.testing.assert_allclose(p, expect, rtol=1e-5, atol=1e-6)
+        refs = {}
+        if torch is not None:
+            tp = torch.from_numpy(p.copy()).requires_grad_()
+            tp.grad = torch.from_numpy(g)
+            opt = torch.optim.SGD([tp], lr=0.01, momentum=0.9, weight_decay=1e-4)
+            refs["torch.optim.SGD"] = opt.step
+        return lambda: fastreg.optim.sgd_step([p], [g], bufs, lr=0.01, momentum=0.9, weight_decay=1e-4), refs
+
+    # 4) one training epoch of softmax regression, 784 -> 10, batch 256.
+    def epoch():
+        if not hasattr(fastreg, "SoftmaxRegression"):
+            raise _Skip("needs fastreg.SoftmaxRegression")
+        X = rng.random((n, 784), dtype=np.float32)
+        w = rng.standard_normal((784, 10))
+        y = np.argmax(X @ w + rng.standard_normal((n, 10)), axis=1)
+        est = fastreg.SoftmaxRegression(epochs=1, batch_size=256, lr=0.1, random_state=0)
+        est.fit(X, y)
+        if not np.isfinite(est.history_["train_loss"][-1]):
+            raise AssertionError("fastreg.SoftmaxRegression diverged")
+        refs = {}
+        if torch is not None:
+            from torch import nn
+            from torch.utils.data import DataLoader, TensorDataset
+
+            net = nn.Linear(784, 10)
+            loss = nn.CrossEntropyLoss()
+            opt = torch.optim.SGD(net.parameters(), lr=0.1)
+            loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=256, shuffle=True)
+
+            def torch_epoch():
+                for xb, yb in loader:
+                    opt.zero_grad()
+                    loss(net(xb), yb).backward()
+                    opt.step()
+
+            refs["torch (d2l concise)"] = torch_epoch
+        return lambda: est.fit(X, y), refs
+
+    size = "10k" if quick else "60k"
+    return [
+        (f"iterate 1 epoch, {size}x784, batch 256", iterator),
+        (f"cross-entropy fwd+bwd, {size}x10", cross_entropy),
+        (f"SGD momentum step, {'1M' if quick else '10M'} params", sgd),
+        (f"softmax training epoch, {size}x784", epoch),
+    ]
+
+
+def cmd_bench(args, out=None) -> int:
+    out = sys.stdout if out is None else out
+    for path in (args.json, args.plot):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"cannot write {path}: folder {Path(path).resolve().parent} does not exist")
+    if args.plot:
+        _require("matplotlib")
+    import fastreg
+
+    min_time, max_repeats = (0.2, 20) if args.quick else (1.0, 100)
+    rows = []
+    print(f"{'case':<40} {'impl':<22} {'median':>11} {'fastreg speed-up':>17}", file=out)
+    for name, setup in _bench_cases(args.quick):
+        try:
+            ours, refs = setup()
+        except _Skip as e:
+            print(f"{name:<40} skipped: {e}", file=out)
+            continue
+        t_ours = _median_time(ours, min_time=min_time, max_repeats=max_repeats)
+        row = {"case": name, "fastreg_s": t_ours, "references": {}}
+        print(f"{name:<40} {'fastreg':<22} {t_ours * 1e3:>9.3f}ms", file=out)
+        for ref_name, fn in refs.items():
+            t = _median_time(fn, min_time=min_time, max_repeats=max_repeats)
+            row["references"][ref_name] = {"seconds": t, "speedup": t / t_ours}
+            print(f"{'':<40} {ref_name:<22} {t * 1e3:>9.3f}ms {t / t_ours:>16.2f}x", file=out)
+        rows.append(row)
+    if not any(r["references"] for r in rows):
+        print("(install torch to compare: pip install 'fastreg[torch]')", file=out)
+    if args.json:
+        result = {
+            "fastreg": fastreg.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "simd": fastreg.simd_level(), "threads": fastreg.get_num_threads(), "quick": args.quick,
+            "cases": rows,
+        }
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json}", file=out)
+    if args.plot:
+        _bench_plot(rows, args.plot)
+        print(f"wrote {args.plot}", file=out)
+    return 0
+
+
+def _bench_plot(rows: list, path: str) -> None:
+    """Horizontal bars: fastreg's speed-up over each reference (log scale, 1x marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    labels, values = [], []
+    for r in rows:
+        for ref, v in r["references"].items():
+            labels.append(f"{r['case']}\nvs {ref}")
+            values.append(v["speedup"])
+    fig, ax = plt.subplots(figsize=(8, 0.8 * max(1, len(values)) + 1.2))
+    if values:
+        colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
+        bars = ax.barh(range(len(values)), values, color=colors)
+        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="k", lw=1)
+        for bar, v in zip(bars, values):
+            ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:.2f}x", va="center", fontsize=8)
+        ax.set_xlim(min(0.5, min(values) / 1.5), max(2.0, max(values) * 2))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        ax.text(0.5, 0.5, "no reference to compare with (install torch)", ha="center", va="center")
+    ax.set_xlabel("fastreg speed-up (reference time / fastreg time; > 1 is faster)")
+    ax.set_title("fastreg vs PyTorch (median times)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastreg", description="Fast linear and softmax regression (d2l chapter 3).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,info}", parser_class=_Parser)
+
+    sub.add_parser("info", help="print the build and runtime configuration", description="Print show_config().")
+
+    t = sub.add_parser(
+        "train", help="train a model and plot its learning curves",
+        description="Train softmax (default: on scikit-learn's digits, no download) or linear regression; "
+        "print per-epoch progress and final accuracy, write the learning-curve PNG.",
+    )
+    t.add_argument("--dataset", choices=list(DATASETS),
+                   help="default: digits for --model softmax, synthetic for --model linear")
+    t.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help=f"folder with the Fashion-MNIST files (default: {DEFAULT_DATA_DIR})")
+    t.add_argument("--download", action="store_true", help="download Fashion-MNIST into --data-dir if missing")
+    t.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the Fashion-MNIST files")
+    t.add_argument("--model", choices=list(MODEL_TASK), default="softmax")
+    t.add_argument("--loss", choices=["squared", "huber", "l1"], default="squared", help="for --model linear")
+    t.add_argument("--epochs", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float, help="learning rate")
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--momentum", type=_nonneg_float, default=0.0)
+    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
+    t.add_argument("--seed", type=_nonneg_int, help="seed for the split, initialisation and shuffling (default 0)")
+    t.add_argument("--test-size", type=_fraction, default=0.25,
+                   help="held-out fraction for datasets without a test split (default 0.25)")
+    t.add_argument("--threads", type=_positive_int, help="threads for fastreg's kernels")
+    t.add_argument("--plot", type=_png_path, default="curves.png", metavar="PNG",
+                   help="learning-curve picture (default: curves.png; 'none' to skip)")
+    t.add_argument("--save", metavar="NPZ", help="save coef_, intercept_ and the history to this .npz")
+    t.add_argument("--compare-torch", action="store_true", help="also train d2l's concise torch model")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch table")
+
+    b = sub.add_parser(
+        "bench", help="time fastreg against PyTorch",
+        description="Time minibatch iteration, cross-entropy, SGD and a training epoch against torch.",
+    )
+    b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (under a minute)")
+    b.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    b.add_argument("--plot", metavar="PNG", help="write a bar chart of the speed-ups")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fastreg`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "info":
+            import fastreg
+
+            fastreg.show_config()
+            return 0
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_bench(args)
+    except UsageError as e:
+        print(f"fastreg {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # e.g. an unwritable --plot/--save/--json path
+        print(f"fastreg {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"fastreg {args.command}: interrupted", file=sys.stderr)
+        return 130

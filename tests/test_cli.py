@@ -1,0 +1,211 @@
+"""The ``fastreg`` command: info, train (end to end), bench, and one-line usage errors."""
+
+import gzip
+import io
+import json
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastreg
+from fastreg import cli
+
+has_estimators = pytest.mark.skipif(
+    not hasattr(fastreg, "SoftmaxRegression"), reason="needs the estimators (issue 5)"
+)
+
+
+def run(argv, capsys):
+    """main(argv) -> (exit status, stdout, stderr), argparse's SystemExit included."""
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_info_prints_show_config(capsys):
+    rc, out, err = run(["info"], capsys)
+    want = io.StringIO()
+    fastreg.show_config(file=want)
+    assert rc == 0 and err == ""
+    assert out == want.getvalue()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], "required"),
+        (["fly"], "invalid choice"),
+        (["train", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
+        (["train", "--epochs", "two"], "positive integer"),
+        (["train", "--lr", "-1"], "--lr: expected a finite number >= 0"),
+        (["train", "--lr", "0"], "--lr: expected a number > 0"),
+        (["train", "--lr", "nan"], "finite"),
+        (["train", "--batch-size", "-5"], "--batch-size"),
+        (["train", "--momentum", "x"], "--momentum"),
+        (["train", "--test-size", "1.5"], r"fraction in \(0, 1\)"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["train", "--dataset", "imagenet"], "invalid choice"),
+        (["train", "--model", "linear", "--dataset", "digits"], "use --model softmax"),
+        (["train", "--dataset", "synthetic"], "use --model linear"),
+        (["train", "--loss", "huber"], "--model linear only"),
+        (["train", "--plot", "/no/such/folder/c.png"], "folder /no/such/folder does not exist"),
+        (["train", "--save", "/no/such/folder/m.npz"], "does not exist"),
+        (["bench", "--json", "/no/such/folder/b.json"], "does not exist"),
+        (["bench", "--repeat"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(capsys, argv, match):
+    rc, out, err = run(argv, capsys)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0]
+    assert re.search(match, lines[0]), lines[0]
+
+
+def test_missing_fashion_mnist_says_where_and_download(tmp_path, capsys):
+    rc, _, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert str(tmp_path) in err and "--download" in err
+
+
+def test_corrupt_fashion_mnist_is_a_one_line_error(tmp_path, capsys):
+    # headers promise 5 images / labels, the data stop after 3 bytes
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">4i", 2051, 5, 28, 28) + b"\0" * 3))
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">2i", 2049, 5) + b"\0" * 3))
+    rc, _, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "MD5" in err and "--no-verify" in err
+    rc, _, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--no-verify"], capsys)
+    assert rc == 2 and "truncated" in err and "Traceback" not in err
+
+
+def test_subprocess_entry_point():
+    """``python -m fastreg``: a usage error has no traceback and exits 2; info works."""
+    bad = subprocess.run([sys.executable, "-m", "fastreg", "train", "--epochs", "-3"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    ok = subprocess.run([sys.executable, "-m", "fastreg", "info"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("fastreg")
+
+
+def test_split_is_a_seeded_partition(rng):
+    X = rng.standard_normal((101, 3)).astype(np.float32)
+    y = np.arange(101)
+    Xtr, ytr, Xte, yte = cli._split(X, y, 0.25, seed=3)
+    assert len(yte) == 25 and len(ytr) == 76
+    assert sorted(np.r_[ytr, yte].tolist()) == list(range(101))
+    np.testing.assert_array_equal(Xtr, X[ytr])
+    again = cli._split(X, y, 0.25, seed=3)
+    np.testing.assert_array_equal(again[1], ytr)
+
+
+# ------------------------------------------------------------------------ bench
+
+
+def test_bench_quick_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    jpath, ppath = tmp_path / "b.json", tmp_path / "b.png"
+    rc, out, err = run(["bench", "--quick", "--json", str(jpath), "--plot", str(ppath)], capsys)
+    assert rc == 0, err
+    data = json.loads(jpath.read_text())
+    assert data["quick"] is True and data["cases"]
+    names = [c["case"] for c in data["cases"]]
+    assert any("SGD" in n for n in names)
+    for case in data["cases"]:
+        assert case["fastreg_s"] > 0
+        assert case["case"] in out
+        for ref in case["references"].values():
+            assert ref["speedup"] == pytest.approx(ref["seconds"] / case["fastreg_s"])
+    assert ppath.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_plot_without_references(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "empty.png"
+    cli._bench_plot([{"case": "x", "fastreg_s": 1.0, "references": {}}], str(path))
+    assert path.stat().st_size > 0
+
+
+# ------------------------------------------------------------------------ train
+
+
+def _fake_fashion(root, rng, n_train=300, n_test=100):
+    """Small learnable Fashion-MNIST-shaped files: each class lights up its own band of rows."""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for c in range(10):
+            X[y == c, 2 * c:2 * c + 3, :] = 255
+        for kind, arr, code in (("images-idx3", X, 2051), ("labels-idx1", y, 2049)):
+            head = struct.pack(">i", code) + struct.pack(f">{arr.ndim}i", *arr.shape)
+            (root / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
+
+
+@has_estimators
+def test_train_default_digits(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(["train", "--quiet", "--save", "m.npz"], capsys)
+    assert rc == 0, err
+    assert "softmax regression on scikit-learn digits" in out
+    line = [ln for ln in out.splitlines() if ln.startswith("fastreg: train accuracy")][0]
+    test_acc = float(line.split("test accuracy ")[1].split(",")[0])
+    assert test_acc > 0.9  # softmax regression on the digits reaches ~0.95
+    assert "ms/epoch" in line
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    saved = np.load(tmp_path / "m.npz")
+    assert saved["coef"].shape in ((64, 10), (10, 64)) and saved["intercept"].shape == (10,)
+    history = json.loads(str(saved["history"]))
+    assert len(history["epoch"]) == 10
+
+
+@has_estimators
+def test_train_prints_per_epoch_table(capsys):
+    rc, out, _ = run(["train", "--epochs", "3", "--plot", "none"], capsys)
+    assert rc == 0
+    header = [ln for ln in out.splitlines() if "train loss" in ln][0]
+    rows = out.splitlines()[out.splitlines().index(header) + 1:][:3]
+    assert [int(r.split()[0]) for r in rows] == [1, 2, 3] or [int(r.split()[0]) for r in rows] == [0, 1, 2]
+
+
+@has_estimators
+def test_train_fashion_mnist_from_files(tmp_path, rng, capsys):
+    _fake_fashion(tmp_path, rng)
+    rc, out, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--no-verify",
+                        "--epochs", "5", "--batch-size", "32", "--plot", "none", "-q"], capsys)
+    assert rc == 0, err
+    assert "300 train / 100 test" in out
+    test_acc = float(out.split("test accuracy ")[1].split(",")[0])
+    assert test_acc > 0.8
+
+
+@has_estimators
+@pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
+def test_train_linear_synthetic_recovers_d2l_weights(tmp_path, capsys, loss):
+    rc, out, err = run(["train", "--model", "linear", "--loss", loss, "--epochs", "5", "--plot", "none",
+                        "-q", "--save", str(tmp_path / "m.npz")], capsys)
+    assert rc == 0, err
+    saved = np.load(tmp_path / "m.npz")
+    np.testing.assert_allclose(np.ravel(saved["coef"]), [2.0, -3.4], atol=0.1)
+    np.testing.assert_allclose(np.ravel(saved["intercept"]), [4.2], atol=0.1)
+
+
+@has_estimators
+def test_train_compare_torch(capsys):
+    pytest.importorskip("torch")
+    rc, out, err = run(["train", "--epochs", "3", "--plot", "none", "-q", "--compare-torch"], capsys)
+    assert rc == 0, err
+    fr = [ln for ln in out.splitlines() if re.match(r"fastreg\s+\d", ln)][0].split()
+    tr = [ln for ln in out.splitlines() if ln.startswith("torch (d2l concise)")][0].split()
+    assert float(fr[-1]) > 0.85 and float(tr[-1]) > 0.85  # both learn the digits
+    assert re.search(r"fastreg is [\d.]+x (faster|slower) per epoch than torch", out)
