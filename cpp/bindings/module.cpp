@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   fastreg::bindings::register_optim(m);
   fastreg::bindings::register_train(m);
   fastreg::bindings::register_loader(m);
+  fastreg::bindings::register_losses(m);
 }

@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, datasets, linear, optim, plot
+from . import cuda, datasets, linear, ops, optim, plot
 from .data import DataLoader, data_iter, load_array
 from .models import LinearRegression, SoftmaxRegression
 from ._config import (
@@ -30,6 +30,7 @@ __all__ = [
     "get_num_threads",
     "linear",
     "load_array",
+    "ops",
     "optim",
     "plot",
     "set_num_threads",
