@@ -237,10 +237,11 @@ def test_diverging_run_raises_naming_epoch_and_keeps_finite_params(rng):
     X = rng.normal(0, 100, (200, 5))
     y = X @ rng.standard_normal(5)
     m = LinearRegression(lr=10.0, epochs=5, random_state=0)
-    with pytest.raises(FloatingPointError, match=r"epoch (\d+).*smaller lr") as info:
+    with pytest.raises(fastreg.models.TrainingDivergedError, match=r"epoch (\d+).*smaller lr") as info:
         m.fit(X, y)
     epoch = int(re.search(r"epoch (\d+)", str(info.value)).group(1))
     assert np.isfinite(m.coef_).all() and m.n_iter_ == epoch - 1 == len(m.history_["epoch"])
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FloatingPointError)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

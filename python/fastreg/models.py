@@ -25,7 +25,14 @@ import numpy as np
 from . import _core
 from .linear import _ensure_blas
 
-__all__ = ["LinearRegression", "SoftmaxRegression"]
+__all__ = ["LinearRegression", "SoftmaxRegression", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(ValueError, FloatingPointError):
+    """The training loss became inf/nan (usually: the learning rate is too large).
+
+    A ValueError (like the other bad-setting errors, so ``except ValueError`` catches
+    it) and a FloatingPointError (what it is)."""
 
 _UINT8_SCALE = 1.0 / 255.0
 
@@ -204,7 +211,7 @@ class _SGDEstimator:
                 seconds = time.perf_counter() - t0
                 if not finite or not math.isfinite(loss_sum):
                     self._w, self._b, self._w_buf, self._b_buf = saved
-                    raise FloatingPointError(
+                    raise TrainingDivergedError(
                         f"training diverged in epoch {epoch}: the loss became inf/nan after {rows} of {n} "
                         f"samples. The parameters are left as they were before this epoch; try a smaller "
                         f"lr (got lr={self.lr})"
@@ -334,7 +341,8 @@ class SoftmaxRegression(_SGDEstimator):
 
         X: ``[n_samples, n_features]``; y: ``[n_samples]`` labels; eval_set: optional
         ``(X_eval, y_eval)`` evaluated after every epoch (history_ eval_loss/eval_acc).
-        Raises FloatingPointError naming the epoch if the loss becomes inf/nan.
+        Raises TrainingDivergedError (a ValueError) naming the epoch if the loss
+        becomes inf/nan.
         """
         self._check_hyper()
         X = _check_X(X)
