@@ -77,6 +77,7 @@ const char* blas_thread_control() {
 }
 
 BlasThreads::BlasThreads(int n) {
+  if (!blas_ready()) return;  // the acquire load orders the reads of the setters after set_blas
   if (g_set_local) previous_ = g_set_local(n);
   else if (g_set_global) {
     previous_ = g_get();

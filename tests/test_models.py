@@ -332,3 +332,18 @@ def test_epoch_binding_rejects_bad_arguments(rng):
     with pytest.raises(ValueError, match="batch_size"):
         _core.softmax_epoch(X, y, order, w, b, None, None, **{**kw, "batch_size": 0})
     np.testing.assert_array_equal(w, 0)  # nothing was written by any refused call
+
+
+def test_concurrent_fits_release_the_gil_and_agree(rng):
+    import threading
+
+    X, y = _blobs(rng, n=3000, d=64, c=5)
+    ref = SoftmaxRegression(epochs=2, random_state=5).fit(X, y).coef_
+    models = [SoftmaxRegression(epochs=2, random_state=5) for _ in range(3)]
+    threads = [threading.Thread(target=m.fit, args=(X, y)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for m in models:
+        np.testing.assert_array_equal(m.coef_, ref)
