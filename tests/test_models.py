@@ -347,3 +347,12 @@ def test_concurrent_fits_release_the_gil_and_agree(rng):
         t.join()
     for m in models:
         np.testing.assert_array_equal(m.coef_, ref)
+
+
+def test_float64_training_path_agrees_with_float32(rng):
+    X, y = _blobs(rng, n=500, d=8, c=3, dtype=np.float64)
+    seed = _seed(rng)
+    a = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X, y)
+    b = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X.astype(np.float32), y)
+    assert a.coef_.dtype == np.float64 and b.coef_.dtype == np.float32
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5 * np.abs(a.coef_).max())
