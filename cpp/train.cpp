@@ -29,98 +29,135 @@ void gather_batch(const EpochArgs<T>& a, const int64_t* idx, int64_t bs, T* xb) 
   }
 }
 
-// One SGD update of w and b from their gradients; weight decay on w only.
 template <class T>
-void update(const EpochArgs<T>& a, T* gw, T* gb, bool first) {
-  sgd_update<T>(a.w, gw, a.w_buf, a.c * a.d, a.opt, first);
+void ensure_scratch(BatchScratch<T>& s, int64_t rows, int64_t d, int64_t c) {
+  // Grown to the largest batch seen; later batches reuse it (no allocation per step).
+  auto grow = [](auto& v, int64_t n) {
+    if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  };
+  grow(s.xb, rows * d);
+  grow(s.out, rows * c);
+  grow(s.yb, rows);
+}
+
+}  // namespace
+
+template <class T>
+BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad, BatchScratch<T>& s) {
+  BatchResult r;
+  const int64_t bs = a.n_order;
+  const int64_t* idx = a.order;
+  ensure_scratch(s, bs, a.d, a.c);
+  T* xb = s.xb.data();
+  T* logits = s.out.data();
+  gather_batch(a, idx, bs, xb);
+  for (int64_t i = 0; i < bs; ++i) s.yb[static_cast<size_t>(i)] = y[idx[i]];
+  linear_forward<T>(xb, a.w, a.b, bs, a.d, a.c, logits);
+  // Accuracy from the logits before the loss kernel overwrites them with the
+  // gradient (first maximum wins, as torch.argmax).
+  for (int64_t i = 0; i < bs; ++i) {
+    const T* z = logits + i * a.c;
+    r.correct += (std::max_element(z, z + a.c) - z) == s.yb[static_cast<size_t>(i)];
+  }
+  XentArgs<T> xa;
+  xa.logits = logits;
+  xa.n = bs;
+  xa.c = a.c;
+  xa.target = s.yb.data();
+  xa.reduction = Reduction::mean;
+  xa.grad = logits;  // in place: d(mean loss)/d(logits)
+  const double loss = softmax_cross_entropy<T>(xa);
+  if (!std::isfinite(loss)) {
+    r.finite = false;
+    return r;
+  }
+  r.loss_sum = loss * static_cast<double>(bs);
+  linear_backward<T>(xb, a.w, logits, bs, a.d, a.c, grad, grad + a.c * a.d, nullptr, false);
+  return r;
+}
+
+template <class T>
+BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss kind, T* grad,
+                                  BatchScratch<T>& s) {
+  BatchResult r;
+  const int64_t bs = a.n_order;
+  const int64_t* idx = a.order;
+  ensure_scratch(s, bs, a.d, 1);
+  T* xb = s.xb.data();
+  T* pred = s.out.data();
+  gather_batch(a, idx, bs, xb);
+  linear_forward<T>(xb, a.w, a.b, bs, a.d, 1, pred);
+  // Loss and d(mean loss)/d(pred), written over pred.
+  double loss = 0.0;
+  const T inv = T(1) / static_cast<T>(bs);
+  for (int64_t i = 0; i < bs; ++i) {
+    const T res = pred[i] - y[idx[i]], ares = std::abs(res);
+    T g;
+    if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
+      loss += 0.5 * double(res) * double(res);
+      g = res;
+    } else {
+      loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
+      g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
+    }
+    pred[i] = g * inv;
+  }
+  if (!std::isfinite(loss)) {
+    r.finite = false;
+    return r;
+  }
+  r.loss_sum = loss;
+  linear_backward<T>(xb, a.w, pred, bs, a.d, 1, grad, grad + a.d, nullptr, false);
+  return r;
+}
+
+template <class T>
+void linear_sgd_step(const EpochArgs<T>& a, const T* grad, bool first) {
+  sgd_update<T>(a.w, grad, a.w_buf, a.c * a.d, a.opt, first);
   SgdOptions no_decay = a.opt;
   no_decay.weight_decay = 0.0;
-  sgd_update<T>(a.b, gb, a.b_buf, a.c, no_decay, first);
+  sgd_update<T>(a.b, grad + a.c * a.d, a.b_buf, a.c, no_decay, first);
+}
+
+namespace {
+
+// Runs batch_grad + SGD over consecutive batch_size slices of a.order.
+template <class T, class BatchGrad>
+EpochResult run_epoch(const EpochArgs<T>& a, BatchGrad&& batch_grad) {
+  const BlasThreads single(1);
+  EpochResult r;
+  BatchScratch<T> s;
+  std::vector<T> grad(static_cast<size_t>(a.c * a.d + a.c));
+  bool first = a.first_step;
+  for (int64_t start = 0; start < a.n_order; start += a.batch_size) {
+    EpochArgs<T> batch = a;
+    batch.order = a.order + start;
+    batch.n_order = std::min(a.batch_size, a.n_order - start);
+    const BatchResult br = batch_grad(batch, grad.data(), s);
+    if (!br.finite) {
+      r.finite = false;
+      return r;
+    }
+    r.loss_sum += br.loss_sum;
+    r.correct += br.correct;
+    r.rows += batch.n_order;
+    linear_sgd_step(a, grad.data(), first);
+    first = false;
+  }
+  return r;
 }
 
 }  // namespace
 
 template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y) {
-  const BlasThreads single(1);
-  EpochResult r;
-  const int64_t bmax = std::min(a.batch_size, a.n_order);
-  std::vector<T> xb(static_cast<size_t>(bmax * a.d)), logits(static_cast<size_t>(bmax * a.c));
-  std::vector<T> gw(static_cast<size_t>(a.c * a.d)), gb(static_cast<size_t>(a.c));
-  std::vector<int64_t> yb(static_cast<size_t>(bmax));
-  bool first = a.first_step;
-  for (int64_t start = 0; start < a.n_order; start += a.batch_size) {
-    const int64_t bs = std::min(a.batch_size, a.n_order - start);
-    const int64_t* idx = a.order + start;
-    gather_batch(a, idx, bs, xb.data());
-    for (int64_t i = 0; i < bs; ++i) yb[static_cast<size_t>(i)] = y[idx[i]];
-    linear_forward<T>(xb.data(), a.w, a.b, bs, a.d, a.c, logits.data());
-    // Accuracy from the logits before the loss kernel overwrites them with the
-    // gradient (first maximum wins, as torch.argmax).
-    for (int64_t i = 0; i < bs; ++i) {
-      const T* z = logits.data() + i * a.c;
-      r.correct += (std::max_element(z, z + a.c) - z) == yb[static_cast<size_t>(i)];
-    }
-    XentArgs<T> xa;
-    xa.logits = logits.data();
-    xa.n = bs;
-    xa.c = a.c;
-    xa.target = yb.data();
-    xa.reduction = Reduction::mean;
-    xa.grad = logits.data();  // in place: d(mean loss)/d(logits)
-    const double loss = softmax_cross_entropy<T>(xa);
-    if (!std::isfinite(loss)) {
-      r.finite = false;
-      return r;
-    }
-    r.loss_sum += loss * static_cast<double>(bs);
-    r.rows += bs;
-    linear_backward<T>(xb.data(), a.w, logits.data(), bs, a.d, a.c, gw.data(), gb.data(), nullptr, false);
-    update(a, gw.data(), gb.data(), first);
-    first = false;
-  }
-  return r;
+  return run_epoch(a, [y](const EpochArgs<T>& b, T* g, BatchScratch<T>& s) { return softmax_batch_grad(b, y, g, s); });
 }
 
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss kind) {
-  const BlasThreads single(1);
-  EpochResult r;
-  const int64_t bmax = std::min(a.batch_size, a.n_order);
-  std::vector<T> xb(static_cast<size_t>(bmax * a.d)), pred(static_cast<size_t>(bmax));
-  std::vector<T> gw(static_cast<size_t>(a.d)), gb(1);
-  bool first = a.first_step;
-  for (int64_t start = 0; start < a.n_order; start += a.batch_size) {
-    const int64_t bs = std::min(a.batch_size, a.n_order - start);
-    const int64_t* idx = a.order + start;
-    gather_batch(a, idx, bs, xb.data());
-    linear_forward<T>(xb.data(), a.w, a.b, bs, a.d, 1, pred.data());
-    // Loss and d(mean loss)/d(pred), written over pred.
-    double loss = 0.0;
-    const T inv = T(1) / static_cast<T>(bs);
-    for (int64_t i = 0; i < bs; ++i) {
-      const T res = pred[static_cast<size_t>(i)] - y[idx[i]], ares = std::abs(res);
-      T g;
-      if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
-        loss += 0.5 * double(res) * double(res);
-        g = res;
-      } else {
-        loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
-        g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
-      }
-      pred[static_cast<size_t>(i)] = g * inv;
-    }
-    if (!std::isfinite(loss)) {
-      r.finite = false;
-      return r;
-    }
-    r.loss_sum += loss;
-    r.rows += bs;
-    linear_backward<T>(xb.data(), a.w, pred.data(), bs, a.d, 1, gw.data(), gb.data(), nullptr, false);
-    update(a, gw.data(), gb.data(), first);
-    first = false;
-  }
-  return r;
+  return run_epoch(
+      a, [y, kind](const EpochArgs<T>& b, T* g, BatchScratch<T>& s) { return regression_batch_grad(b, y, kind, g, s); });
 }
 
 template <class T>
@@ -151,6 +188,14 @@ template EpochResult softmax_epoch<float>(const EpochArgs<float>&, const int64_t
 template EpochResult softmax_epoch<double>(const EpochArgs<double>&, const int64_t*);
 template EpochResult regression_epoch<float>(const EpochArgs<float>&, const float*, RegressionLoss);
 template EpochResult regression_epoch<double>(const EpochArgs<double>&, const double*, RegressionLoss);
+template BatchResult softmax_batch_grad<float>(const EpochArgs<float>&, const int64_t*, float*, BatchScratch<float>&);
+template BatchResult softmax_batch_grad<double>(const EpochArgs<double>&, const int64_t*, double*, BatchScratch<double>&);
+template BatchResult regression_batch_grad<float>(const EpochArgs<float>&, const float*, RegressionLoss, float*,
+                                                  BatchScratch<float>&);
+template BatchResult regression_batch_grad<double>(const EpochArgs<double>&, const double*, RegressionLoss, double*,
+                                                   BatchScratch<double>&);
+template void linear_sgd_step<float>(const EpochArgs<float>&, const float*, bool);
+template void linear_sgd_step<double>(const EpochArgs<double>&, const double*, bool);
 template int64_t first_nonfinite_row<float>(const float*, int64_t, int64_t);
 template int64_t first_nonfinite_row<double>(const double*, int64_t, int64_t);
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "sgd.hpp"
 
@@ -52,6 +53,37 @@ EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
 // with r = prediction - target; mean over the batch.
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss loss);
+
+// ---- one minibatch at a time (data-parallel training) -----------------------
+// The epoch loops above are built from these two steps; a data-parallel caller
+// runs them itself so it can all-reduce the gradient in between.
+
+// Scratch space for a batch, reused from step to step.
+template <class T>
+struct BatchScratch {
+  std::vector<T> xb, out;
+  std::vector<int64_t> yb;
+};
+
+struct BatchResult {
+  double loss_sum = 0.0;  // sum over the batch's rows of the per-row loss
+  int64_t correct = 0;    // softmax only: rows whose argmax logit was the target
+  bool finite = true;     // false: the loss was inf/nan and grad was not written
+};
+
+// Gradient of the batch's mean loss over the rows a.order[0, a.n_order) (one
+// batch) into one flat buffer: grad[0, c*d) for w (row-major [c, d]), then
+// grad[c*d, c*d + c) for b. One buffer, so it can be all-reduced in one call.
+template <class T>
+BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad, BatchScratch<T>& s);
+template <class T>
+BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss loss, T* grad,
+                                  BatchScratch<T>& s);
+
+// The SGD update of w and b (and their momentum buffers) from a flat gradient
+// laid out as above; weight decay on w only.
+template <class T>
+void linear_sgd_step(const EpochArgs<T>& a, const T* grad, bool first_step);
 
 // Index of the first row of x [n, d] holding a NaN or an infinity, or -1.
 template <class T>

@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REQUIRES = {
     "batch_size_speed.py": ["data_iter"],
     "closed_form_vs_sgd.py": ["LinearRegression"],
+    "distributed_fit.py": ["SoftmaxRegression"],
     "init_zero_vs_normal.py": ["SoftmaxRegression"],
     "lr_sweep.py": ["LinearRegression"],
     "overfitting_weight_decay.py": ["LinearRegression"],

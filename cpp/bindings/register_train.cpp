@@ -142,21 +142,11 @@ struct EpochInputs {
   bool f64 = false;
 };
 
-EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_obj, const py::object& w_obj,
-                               const py::object& b_obj, const py::object& wbuf_obj, const py::object& bbuf_obj,
-                               double momentum) {
-  EpochInputs in;
-  in.x = as_array(x_obj, "X");
-  if (in.x.dtype().is(py::dtype::of<uint8_t>())) in.source = Source::u8;
-  else if (is_float64(in.x)) in.source = Source::f64;
-  else if (!is_float32(in.x))
-    throw py::type_error("X must have dtype float32, float64 or uint8, got " + dtype_str(in.x));
-  require_ndim(in.x, "X", 2, "[n_samples, n_features]");
-  require_c_contiguous(in.x, "X");
-  in.f64 = in.source == Source::f64;
-  const py::dtype dt = in.f64 ? py::dtype::of<double>() : py::dtype::of<float>();
-  const char* dt_name = in.f64 ? "float64 (X is float64)" : "float32 (X is float32 or uint8)";
-  const py::ssize_t n = in.x.shape(0), d = in.x.shape(1);
+// weight [c, d], bias [c] (and momentum buffers like them when momentum != 0):
+// dtype dt, C-contiguous, writeable, no two sharing memory.
+void check_params(EpochInputs& in, const py::object& w_obj, const py::object& b_obj, const py::object& wbuf_obj,
+                  const py::object& bbuf_obj, double momentum, const py::dtype& dt, const char* dt_name,
+                  py::ssize_t d) {
   in.w = as_array(w_obj, "weight");
   require_ndim(in.w, "weight", 2, "[n_outputs, n_features]");
   const py::ssize_t c = in.w.shape(0);
@@ -175,6 +165,24 @@ EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_
     in.w_buf = wb;
     in.b_buf = bb;
   }
+}
+
+EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_obj, const py::object& w_obj,
+                               const py::object& b_obj, const py::object& wbuf_obj, const py::object& bbuf_obj,
+                               double momentum) {
+  EpochInputs in;
+  in.x = as_array(x_obj, "X");
+  if (in.x.dtype().is(py::dtype::of<uint8_t>())) in.source = Source::u8;
+  else if (is_float64(in.x)) in.source = Source::f64;
+  else if (!is_float32(in.x))
+    throw py::type_error("X must have dtype float32, float64 or uint8, got " + dtype_str(in.x));
+  require_ndim(in.x, "X", 2, "[n_samples, n_features]");
+  require_c_contiguous(in.x, "X");
+  in.f64 = in.source == Source::f64;
+  const py::dtype dt = in.f64 ? py::dtype::of<double>() : py::dtype::of<float>();
+  const char* dt_name = in.f64 ? "float64 (X is float64)" : "float32 (X is float32 or uint8)";
+  const py::ssize_t n = in.x.shape(0);
+  check_params(in, w_obj, b_obj, wbuf_obj, bbuf_obj, momentum, dt, dt_name, in.x.shape(1));
   in.order = as_array(order_obj, "order");
   require_dtype(in.order, "order", py::dtype::of<int64_t>(), "int64");
   require_ndim(in.order, "order", 1, "[n_steps]");
@@ -219,6 +227,51 @@ void check_common(double lr, double momentum, double weight_decay, int64_t batch
   checked_hyper(weight_decay, "weight_decay", false);
   checked_hyper(scale, "scale", false);
   if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+}
+
+// ---- one batch at a time (data-parallel fit) --------------------------------
+
+// The flat gradient buffer [c*d + c] (w's gradient, then b's), of the model's
+// dtype; it is written, so it must not overlap anything the kernel reads.
+py::array checked_grad(const py::object& g_obj, const EpochInputs& in, const py::array* y) {
+  const py::dtype dt = in.w.dtype();
+  const char* dt_name = in.f64 ? "float64 (like weight)" : "float32 (like weight)";
+  const py::ssize_t c = in.w.shape(0), d = in.w.shape(1);
+  py::array g = as_array(g_obj, "grad");
+  if (!g.dtype().is(dt)) throw py::type_error(std::string("grad must have dtype ") + dt_name + ", got " + dtype_str(g));
+  if (g.ndim() != 1 || g.shape(0) != c * d + c)
+    throw py::value_error("grad must have shape (" + std::to_string(c * d + c) +
+                          ",) = (n_outputs * n_features + n_outputs,), got " + shape_str(g));
+  require_c_contiguous(g, "grad");
+  require_writeable(g, "grad");
+  bool overlap = may_overlap(g, in.w) || may_overlap(g, in.b) || (y && may_overlap(g, *y));
+  if (in.x) overlap = overlap || may_overlap(g, in.x) || may_overlap(g, in.order);
+  if (overlap) throw py::value_error("grad must not share memory with X, y, order, weight or bias");
+  return g;
+}
+
+// A batch's row indices: at least one (a mean over no rows is undefined).
+void require_batch(const EpochInputs& in) {
+  if (in.order.shape(0) == 0) throw py::value_error("order (the batch's rows) must hold at least one row index");
+}
+
+py::tuple batch_tuple(const BatchResult& r) { return py::make_tuple(r.loss_sum, r.correct, r.finite); }
+
+template <class T>
+void sgd_step_t(const EpochInputs& in, const py::array& g, const SgdOptions& opt, bool first_step) {
+  EpochArgs<T> a;
+  a.d = in.w.shape(1);
+  a.c = in.w.shape(0);
+  a.w = static_cast<T*>(const_cast<void*>(in.w.data()));
+  a.b = static_cast<T*>(const_cast<void*>(in.b.data()));
+  if (in.w_buf) {
+    a.w_buf = static_cast<T*>(py::reinterpret_borrow<py::array>(in.w_buf).mutable_data());
+    a.b_buf = static_cast<T*>(py::reinterpret_borrow<py::array>(in.b_buf).mutable_data());
+  }
+  a.opt = opt;
+  const T* gp = cdata_of<T>(g);
+  py::gil_scoped_release release;
+  linear_sgd_step<T>(a, gp, first_step);
 }
 
 }  // namespace
@@ -339,6 +392,124 @@ void register_train(py::module_& m) {
       py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
       py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("loss") = "squared",
       "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite).");
+
+  // Data-parallel training runs these per batch, all-reducing grad in between.
+  m.def(
+      "softmax_batch_grad",
+      [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
+         const py::object& b, const py::object& grad_obj, double scale) -> py::tuple {
+        checked_hyper(scale, "scale", false);
+        EpochInputs in = check_epoch_inputs(x, order, w, b, py::none(), py::none(), 0.0);
+        require_batch(in);
+        py::array y = as_array(y_obj, "y");
+        require_dtype(y, "y", py::dtype::of<int64_t>(), "int64 (class indices)");
+        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
+          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
+                                shape_str(y));
+        require_c_contiguous(y, "y");
+        py::array g = checked_grad(grad_obj, in, &y);
+        // Only this batch's labels are read, so only they are checked (O(batch), not O(n) per step).
+        const int64_t c = in.w.shape(0), *yp = static_cast<const int64_t*>(y.data());
+        const int64_t* o = static_cast<const int64_t*>(in.order.data());
+        for (py::ssize_t i = 0; i < in.order.shape(0); ++i)
+          if (yp[o[i]] < 0 || yp[o[i]] >= c)
+            throw py::value_error("y must hold class indices in [0, " + std::to_string(c) + "), got " +
+                                  std::to_string(yp[o[i]]) + " at row " + std::to_string(o[i]));
+        BatchResult r;
+        if (in.f64) {
+          auto a = make_args<double>(in, 1.0, 0.0, 0.0, 1, scale, false);
+          double* gp = data_of<double>(g);
+          py::gil_scoped_release release;
+          const BlasThreads single(1);
+          BatchScratch<double> s;
+          r = softmax_batch_grad<double>(a, yp, gp, s);
+        } else {
+          auto a = make_args<float>(in, 1.0, 0.0, 0.0, 1, scale, false);
+          float* gp = data_of<float>(g);
+          py::gil_scoped_release release;
+          const BlasThreads single(1);
+          BatchScratch<float> s;
+          r = softmax_batch_grad<float>(a, yp, gp, s);
+        }
+        return batch_tuple(r);
+      },
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"),
+      py::kw_only(), py::arg("scale") = 1.0,
+      "Gradient of the mean cross-entropy over the rows `order` (one batch) into grad [c*d + c] (weight's, then "
+      "bias's); returns (loss_sum, correct, finite). grad is not written when finite is False.");
+
+  m.def(
+      "regression_batch_grad",
+      [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
+         const py::object& b, const py::object& grad_obj, const std::string& loss) -> py::tuple {
+        RegressionLoss kind;
+        if (loss == "squared") kind = RegressionLoss::squared;
+        else if (loss == "huber") kind = RegressionLoss::huber;
+        else if (loss == "l1") kind = RegressionLoss::l1;
+        else throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        EpochInputs in = check_epoch_inputs(x, order, w, b, py::none(), py::none(), 0.0);
+        if (in.source == Source::u8) throw py::type_error("X must have dtype float32 or float64 for regression, got uint8");
+        if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
+        require_batch(in);
+        py::array y = as_array(y_obj, "y");
+        require_same_dtype(in.w, "weight", y, "y");
+        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
+          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
+                                shape_str(y));
+        require_c_contiguous(y, "y");
+        py::array g = checked_grad(grad_obj, in, &y);
+        BatchResult r;
+        if (in.f64) {
+          auto a = make_args<double>(in, 1.0, 0.0, 0.0, 1, 1.0, false);
+          const double* yp = cdata_of<double>(y);
+          double* gp = data_of<double>(g);
+          py::gil_scoped_release release;
+          const BlasThreads single(1);
+          BatchScratch<double> s;
+          r = regression_batch_grad<double>(a, yp, kind, gp, s);
+        } else {
+          auto a = make_args<float>(in, 1.0, 0.0, 0.0, 1, 1.0, false);
+          const float* yp = cdata_of<float>(y);
+          float* gp = data_of<float>(g);
+          py::gil_scoped_release release;
+          const BlasThreads single(1);
+          BatchScratch<float> s;
+          r = regression_batch_grad<float>(a, yp, kind, gp, s);
+        }
+        return batch_tuple(r);
+      },
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"),
+      py::kw_only(), py::arg("loss") = "squared",
+      "Gradient of the mean regression loss over the rows `order` (one batch) into grad [d + 1]; returns "
+      "(loss_sum, 0, finite). grad is not written when finite is False.");
+
+  m.def(
+      "linear_sgd_step",
+      [](const py::object& w, const py::object& b, const py::object& grad_obj, const py::object& w_buf,
+         const py::object& b_buf, double lr, double momentum, double weight_decay, bool first_step) {
+        check_common(lr, momentum, weight_decay, 1, 1.0);
+        EpochInputs in;
+        py::array w_arr = as_array(w, "weight");
+        require_float(w_arr, "weight");
+        require_ndim(w_arr, "weight", 2, "[n_outputs, n_features]");
+        in.f64 = is_float64(w_arr);
+        in.source = in.f64 ? Source::f64 : Source::f32;
+        check_params(in, w, b, w_buf, b_buf, momentum, w_arr.dtype(), in.f64 ? "float64 (like weight)" : "float32 (like weight)",
+                     w_arr.shape(1));
+        py::array g = checked_grad(grad_obj, in, nullptr);
+        if (in.w_buf) {
+          const auto wb = py::reinterpret_borrow<py::array>(in.w_buf), bb = py::reinterpret_borrow<py::array>(in.b_buf);
+          if (may_overlap(g, wb) || may_overlap(g, bb))
+            throw py::value_error("grad must not share memory with the momentum buffers");
+        }
+        const SgdOptions opt{lr, momentum, 0.0, weight_decay, false, false};
+        if (in.f64) sgd_step_t<double>(in, g, opt, first_step);
+        else sgd_step_t<float>(in, g, opt, first_step);
+      },
+      py::arg("weight"), py::arg("bias"), py::arg("grad"), py::arg("weight_buffer"), py::arg("bias_buffer"),
+      py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("first_step") = false,
+      "torch.optim.SGD's update of weight [c, d] and bias [c] from a flat grad [c*d + c] (weight decay on weight "
+      "only); momentum buffers as for softmax_epoch.");
 
   m.def(
       "first_nonfinite_row",

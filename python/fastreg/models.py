@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from . import _core
+from . import _core, _distributed
 from .linear import _ensure_blas
 
 __all__ = ["LinearRegression", "SoftmaxRegression", "TrainingDivergedError"]
@@ -190,14 +190,22 @@ class _SGDEstimator:
                              f"{self.n_features_in_}")
 
     # -- the epoch driver ------------------------------------------------------
-    def _run_epochs(self, X, y_fit, epochs: int, eval_data) -> None:
+    def _run_epochs(self, X, y_fit, epochs: int, eval_data, data_parallel=None) -> None:
+        """``epochs`` epochs, each in C++; with ``data_parallel`` (a
+        ``_distributed.DataParallel``) each rank trains on its shard and the gradients
+        are all-reduced every step."""
         _ensure_blas()
         self._ensure_buffers()
         n = X.shape[0]
+        epoch_fn = self._epoch
+        if data_parallel is not None:
+            data_parallel.sync(self, X, epochs, self._loss_name())
+            epoch_fn = lambda X, y, order: data_parallel.epoch(self, X, y, order)  # noqa: E731
         if eval_data is not None:
             for key in ("eval_loss", "eval_acc") if self._has_accuracy else ("eval_loss",):
                 self.history_.setdefault(key, [])
-        bar = _progress(epochs, type(self).__name__) if self.verbose else None
+        show = self.verbose and (data_parallel is None or data_parallel.rank == 0)
+        bar = _progress(epochs, type(self).__name__) if show else None
         try:
             for _ in range(epochs):
                 epoch = self.n_iter_ + 1
@@ -207,12 +215,13 @@ class _SGDEstimator:
                          None if self._w_buf is None else self._w_buf.copy(),
                          None if self._b_buf is None else self._b_buf.copy())
                 t0 = time.perf_counter()
-                loss_sum, correct, rows, finite = self._epoch(X, y_fit, order)
+                loss_sum, correct, rows, finite = epoch_fn(X, y_fit, order)
                 seconds = time.perf_counter() - t0
                 if not finite or not math.isfinite(loss_sum):
                     self._w, self._b, self._w_buf, self._b_buf = saved
                     raise TrainingDivergedError(
-                        f"training diverged in epoch {epoch}: the loss became inf/nan after {rows} of {n} "
+                        f"training diverged in epoch {epoch}: the loss became inf/nan after {rows} of "
+                        f"{n if data_parallel is None else data_parallel.shard(order).size * data_parallel.world_size} "
                         f"samples. The parameters are left as they were before this epoch; try a smaller "
                         f"lr (got lr={self.lr})"
                     )
@@ -336,30 +345,37 @@ class SoftmaxRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, self._encode(eval_set[1], Xe.shape[0], "y_eval")
 
-    def fit(self, X, y, eval_set=None):
+    def fit(self, X, y, eval_set=None, *, distributed=None):
         """Train from scratch for ``epochs`` epochs; returns self.
 
         X: ``[n_samples, n_features]``; y: ``[n_samples]`` labels; eval_set: optional
         ``(X_eval, y_eval)`` evaluated after every epoch (history_ eval_loss/eval_acc).
+        distributed: data-parallel training over ``torch.distributed`` (docs/distributed.md):
+        None (default) when an initialised process group has more than one rank, True to
+        require it, False never. Every rank passes the whole data set; each trains on
+        its shard with ``batch_size`` rows per step and the gradients are averaged.
         Raises TrainingDivergedError (a ValueError) naming the epoch if the loss
         becomes inf/nan.
         """
         self._check_hyper()
+        data_parallel = _distributed.resolve(distributed)
         X = _check_X(X)
         y = _check_y_1d(y, X.shape[0])
         self.classes_ = np.unique(y)
         self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
         eval_data = self._prepare_eval(eval_set)
-        self._run_epochs(X, self._encode(y, X.shape[0]), int(self.epochs), eval_data)
+        self._run_epochs(X, self._encode(y, X.shape[0]), int(self.epochs), eval_data, data_parallel)
         return self
 
-    def partial_fit(self, X, y, classes=None, eval_set=None):
+    def partial_fit(self, X, y, classes=None, eval_set=None, *, distributed=None):
         """One more epoch over (X, y), keeping the parameters (and momentum) so far.
 
         On the first call ``classes`` (all labels that will ever appear) is needed
         unless y already holds every class, as scikit-learn's partial_fit.
+        ``distributed`` as for fit.
         """
         self._check_hyper()
+        data_parallel = _distributed.resolve(distributed)
         X = _check_X(X)
         if not hasattr(self, "_w"):
             y1 = _check_y_1d(y, X.shape[0])
@@ -369,12 +385,18 @@ class SoftmaxRegression(_SGDEstimator):
             self._check_features(X)
             if _model_dtype(X) != self._w.dtype:
                 X = np.ascontiguousarray(_as_float_rows(X, self._w.dtype))
-        self._run_epochs(X, self._encode(y, X.shape[0]), 1, self._prepare_eval(eval_set))
+        self._run_epochs(X, self._encode(y, X.shape[0]), 1, self._prepare_eval(eval_set), data_parallel)
         return self
 
     def _epoch(self, X, y, order):
         return _core.softmax_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
                                    scale=_scale_for(X), **self._fit_args())
+
+    def _batch_grad(self, X, y, idx, grad):
+        return _core.softmax_batch_grad(X, y, idx, self._w, self._b, grad, scale=_scale_for(X))
+
+    def _loss_name(self) -> str:
+        return "cross_entropy"
 
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X @ coef_.T + intercept_``: ``[n_samples, n_classes]`` of coef_'s dtype."""
@@ -458,35 +480,51 @@ class LinearRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, ye
 
-    def fit(self, X, y, eval_set=None):
-        """Fit on X ``[n_samples, n_features]``, y ``[n_samples]``; returns self."""
+    def fit(self, X, y, eval_set=None, *, distributed=None):
+        """Fit on X ``[n_samples, n_features]``, y ``[n_samples]``; returns self.
+
+        distributed: data-parallel SGD over ``torch.distributed``, as in
+        ``SoftmaxRegression.fit`` (solver="sgd" only; with None, solver="normal" solves
+        on each rank alone).
+        """
         self._check_hyper()
+        if distributed and self.solver != "sgd":
+            raise ValueError(f"distributed training needs solver='sgd', got solver={self.solver!r}")
+        data_parallel = _distributed.resolve(distributed) if self.solver == "sgd" else None
         X, y = self._prepare(X, y)
         self._init_state(X.shape[1], 1, _model_dtype(X))
         eval_data = self._prepare_eval(eval_set)
         if self.solver == "normal":
             self._solve_normal(X, y, eval_data)
         else:
-            self._run_epochs(X, y, int(self.epochs), eval_data)
+            self._run_epochs(X, y, int(self.epochs), eval_data, data_parallel)
         return self
 
-    def partial_fit(self, X, y, eval_set=None):
-        """One more SGD epoch over (X, y), keeping the parameters so far (solver='sgd')."""
+    def partial_fit(self, X, y, eval_set=None, *, distributed=None):
+        """One more SGD epoch over (X, y), keeping the parameters so far (solver='sgd').
+        ``distributed`` as for fit."""
         self._check_hyper()
         if self.solver != "sgd":
             raise ValueError("partial_fit needs solver='sgd'")
+        data_parallel = _distributed.resolve(distributed)
         X, y = self._prepare(X, y)
         if not hasattr(self, "_w"):
             self._init_state(X.shape[1], 1, _model_dtype(X))
         else:
             self._check_features(X)
             X, y = X.astype(self._w.dtype, copy=False), y.astype(self._w.dtype, copy=False)
-        self._run_epochs(X, y, 1, self._prepare_eval(eval_set))
+        self._run_epochs(X, y, 1, self._prepare_eval(eval_set), data_parallel)
         return self
 
     def _epoch(self, X, y, order):
         return _core.regression_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
                                       loss=self.loss, **self._fit_args())
+
+    def _batch_grad(self, X, y, idx, grad):
+        return _core.regression_batch_grad(X, y, idx, self._w, self._b, grad, loss=self.loss)
+
+    def _loss_name(self) -> str:
+        return self.loss
 
     def _solve_normal(self, X, y, eval_data) -> None:
         t0 = time.perf_counter()
