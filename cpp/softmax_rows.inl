@@ -192,14 +192,14 @@ FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64
 // log1p(t), so a confident row (t tiny) keeps its small loss accurate.
 constexpr int64_t kLaneMaxC = 16;
 
-// W rows [n_valid of them real] starting at x (row stride c; t and g alike: g
-// receives all W rows), labels y[0..n_valid). buf holds 3 * c * W scratch values;
+// W rows starting at x (row stride c; t and g alike: g receives all W rows),
+// labels y[0..W). buf holds 3 * c * W scratch values;
 // oidx the c * W gather indices that turn the column layout back into rows.
 // row_out gets W losses.
 template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
 FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const typename V::T* x, const int64_t* y,
-                                    const typename V::T* t, typename V::T* g, int64_t n_valid, double r,
-                                    double wsum, double* row_out, typename V::T* buf, const int32_t* oidx) {
+                                    const typename V::T* t, typename V::T* g, double r, double wsum,
+                                    double* row_out, typename V::T* buf, const int32_t* oidx) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int64_t W = V::W;
@@ -209,14 +209,10 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   T* et = buf + c * W;  // [c][W]: their exps, then the gradient
   T* ut = et + c * W;   // [c][W]: u_ij (probability targets)
 
-  // Per-lane label (as T; -1 for ignored or padding lanes, never a column) and validity.
-  alignas(32) T yl[W], valid[W];
-  for (int64_t l = 0; l < W; ++l) {
-    const bool ok = l < n_valid && (kProb || y[l] != a.ignore_index);
-    valid[l] = ok ? T(1) : T(0);
-    yl[l] = (!kProb && ok) ? static_cast<T>(y[l]) : T(-1);
-  }
-  const R vy = V::load(yl), vvalid = V::load(valid);
+  // Per-lane label (as T; -1 for ignored lanes, never a column) and validity.
+  // (y has W labels: the caller pads the last block with ignore_index.)
+  R vy = V::set1(-1), vvalid = V::set1(1);
+  if constexpr (!kProb) V::labels(y, a.ignore_index, vy, vvalid);
 
   R m = V::set1(-std::numeric_limits<T>::infinity());
   for (int64_t j = 0; j < c; ++j) {
@@ -314,18 +310,23 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
   for (; i + W <= e; i += W)
     xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
                                                   kProb ? a.target_probs + i * c : nullptr,
-                                                  kGrad ? a.grad + i * c : nullptr, W, r, wsum, row_out + i, buf,
-                                                  oidx);
+                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf, oidx);
   if (i == e) return;
-  // Last rows: copied into W zero-padded rows, so the block never reads or writes
-  // past the arrays; only the real rows are copied back.
+  // Last rows: copied into W zero-padded rows (labels padded with ignore_index),
+  // so the block never reads or writes past the arrays; only the real rows are
+  // copied back.
   const int64_t k = e - i;
   alignas(32) T xpad[kLaneMaxC * W] = {}, tpad[kLaneMaxC * W] = {}, gpad[kLaneMaxC * W];
   alignas(32) double lpad[W];
+  int64_t ypad[W];
   std::copy(a.logits + i * c, a.logits + e * c, xpad);
   if (kProb) std::copy(a.target_probs + i * c, a.target_probs + e * c, tpad);
-  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : a.target + i, tpad, gpad, k, r, wsum,
-                                                lpad, buf, oidx);
+  if (!kProb) {
+    std::fill(ypad, ypad + W, a.ignore_index);
+    std::copy(a.target + i, a.target + e, ypad);
+  }
+  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf,
+                                                oidx);
   std::copy(lpad, lpad + k, row_out + i);
   if (kGrad) std::copy(gpad, gpad + k * c, a.grad + i * c);
 }

@@ -37,6 +37,12 @@ struct Vec {
   static FASTREG_INLINE R div(R a, R b) { return a / b; }
   static FASTREG_INLINE R gather(const T* p, int64_t) { return *p; }
   static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) { return p[*idx]; }
+  // Label of each lane as T, or -1 where it equals `ignore` (then also valid = 0).
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const bool ok = *y != ignore;
+    vy = ok ? static_cast<T>(*y) : T(-1);
+    valid = ok ? T(1) : T(0);
+  }
   static FASTREG_INLINE R ge_one(R x, R m) { return x >= m ? T(1) : T(0); }
   static FASTREG_INLINE R select_eq(R a, R b, R v, R other) { return a == b ? v : other; }
   static FASTREG_INLINE R mask_nz(R flag, R v) { return flag != T(0) ? v : T(0); }
@@ -89,6 +95,22 @@ struct Vec<float> {
     const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, vi, all, 4);
+  }
+  // 8 int64 labels -> floats (-1 where ignored) and a 1/0 validity vector, without
+  // scalar stores that a vector load would then have to wait for. Labels were
+  // range-checked already, so the low 32 bits hold the value.
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 4));
+    const __m256i ig = _mm256_set1_epi64x(ignore);
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // low dwords first
+    const __m256i ylo = _mm256_permutevar8x32_epi32(lo, pick), yhi = _mm256_permutevar8x32_epi32(hi, pick);
+    const __m256i y32 = _mm256_permute2x128_si256(ylo, yhi, 0x20);
+    const __m256i elo = _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(lo, ig), pick);
+    const __m256i ehi = _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(hi, ig), pick);
+    const __m256 ign = _mm256_castsi256_ps(_mm256_permute2x128_si256(elo, ehi, 0x20));
+    vy = _mm256_blendv_ps(_mm256_cvtepi32_ps(y32), _mm256_set1_ps(-1.0f), ign);
+    valid = _mm256_andnot_ps(ign, _mm256_set1_ps(1.0f));
   }
   static FASTREG_INLINE R ge_one(R x, R m) {
     return _mm256_and_ps(_mm256_cmp_ps(x, m, _CMP_GE_OQ), _mm256_set1_ps(1.0f));
@@ -148,6 +170,13 @@ struct Vec<double> {
     const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
     const __m128i vi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(idx));
     return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, vi, all, 8);
+  }
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
+    const __m256d ign = _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(ignore)));
+    const __m128i y32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    vy = _mm256_blendv_pd(_mm256_cvtepi32_pd(y32), _mm256_set1_pd(-1.0), ign);
+    valid = _mm256_andnot_pd(ign, _mm256_set1_pd(1.0));
   }
   static FASTREG_INLINE R ge_one(R x, R m) {
     return _mm256_and_pd(_mm256_cmp_pd(x, m, _CMP_GE_OQ), _mm256_set1_pd(1.0));
