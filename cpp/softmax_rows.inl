@@ -181,14 +181,167 @@ FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64
   }
 }
 
+// ---- Small C: one row per lane ----------------------------------------------------
+// With few classes the per-row work above is mostly overhead (horizontal max and
+// sum, a scalar exp tail, a std::log, per row). Below kLaneMaxC the rows are
+// instead taken W at a time, lane l holding row l: every column j is one vector
+// (a strided gather), so the max, the sums, the log and the loss are plain
+// vertical operations and nothing is reduced across lanes. The per-row result is
+// the same math as xent_rows; the sum of exps is kept as t = s - 1 (the max
+// entries contribute e - 1 = 0 exactly, the others e) and the row's log is
+// log1p(t), so a confident row (t tiny) keeps its small loss accurate.
+constexpr int64_t kLaneMaxC = 16;
+
+// W rows starting at x (row stride c; t and g alike: g receives all W rows),
+// labels y[0..W). buf holds 3 * c * W scratch values;
+// oidx the c * W gather indices that turn the column layout back into rows.
+// row_out gets W losses.
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
+FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const typename V::T* x, const int64_t* y,
+                                    const typename V::T* t, typename V::T* g, double r, double wsum,
+                                    double* row_out, typename V::T* buf, const int32_t* oidx) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int64_t W = V::W;
+  const int64_t c = a.c;
+  const T* w = a.weight;
+  T* xt = buf;          // [c][W]: column j of the W rows
+  T* et = buf + c * W;  // [c][W]: their exps, then the gradient
+  T* ut = et + c * W;   // [c][W]: u_ij (probability targets)
+
+  // Per-lane label (as T; -1 for ignored lanes, never a column) and validity.
+  // (y has W labels: the caller pads the last block with ignore_index.)
+  R vy = V::set1(-1), vvalid = V::set1(1);
+  if constexpr (!kProb) V::labels(y, a.ignore_index, vy, vvalid);
+
+  R m = V::set1(-std::numeric_limits<T>::infinity());
+  for (int64_t j = 0; j < c; ++j) {
+    const R xj = V::gather(x + j, c);
+    V::store(xt + j * W, xj);
+    m = V::max(m, xj);
+  }
+
+  const T ct = static_cast<T>(1.0 - a.label_smoothing);
+  const T c0 = static_cast<T>(a.label_smoothing / static_cast<double>(c));
+  R acc = V::zero(), cnt = V::zero(), dot = V::zero(), sumu = V::zero(), xy = V::zero(), ey = V::zero();
+  R wy = V::set1(1);
+  for (int64_t j = 0; j < c; ++j) {
+    const R xj = V::load(xt + j * W);
+    const R d = V::sub(xj, m);
+    const R e = V::exp(d);
+    V::store(et + j * W, e);
+    // acc + (cnt - 1) = s - 1; NaN entries fail the >= and reach acc.
+    const R one = V::ge_one(xj, m);
+    acc = V::add(acc, V::sub(e, one));
+    cnt = V::add(cnt, one);
+    if constexpr (kProb) {
+      R u = V::fmadd(V::gather(t + j, c), V::set1(ct), V::set1(c0));
+      if constexpr (kW) u = V::mul(u, V::set1(w[j]));
+      V::store(ut + j * W, u);
+      dot = V::add(dot, V::mul_nz(u, d));
+      sumu = V::add(sumu, u);
+    } else {
+      const R vj = V::set1(static_cast<T>(j));
+      xy = V::select_eq(vy, vj, d, xy);
+      ey = V::select_eq(vy, vj, e, ey);
+      if constexpr (kW) wy = V::select_eq(vy, vj, V::set1(w[j]), wy);
+      if constexpr (kSmooth) dot = V::add(dot, kW ? V::mul(V::set1(w[j]), d) : d);
+    }
+  }
+  const R tsum = V::add(acc, V::sub(cnt, V::set1(1)));
+  const R L = V::log1p(tsum);
+  R loss;
+  if constexpr (kProb) {
+    loss = V::sub(V::mul(sumu, L), dot);
+  } else {
+    // -(1 - eps) w_y (x_y - m - L) + eps / c (sum_j w_j L - sum_j w_j (x_j - m))
+    loss = V::mul(V::mul(V::set1(-ct), wy), V::sub(xy, L));
+    if constexpr (kSmooth) loss = V::add(loss, V::mul(V::set1(c0), V::sub(V::mul(V::set1(static_cast<T>(wsum)), L), dot)));
+    loss = V::mask_nz(vvalid, loss);  // ignored rows count 0, whatever their logits
+  }
+  V::store_double(row_out, loss);
+  if constexpr (!kGrad) return;
+
+  const R s = V::add(V::set1(1), tsum);
+  const T tr = static_cast<T>(r);
+  R alpha, gy = V::zero();
+  if constexpr (kProb) {
+    alpha = V::div(V::mul(V::set1(tr), sumu), s);  // g_j = r (sum_k u_k p_j - u_j)
+  } else {
+    // g_j = alpha e_j - beta w_j - hot [j == y], as in xent_rows, with
+    // alpha = (hot + K) / s. At j == y, alpha e_y - hot = (K e_y - hot (s - e_y)) / s
+    // and s - e_y = (1 - e_y) + t: no cancellation when p_y is near 1 (a confident
+    // row), where alpha e_y - hot would lose the gradient to rounding.
+    const R hot = V::mul(V::set1(static_cast<T>(r * (1.0 - a.label_smoothing))), wy);
+    const R K = V::set1(static_cast<T>(kSmooth ? r * a.label_smoothing / static_cast<double>(c) * wsum : 0.0));
+    alpha = V::div(V::add(hot, K), s);
+    gy = V::mul(K, ey);
+    gy = V::div(V::sub(gy, V::mul(hot, V::add(V::sub(V::set1(1), ey), tsum))), s);
+  }
+  const T beta = static_cast<T>(r * a.label_smoothing / static_cast<double>(c));
+  for (int64_t j = 0; j < c; ++j) {
+    R gj;
+    if constexpr (kProb) {
+      gj = V::sub(V::mul(alpha, V::load(et + j * W)), V::mul(V::set1(tr), V::load(ut + j * W)));
+    } else {
+      gj = V::select_eq(vy, V::set1(static_cast<T>(j)), gy, V::mul(alpha, V::load(et + j * W)));
+      if constexpr (kSmooth) gj = V::sub(gj, V::set1(kW ? beta * w[j] : beta));
+      gj = V::mask_nz(vvalid, gj);  // ignored rows get 0, even with NaN logits
+    }
+    V::store(et + j * W, gj);
+  }
+  // Back to row-major: the W rows are c * W contiguous values, each vector of W
+  // of them gathered from the column buffer (no scatter in AVX2).
+  for (int64_t k = 0; k < c; ++k) V::store(g + k * W, V::gather_idx(et, oidx + k * W));
+}
+
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
+FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
+                               double* row_out) {
+  using T = typename V::T;
+  constexpr int64_t W = V::W;
+  const int64_t c = a.c;
+  alignas(32) T buf[3 * kLaneMaxC * W];
+  // Element q of a block's row-major output is row q / c, column q % c: in the
+  // column buffer, (q % c) * W + q / c.
+  int32_t oidx[kLaneMaxC * W];
+  for (int64_t q = 0; q < c * W; ++q) oidx[q] = static_cast<int32_t>((q % c) * W + q / c);
+  int64_t i = b;
+  for (; i + W <= e; i += W)
+    xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
+                                                  kProb ? a.target_probs + i * c : nullptr,
+                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf, oidx);
+  if (i == e) return;
+  // Last rows: copied into W zero-padded rows (labels padded with ignore_index),
+  // so the block never reads or writes past the arrays; only the real rows are
+  // copied back.
+  const int64_t k = e - i;
+  alignas(32) T xpad[kLaneMaxC * W] = {}, tpad[kLaneMaxC * W] = {}, gpad[kLaneMaxC * W];
+  alignas(32) double lpad[W];
+  int64_t ypad[W];
+  std::copy(a.logits + i * c, a.logits + e * c, xpad);
+  if (kProb) std::copy(a.target_probs + i * c, a.target_probs + e * c, tpad);
+  if (!kProb) {
+    std::fill(ypad, ypad + W, a.ignore_index);
+    std::copy(a.target + i, a.target + e, ypad);
+  }
+  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf,
+                                                oidx);
+  std::copy(lpad, lpad + k, row_out + i);
+  if (kGrad) std::copy(gpad, gpad + k * c, a.grad + i * c);
+}
+
 // Run-time options -> template flags (one branch-free row loop per combination).
 template <class T>
 void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsum, double* row_out) {
   using V = Vec<T>;
   const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
   const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
+  const bool lanes = a.c <= kLaneMaxC;
 #define FASTREG_XENT_CASE(W_, P_, S_, G_) \
-  if (w == W_ && prob == P_ && smooth == S_ && grad == G_) return xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
+  if (w == W_ && prob == P_ && smooth == S_ && grad == G_)                                      \
+    return lanes ? xent_lanes<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
+                 : xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
 #define FASTREG_XENT_CASES(W_, P_)        \
   FASTREG_XENT_CASE(W_, P_, false, false) \
   FASTREG_XENT_CASE(W_, P_, false, true)  \
@@ -247,4 +400,12 @@ void vexp_range(const T* x, T* out, int64_t b, int64_t e) {
   int64_t j = b;
   for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp(V::load(x + j)));
   for (; j < e; ++j) out[j] = exp_scalar<T>(x[j]);
+}
+
+template <class T>
+void vlog1p_range(const T* x, T* out, int64_t b, int64_t e) {
+  using V = Vec<T>;
+  int64_t j = b;
+  for (; j + V::W <= e; j += V::W) V::store(out + j, V::log1p(V::load(x + j)));
+  for (; j < e; ++j) out[j] = log1p_scalar<T>(x[j]);
 }

@@ -9,6 +9,7 @@
 
 #include "simd.hpp"
 #include "vexp.hpp"
+#include "vlog.hpp"
 
 namespace fastreg {
 namespace {
@@ -32,6 +33,20 @@ struct Vec {
   static FASTREG_INLINE R max(R a, R b) { return b > a ? b : a; }
   static FASTREG_INLINE R mul_nz(R u, R d) { return u == T(0) ? T(0) : u * d; }
   static FASTREG_INLINE R exp(R v) { return exp_scalar<T>(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_scalar<T>(v); }
+  static FASTREG_INLINE R div(R a, R b) { return a / b; }
+  static FASTREG_INLINE R gather(const T* p, int64_t) { return *p; }
+  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) { return p[*idx]; }
+  // Label of each lane as T, or -1 where it equals `ignore` (then also valid = 0).
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const bool ok = *y != ignore;
+    vy = ok ? static_cast<T>(*y) : T(-1);
+    valid = ok ? T(1) : T(0);
+  }
+  static FASTREG_INLINE R ge_one(R x, R m) { return x >= m ? T(1) : T(0); }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) { return a == b ? v : other; }
+  static FASTREG_INLINE R mask_nz(R flag, R v) { return flag != T(0) ? v : T(0); }
+  static FASTREG_INLINE void store_double(double* p, R v) { *p = v; }
   static FASTREG_INLINE double hsum(R v) { return v; }
   static FASTREG_INLINE T hmax(R v) { return v; }
 };
@@ -67,6 +82,49 @@ struct Vec<float> {
     return _mm256_and_ps(_mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_NEQ_UQ), _mm256_mul_ps(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static FASTREG_INLINE R gather(const T* p, int64_t stride) {  // lane l: p[l * stride]
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(static_cast<int>(stride)));
+    // The masked form with an explicit source: GCC 12 warns on the unmasked one's undefined source.
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, all, 4);
+  }
+  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) {  // lane l: p[idx[l]]
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, vi, all, 4);
+  }
+  // 8 int64 labels -> floats (-1 where ignored) and a 1/0 validity vector, without
+  // scalar stores that a vector load would then have to wait for. Labels were
+  // range-checked already, so the low 32 bits hold the value.
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 4));
+    const __m256i ig = _mm256_set1_epi64x(ignore);
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);  // low dwords first
+    const __m256i ylo = _mm256_permutevar8x32_epi32(lo, pick), yhi = _mm256_permutevar8x32_epi32(hi, pick);
+    const __m256i y32 = _mm256_permute2x128_si256(ylo, yhi, 0x20);
+    const __m256i elo = _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(lo, ig), pick);
+    const __m256i ehi = _mm256_permutevar8x32_epi32(_mm256_cmpeq_epi64(hi, ig), pick);
+    const __m256 ign = _mm256_castsi256_ps(_mm256_permute2x128_si256(elo, ehi, 0x20));
+    vy = _mm256_blendv_ps(_mm256_cvtepi32_ps(y32), _mm256_set1_ps(-1.0f), ign);
+    valid = _mm256_andnot_ps(ign, _mm256_set1_ps(1.0f));
+  }
+  static FASTREG_INLINE R ge_one(R x, R m) {
+    return _mm256_and_ps(_mm256_cmp_ps(x, m, _CMP_GE_OQ), _mm256_set1_ps(1.0f));
+  }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return _mm256_blendv_ps(other, v, _mm256_cmp_ps(a, b, _CMP_EQ_OQ));
+  }
+  static FASTREG_INLINE R mask_nz(R flag, R v) {
+    return _mm256_and_ps(_mm256_cmp_ps(flag, _mm256_setzero_ps(), _CMP_NEQ_UQ), v);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) {
+    _mm256_storeu_pd(p, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    _mm256_storeu_pd(p + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+  }
   static FASTREG_INLINE double hsum(R v) {
     alignas(32) float t[8];
     _mm256_store_ps(t, v);
@@ -101,6 +159,35 @@ struct Vec<double> {
     return _mm256_and_pd(_mm256_cmp_pd(u, _mm256_setzero_pd(), _CMP_NEQ_UQ), _mm256_mul_pd(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm256_div_pd(a, b); }
+  static FASTREG_INLINE R gather(const T* p, int64_t stride) {  // lane l: p[l * stride]
+    const __m128i idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(static_cast<int>(stride)));
+    const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, idx, all, 8);
+  }
+  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) {
+    const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+    const __m128i vi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(idx));
+    return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, vi, all, 8);
+  }
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
+    const __m256d ign = _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(ignore)));
+    const __m128i y32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    vy = _mm256_blendv_pd(_mm256_cvtepi32_pd(y32), _mm256_set1_pd(-1.0), ign);
+    valid = _mm256_andnot_pd(ign, _mm256_set1_pd(1.0));
+  }
+  static FASTREG_INLINE R ge_one(R x, R m) {
+    return _mm256_and_pd(_mm256_cmp_pd(x, m, _CMP_GE_OQ), _mm256_set1_pd(1.0));
+  }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return _mm256_blendv_pd(other, v, _mm256_cmp_pd(a, b, _CMP_EQ_OQ));
+  }
+  static FASTREG_INLINE R mask_nz(R flag, R v) {
+    return _mm256_and_pd(_mm256_cmp_pd(flag, _mm256_setzero_pd(), _CMP_NEQ_UQ), v);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE double hsum(R v) {
     alignas(32) double t[4];
     _mm256_store_pd(t, v);
@@ -216,11 +303,24 @@ void vexp(const T* x, T* out, int64_t n) {
   });
 }
 
+template <class T>
+void vlog1p(const T* x, T* out, int64_t n) {
+  const bool avx2 = use_avx2();
+  parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
+#if FASTREG_HAVE_AVX2_KERNELS
+    if (avx2) return avx2_rows::vlog1p_range<T>(x, out, b, e);
+#endif
+    (void)avx2;
+    scalar_rows::vlog1p_range<T>(x, out, b, e);
+  });
+}
+
 #define FASTREG_INSTANTIATE(T)                                                 \
   template double softmax_cross_entropy<T>(const XentArgs<T>&);                \
   template void softmax_rows<T>(const T*, T*, int64_t, int64_t, bool);         \
   template void logsumexp_rows<T>(const T*, T*, int64_t, int64_t, double);     \
-  template void vexp<T>(const T*, T*, int64_t);
+  template void vexp<T>(const T*, T*, int64_t);                                \
+  template void vlog1p<T>(const T*, T*, int64_t);
 FASTREG_INSTANTIATE(float)
 FASTREG_INSTANTIATE(double)
 #undef FASTREG_INSTANTIATE

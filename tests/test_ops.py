@@ -245,6 +245,147 @@ def test_non_contiguous_negative_stride_and_read_only_inputs(rng):
     _close(g, ref_g, np.float64)
 
 
+# ---------------- small C: the one-row-per-lane kernel (C <= 16) ----------------
+
+LANE_C_MAX = 16  # cpp/softmax_rows.inl kLaneMaxC; 17 takes the row kernel
+
+
+def _lane_shape(rng):
+    """C in 1..17 (both kernels, both sides of the switch); N never a multiple of 8 (or 4),
+    with full 8-row blocks plus a partial one."""
+    c = int(rng.integers(1, LANE_C_MAX + 2))
+    n = 8 * int(rng.integers(0, 6)) + int(rng.integers(1, 8))
+    return n, c
+
+
+@pytest.mark.parametrize("weighted, prob, smoothing, reduction", XENT_GRID)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_c_lane_kernel_matches_torch(rng, dtype, weighted, prob, smoothing, reduction, simd_levels):
+    for _ in range(4):  # fresh shapes each round
+        n, c = _lane_shape(rng)
+        x, y = _make_xent(rng, dtype, prob, n=n, c=c, ignore_frac=0.25)
+        ignore_index = -100
+        if not prob and rng.random() < 0.5:  # an ignore_index that is also a valid class
+            ignore_index = int(rng.integers(0, c))
+            y[y == -100] = ignore_index
+        w = (rng.random(c) + 0.1).astype(dtype) if weighted else None
+        kw = dict(reduction=reduction, label_smoothing=smoothing)
+        if not prob:
+            kw["ignore_index"] = ignore_index
+        ref_loss, ref_grad = _torch_xent(x, y, prob=prob, weight=w, **kw)
+        for level in simd_levels:
+            fastreg.set_simd_level(level)
+            loss = ops.cross_entropy(x, y, weight=w, **kw)
+            loss2, grad = ops.cross_entropy_with_grad(x, y, weight=w, **kw)
+            what = f"{level} n={n} c={c} ignore_index={ignore_index}"
+            _close(loss, ref_loss, dtype, f"loss {what}")
+            _close(loss2, ref_loss, dtype, f"loss (with grad) {what}")
+            _close(grad, ref_grad, dtype, f"grad {what}")
+            if not prob:
+                assert np.all(grad[y == ignore_index] == 0), what
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_c_scalar_and_avx2_agree(rng, dtype, simd_levels):
+    if len(simd_levels) < 2:
+        pytest.skip("this CPU has no AVX2")
+    x, y = _make_xent(rng, dtype, False, n=203, c=10)
+    x[3, 4] = 1e4
+    x[5, :3] = -200  # exps that underflow to 0 (in float32)
+    w = (rng.random(10) + 0.1).astype(dtype)
+    tol = {np.float32: 4e-7, np.float64: 1e-15}[dtype]  # a few ulp: exp and log1p agree to ~1 ulp
+    got = {}
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        got[level] = ops.cross_entropy_with_grad(x, y, weight=w, label_smoothing=0.1, reduction="none")
+    (l0, g0), (l1, g1) = got["scalar"], got["avx2"]
+    np.testing.assert_allclose(l1, l0, rtol=tol, atol=tol * np.abs(l0).max())
+    np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol * np.abs(g0).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_c_confident_rows_keep_relative_accuracy(rng, dtype, simd_levels):
+    # The target logit leads by 8..30: the loss log1p(sum_{j != y} e^(x_j - x_y)) is down to
+    # ~1e-12, which log(1 + t) rounds away (torch's float64 result is off by ~1e-4 relative
+    # here); log1p(t) keeps it. Reference: that formula in long double.
+    n, c = 29, 7
+    x = rng.standard_normal((n, c)).astype(dtype)
+    y = rng.integers(0, c, n)
+    x[np.arange(n), y] += rng.uniform(8, 30, n).astype(dtype)
+    xl = x.astype(np.longdouble)
+    others = np.exp(xl - xl[np.arange(n), y][:, None])
+    others[np.arange(n), y] = 0
+    ref_loss = np.log1p(others.sum(axis=1)).astype(np.float64)
+    _, ref_grad = _torch_xent(x, y, prob=False, reduction="none")
+    assert ref_loss.min() < 1e-10
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        loss, grad = ops.cross_entropy_with_grad(x, y, reduction="none")
+        np.testing.assert_allclose(loss, ref_loss, rtol=10 * TOL[dtype], err_msg=level)  # per row, relative
+        _close(grad, ref_grad, dtype, level)
+
+
+def test_small_c_in_place_nan_extremes_and_threads(rng, simd_levels):
+    x, y = _make_xent(rng, np.float32, False, n=8 * 3 + 5, c=6)
+    x[2, 1] = np.nan  # a full block
+    y[2] = 3
+    x[27, 0] = np.nan  # the partial last block
+    x[4] = [1e4, -1e4, -np.inf, 0, 50, -50]
+    y[4] = 0
+    y[27] = -100  # ignored: 0 loss and 0 gradient despite the NaN
+    ref_loss, ref_grad = _torch_xent(x, y, prob=False, reduction="none")
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        buf = x.copy()
+        loss, g = ops.cross_entropy_with_grad(buf, y, reduction="none", out=buf)
+        assert g is buf
+        assert np.isnan(loss[2]) and np.all(np.isnan(g[2]))
+        assert loss[27] == 0 and np.all(g[27] == 0)
+        ok = np.ones(len(y), bool)
+        ok[[2, 27]] = False  # torch: NaN gradient for the ignored NaN row (0 * NaN); ours is 0
+        _close(loss[ok], ref_loss[ok], np.float32, level)
+        _close(g[ok], ref_grad[ok], np.float32, level)
+    # Enough rows for two threads: same bits as one thread.
+    x, y = _make_xent(rng, np.float32, False, n=20_003, c=10)
+    default = fastreg.get_num_threads()
+    try:
+        res = []
+        for threads in (1, 2):
+            fastreg.set_num_threads(threads)
+            res.append(ops.cross_entropy_with_grad(x, y))
+    finally:
+        fastreg.set_num_threads(default)
+    assert res[0][0] == res[1][0]
+    np.testing.assert_array_equal(res[0][1], res[1][1])
+
+
+def test_fast_path_and_general_path_agree(rng):
+    # ops takes NumPy int64 / contiguous inputs straight to C++; other inputs are converted
+    # first. Both routes give the same results and the same errors.
+    x, y = _make_xent(rng, np.float64, False, n=19, c=5)
+    ref = ops.cross_entropy_with_grad(x, y, label_smoothing=0.2)
+    for xx, yy, ls in [(x, y.astype(np.int32), 0.2), (np.asfortranarray(x), y, 0.2), (x, y, np.float64(0.2)),
+                       (torch.tensor(x), torch.tensor(y), 0.2)]:
+        loss, g = ops.cross_entropy_with_grad(xx, yy, label_smoothing=ls)
+        assert float(loss) == pytest.approx(float(ref[0]), rel=1e-7)
+        np.testing.assert_allclose(np.asarray(g), ref[1], rtol=1e-7, atol=1e-12)
+    bad_y = y.copy()
+    bad_y[7] = 5
+    with pytest.raises(IndexError, match="Target 5 at row 7"):
+        ops.cross_entropy(x, bad_y)
+    with pytest.raises(ValueError, match="reduction"):
+        ops.cross_entropy(x, y, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        ops.cross_entropy(x, y, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="weight must have the same dtype"):
+        ops.cross_entropy(x, y, weight=np.ones(5, dtype=np.float32))
+    w = rng.random(10) + 0.5
+    assert ops.cross_entropy(x, y, weight=w[::2]) == ops.cross_entropy(x, y, weight=w[::2].copy())
+    out = np.empty((19, 5), dtype=np.float32)
+    with pytest.raises(TypeError, match="dtype"):
+        ops.cross_entropy_with_grad(x, y, out=out)
+
+
 # ---------------- softmax family ----------------
 
 
@@ -317,6 +458,26 @@ def test_vexp_accuracy_in_ulp(rng, dtype, max_ulp, simd_levels):
         assert got[-2] == 0 and got[-1] == np.inf
         nan = np.array([np.nan] * 9, dtype=dtype)
         _core.vexp(nan, nan)
+        assert np.all(np.isnan(nan))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vlog1p_accuracy_in_ulp(rng, dtype, simd_levels):
+    # The small-C kernel's log1p(t), t = the sum of the non-max exps, in [0, C - 1].
+    tiny = np.finfo(dtype).tiny
+    x = np.concatenate([rng.uniform(0, 16, 100_000), 10.0 ** rng.uniform(-30, 0, 100_000),
+                        rng.uniform(0, 2**20, 20_000), [0.0, tiny, 1e-8, 0.4142135, 1.0, 15.0]]).astype(dtype)
+    ref = np.log1p(x.astype(np.longdouble))
+    ulp = np.maximum(np.spacing(ref.astype(dtype)).astype(np.longdouble), np.finfo(dtype).smallest_subnormal)
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        got = np.empty_like(x)
+        _core.vlog1p(x, got)
+        err = np.abs(got.astype(np.longdouble) - ref) / ulp
+        assert err.max() <= 2, (level, float(err.max()), x[np.argmax(err)])
+        assert got[-6] == 0
+        nan = np.array([np.nan] * 9, dtype=dtype)
+        _core.vlog1p(nan, nan)
         assert np.all(np.isnan(nan))
 
 

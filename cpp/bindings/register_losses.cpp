@@ -11,6 +11,7 @@
 #include "register.hpp"
 #include "softmax_xent.hpp"
 #include "vexp.hpp"
+#include "vlog.hpp"
 
 namespace fastreg::bindings {
 
@@ -195,7 +196,8 @@ void logsumexp(const py::object& x_obj, const py::object& out_obj, double temper
   }
 }
 
-void exp_array(const py::object& x_obj, const py::object& out_obj) {
+// exp (or log1p, for x >= 0) of a whole array with the active SIMD level.
+void elementwise(const py::object& x_obj, const py::object& out_obj, bool log1p) {
   py::array x = check_float_input(x_obj, "x");
   py::array out = check_out(out_obj, "out", x, {{&x, "x"}}, &x);
   require_same_shape(x, "x", out, "out");
@@ -204,12 +206,12 @@ void exp_array(const py::object& x_obj, const py::object& out_obj) {
     const float* xp = ptr<float>(x);
     float* op = mptr<float>(out);
     py::gil_scoped_release release;
-    vexp<float>(xp, op, n);
+    log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n);
   } else {
     const double* xp = ptr<double>(x);
     double* op = mptr<double>(out);
     py::gil_scoped_release release;
-    vexp<double>(xp, op, n);
+    log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n);
   }
 }
 
@@ -293,8 +295,13 @@ void register_losses(py::module_& m) {
         "Row-wise (log_)softmax of a C-contiguous [N, C] array into `out` (may be `x`).");
   m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("temperature") = 1.0,
         "Row-wise temperature * log(sum(exp(x / temperature))) of a C-contiguous [N, C] array into out [N].");
-  m.def("vexp", &exp_array, py::arg("x"), py::arg("out"),
-        "exp of a C-contiguous float array with the active SIMD level (accuracy tests).");
+  m.def(
+      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, false); }, py::arg("x"),
+      py::arg("out"), "exp of a C-contiguous float array with the active SIMD level (accuracy tests).");
+  m.def(
+      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, true); }, py::arg("x"),
+      py::arg("out"),
+      "log1p of a C-contiguous float array of values >= 0 with the active SIMD level (accuracy tests).");
   m.def("regression_loss", &regression, py::arg("kind"), py::arg("input"), py::arg("target"), py::arg("param"),
         py::arg("reduction"), py::arg("loss"), py::arg("out"), py::arg("grad_scale") = 1.0,
         "Element-wise regression loss ('squared', 'l1', 'huber', 'smooth_l1') of same-shape C-contiguous "
