@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
   fastreg::bindings::register_runtime(m);
   fastreg::bindings::register_optim(m);
   fastreg::bindings::register_loader(m);
+  fastreg::bindings::register_losses(m);
 }

@@ -8,7 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, datasets, optim
+from . import cuda, datasets, ops, optim
 from .data import DataLoader, data_iter, load_array
 from ._config import (
     get_num_threads,
@@ -26,6 +26,7 @@ __all__ = [
     "datasets",
     "get_num_threads",
     "load_array",
+    "ops",
     "optim",
     "set_num_threads",
     "set_simd_level",

@@ -1,0 +1,250 @@
+// Row kernels of softmax_xent.cpp, written once against a small vector policy V
+// (V::T, V::R, V::W lanes, load/store/add/sub/mul/fmadd/max/exp/hsum/hmax/mul_nz).
+// softmax_xent.cpp includes this file twice: once with a scalar policy, once
+// inside a `#pragma GCC target("avx2,fma")` region with the AVX2 policy, each
+// time in its own namespace (so the two sets of functions never collide).
+// No include guard on purpose.
+
+// Vector sums are flushed into double every kBlock elements: float lanes then
+// add at most kBlock / W terms, which keeps float32 row sums accurate to ~1e-7.
+constexpr int64_t kBlock = 512;
+
+template <class V>
+FASTREG_INLINE typename V::T row_max(const typename V::T* x, int64_t c) {
+  using T = typename V::T;
+  constexpr int64_t W = V::W;
+  typename V::R m0 = V::set1(-std::numeric_limits<T>::infinity()), m1 = m0;
+  int64_t j = 0;
+  for (; j + 2 * W <= c; j += 2 * W) {  // two chains hide the max latency
+    m0 = V::max(m0, V::load(x + j));
+    m1 = V::max(m1, V::load(x + j + W));
+  }
+  for (; j + W <= c; j += W) m0 = V::max(m0, V::load(x + j));
+  T m = V::hmax(V::max(m0, m1));
+  for (; j < c; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+struct RowSums {
+  double s = 0;     // sum_j exp(k (x_j - m))
+  double dot = 0;   // sum_j u_j (x_j - m)   (kDot)
+  double sumu = 0;  // sum_j u_j             (kDot && kT)
+};
+
+// u_j, the per-class coefficient of the smoothing / probability-target terms:
+// (kW ? w_j : 1) * (kT ? ct * t_j + c0 : 1).
+template <class V, bool kW, bool kT>
+FASTREG_INLINE typename V::R coef_vec(int64_t j, const typename V::T* w, const typename V::T* t,
+                                      typename V::R vct, typename V::R vc0) {
+  typename V::R u = V::set1(1);
+  if constexpr (kT) u = V::fmadd(V::load(t + j), vct, vc0);
+  if constexpr (kW) u = kT ? V::mul(u, V::load(w + j)) : V::load(w + j);
+  return u;
+}
+
+template <bool kW, bool kT, class T>
+FASTREG_INLINE T coef_scalar(int64_t j, const T* w, const T* t, T ct, T c0) {
+  T u = 1;
+  if constexpr (kT) u = t[j] * ct + c0;
+  if constexpr (kW) u = kT ? u * w[j] : w[j];
+  return u;
+}
+
+// One sweep over a row: the sum of exp(k (x_j - m)), optionally storing the
+// exps in e (may equal x) and accumulating sum u_j (x_j - m). Where u_j is a
+// target probability, a zero u_j contributes 0 even against a -inf logit
+// (0 * log 0 = 0, the mathematical limit).
+template <class V, bool kStore, bool kDot, bool kW, bool kT>
+FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T m, typename V::T k,
+                                typename V::T* e, const typename V::T* w, const typename V::T* t,
+                                typename V::T ct, typename V::T c0) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr int64_t W = V::W;
+  RowSums out;
+  const R vm = V::set1(m), vk = V::set1(k), vct = V::set1(ct), vc0 = V::set1(c0);
+  const int64_t cv = c - c % W;
+  int64_t j = 0;
+  while (j < cv) {
+    const int64_t end = std::min(cv, j + kBlock);
+    R as = V::zero(), ad = V::zero(), au = V::zero();
+    for (; j < end; j += W) {
+      const R d = V::sub(V::load(x + j), vm);
+      const R ev = V::exp(V::mul(d, vk));
+      if constexpr (kStore) V::store(e + j, ev);
+      as = V::add(as, ev);
+      if constexpr (kDot) {
+        if constexpr (!kW && !kT) {
+          ad = V::add(ad, d);
+        } else {
+          const R u = coef_vec<V, kW, kT>(j, w, t, vct, vc0);
+          ad = V::add(ad, kT ? V::mul_nz(u, d) : V::mul(u, d));
+          if constexpr (kT) au = V::add(au, u);
+        }
+      }
+    }
+    out.s += V::hsum(as);
+    if constexpr (kDot) out.dot += V::hsum(ad);
+    if constexpr (kDot && kT) out.sumu += V::hsum(au);
+  }
+  for (; j < c; ++j) {  // tail (fewer than W elements)
+    const T d = x[j] - m;
+    const T ev = exp_scalar<T>(d * k);
+    if constexpr (kStore) e[j] = ev;
+    out.s += ev;
+    if constexpr (kDot) {
+      const T u = coef_scalar<kW, kT>(j, w, t, ct, c0);
+      out.dot += (kT && u == 0) ? T(0) : u * d;
+      if constexpr (kT) out.sumu += u;
+    }
+  }
+  if constexpr (kDot && !kT) out.sumu = 0;  // unused: the caller knows sum_j w_j
+  return out;
+}
+
+// g_j = alpha * g_j - beta * u_j over a row whose exps are already in g.
+template <class V, bool kW, bool kT>
+FASTREG_INLINE void row_scale(typename V::T* g, int64_t c, typename V::T alpha, typename V::T beta,
+                              const typename V::T* w, const typename V::T* t, typename V::T ct,
+                              typename V::T c0) {
+  using R = typename V::R;
+  constexpr int64_t W = V::W;
+  const R va = V::set1(alpha), vb = V::set1(beta), vct = V::set1(ct), vc0 = V::set1(c0);
+  int64_t j = 0;
+  for (; j + W <= c; j += W) {
+    const R ev = V::load(g + j);
+    if constexpr (!kW && !kT) {
+      V::store(g + j, V::sub(V::mul(va, ev), vb));
+    } else {
+      V::store(g + j, V::sub(V::mul(va, ev), V::mul(vb, coef_vec<V, kW, kT>(j, w, t, vct, vc0))));
+    }
+  }
+  for (; j < c; ++j) g[j] = alpha * g[j] - beta * coef_scalar<kW, kT>(j, w, t, ct, c0);
+}
+
+// out_j = x_j - shift (log_softmax's last sweep; out may equal x).
+template <class V>
+FASTREG_INLINE void row_shift(const typename V::T* x, typename V::T* out, int64_t c, typename V::T shift) {
+  constexpr int64_t W = V::W;
+  const typename V::R vs = V::set1(shift);
+  int64_t j = 0;
+  for (; j + W <= c; j += W) V::store(out + j, V::sub(V::load(x + j), vs));
+  for (; j < c; ++j) out[j] = x[j] - shift;
+}
+
+// Cross-entropy over rows [b, e). row_out[i] receives the row loss (double);
+// r multiplies the gradient (grad_scale, divided by the mean's denominator);
+// wsum is sum_j w_j (c without weights).
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
+FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r,
+                              double wsum, double* row_out) {
+  using T = typename V::T;
+  const int64_t c = a.c;
+  const double eps = a.label_smoothing;
+  const T* w = a.weight;
+  for (int64_t i = b; i < e; ++i) {
+    const T* x = a.logits + i * c;
+    T* g = kGrad ? a.grad + i * c : nullptr;
+    if constexpr (kProb) {
+      const T* t = a.target_probs + i * c;
+      const T ct = static_cast<T>(1.0 - eps), c0 = static_cast<T>(eps / static_cast<double>(c));
+      const T m = row_max<V>(x, c);
+      const RowSums rs = row_sums<V, kGrad, true, kW, true>(x, c, m, T(1), g, w, t, ct, c0);
+      const double ls = std::log(rs.s);
+      row_out[i] = rs.sumu * ls - rs.dot;
+      if constexpr (kGrad)
+        row_scale<V, kW, true>(g, c, static_cast<T>(r * rs.sumu / rs.s), static_cast<T>(r), w, t, ct, c0);
+    } else {
+      const int64_t y = a.target[i];
+      if (y == a.ignore_index) {
+        row_out[i] = 0;
+        if constexpr (kGrad) std::fill(g, g + c, T(0));
+        continue;
+      }
+      const double xy = x[y];  // read before g (possibly x itself) is overwritten
+      const T m = row_max<V>(x, c);
+      const RowSums rs = row_sums<V, kGrad, kSmooth, kW, false>(x, c, m, T(1), g, w, nullptr, T(0), T(0));
+      const double ls = std::log(rs.s);
+      const double wy = kW ? static_cast<double>(w[y]) : 1.0;
+      double loss = -(1.0 - eps) * wy * ((xy - m) - ls);
+      if constexpr (kSmooth) loss += eps / static_cast<double>(c) * (wsum * ls - rs.dot);
+      row_out[i] = loss;
+      if constexpr (kGrad) {
+        // d row / d x_j = ((1-eps) w_y + eps/c sum_k w_k) p_j - eps/c w_j - (1-eps) w_y [j == y]
+        const double alpha = r * ((1.0 - eps) * wy + (kSmooth ? eps / static_cast<double>(c) * wsum : 0.0)) / rs.s;
+        const double beta = kSmooth ? r * eps / static_cast<double>(c) : 0.0;
+        row_scale<V, kW && kSmooth, false>(g, c, static_cast<T>(alpha), static_cast<T>(beta), w, nullptr, T(0),
+                                           T(0));
+        g[y] -= static_cast<T>(r * (1.0 - eps) * wy);
+      }
+    }
+  }
+}
+
+// Run-time options -> template flags (one branch-free row loop per combination).
+template <class T>
+void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsum, double* row_out) {
+  using V = Vec<T>;
+  const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
+  const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
+#define FASTREG_XENT_CASE(W_, P_, S_, G_) \
+  if (w == W_ && prob == P_ && smooth == S_ && grad == G_) return xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
+#define FASTREG_XENT_CASES(W_, P_)        \
+  FASTREG_XENT_CASE(W_, P_, false, false) \
+  FASTREG_XENT_CASE(W_, P_, false, true)  \
+  FASTREG_XENT_CASE(W_, P_, true, false)  \
+  FASTREG_XENT_CASE(W_, P_, true, true)
+  FASTREG_XENT_CASES(false, false)
+  FASTREG_XENT_CASES(true, false)
+  FASTREG_XENT_CASE(false, true, false, false)
+  FASTREG_XENT_CASE(false, true, false, true)
+  FASTREG_XENT_CASE(true, true, false, false)
+  FASTREG_XENT_CASE(true, true, false, true)
+#undef FASTREG_XENT_CASES
+#undef FASTREG_XENT_CASE
+}
+
+template <class T>
+void softmax_range(const T* x, T* out, int64_t c, bool log, int64_t b, int64_t e) {
+  using V = Vec<T>;
+  for (int64_t i = b; i < e; ++i) {
+    const T* xr = x + i * c;
+    T* o = out + i * c;
+    const T m = row_max<V>(xr, c);
+    if (log) {
+      const RowSums rs = row_sums<V, false, false, false, false>(xr, c, m, T(1), nullptr, nullptr, nullptr, T(0), T(0));
+      row_shift<V>(xr, o, c, static_cast<T>(static_cast<double>(m) + std::log(rs.s)));
+    } else {
+      const RowSums rs = row_sums<V, true, false, false, false>(xr, c, m, T(1), o, nullptr, nullptr, T(0), T(0));
+      row_scale<V, false, false>(o, c, static_cast<T>(1.0 / rs.s), T(0), nullptr, nullptr, T(0), T(0));
+    }
+  }
+}
+
+template <class T>
+void logsumexp_range(const T* x, T* out, int64_t c, double temperature, int64_t b, int64_t e) {
+  using V = Vec<T>;
+  for (int64_t i = b; i < e; ++i) {
+    const T* xr = x + i * c;
+    const T m = row_max<V>(xr, c);
+    if (std::isinf(m) || temperature == 0) {
+      // All -inf (or empty) -> -inf; a +inf entry -> +inf; temperature 0 -> the max.
+      // A NaN anywhere still wins (row_max may have skipped it).
+      bool nan = false;
+      for (int64_t j = 0; j < c; ++j) nan |= std::isnan(xr[j]);
+      out[i] = nan ? std::numeric_limits<T>::quiet_NaN() : m;
+      continue;
+    }
+    const RowSums rs = row_sums<V, false, false, false, false>(xr, c, m, static_cast<T>(1.0 / temperature), nullptr,
+                                                                nullptr, nullptr, T(0), T(0));
+    out[i] = static_cast<T>(static_cast<double>(m) + temperature * std::log(rs.s));
+  }
+}
+
+template <class T>
+void vexp_range(const T* x, T* out, int64_t b, int64_t e) {
+  using V = Vec<T>;
+  int64_t j = b;
+  for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp(V::load(x + j)));
+  for (; j < e; ++j) out[j] = exp_scalar<T>(x[j]);
+}

@@ -1,0 +1,423 @@
+import itertools
+
+import numpy as np
+import pytest
+
+import fastreg
+from fastreg import _core, ops
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+TOL = {np.float32: 1e-5, np.float64: 1e-6}
+
+
+def _close(got, ref, dtype, what=""):
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    # Errors are relative to the largest reference value; an all-zero reference (e.g. the
+    # gradient when C == 1) is compared at the scale of a gradient entry of these tests (>= 1e-3).
+    scale = max(np.abs(ref).max(initial=0.0), 1e-3)
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=what)
+
+
+def _torch_xent(x, y, *, prob, weight=None, **kw):
+    """Reference: torch in float64 on the same (dtype-rounded) inputs -> (loss, grad)."""
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    yt = torch.tensor(y.astype(np.float64) if prob else y)
+    wt = None if weight is None else torch.tensor(weight.astype(np.float64))
+    loss = F.cross_entropy(xt, yt, weight=wt, **kw)
+    loss.sum().backward()
+    return loss.detach().numpy(), xt.grad.numpy()
+
+
+def _make_xent(rng, dtype, prob, n=None, c=None, ignore_frac=0.2):
+    n = int(rng.integers(1, 70)) if n is None else n
+    c = int(rng.integers(1, 40)) if c is None else c
+    x = (rng.standard_normal((n, c)) * 3).astype(dtype)
+    if prob:
+        y = rng.random((n, c)).astype(dtype)
+        y /= y.sum(axis=1, keepdims=True)
+        y[rng.random((n, c)) < 0.2] = 0  # some exact zeros, rows not normalised: both allowed
+    else:
+        y = rng.integers(0, c, n)
+        y[rng.random(n) < ignore_frac] = -100
+    return x, y
+
+
+XENT_GRID = list(itertools.product([False, True], [False, True], [0.0, 0.3], ["mean", "sum", "none"]))
+
+
+@pytest.mark.parametrize("weighted, prob, smoothing, reduction", XENT_GRID)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_matches_torch(rng, dtype, weighted, prob, smoothing, reduction, simd_levels):
+    x, y = _make_xent(rng, dtype, prob)
+    w = (rng.random(x.shape[1]) + 0.1).astype(dtype) if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    ref_loss, ref_grad = _torch_xent(x, y, prob=prob, weight=w, **kw)
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        loss = ops.cross_entropy(x, y, weight=w, **kw)
+        loss2, grad = ops.cross_entropy_with_grad(x, y, weight=w, **kw)
+        assert np.asarray(loss).dtype == dtype and grad.dtype == dtype and grad.shape == x.shape
+        _close(loss, ref_loss, dtype, f"loss {level}")
+        _close(loss2, ref_loss, dtype, f"loss (with grad) {level}")
+        _close(grad, ref_grad, dtype, f"grad {level}")
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 0, 3])
+def test_ignore_index_and_mean_denominator(rng, ignore_index):
+    x = rng.standard_normal((50, 5))
+    y = rng.integers(0, 5, 50)
+    w = rng.random(5) + 0.5
+    for smoothing in (0.0, 0.4):
+        ref, ref_g = _torch_xent(x, y, prob=False, weight=w, ignore_index=ignore_index, label_smoothing=smoothing)
+        got, g = ops.cross_entropy_with_grad(x, y, weight=w, ignore_index=ignore_index, label_smoothing=smoothing)
+        _close(got, ref, np.float64)
+        _close(g, ref_g, np.float64)
+        assert np.all(g[y == ignore_index] == 0)
+
+
+def test_large_shapes_and_threads_agree(rng):
+    x, y = _make_xent(rng, np.float32, False, n=3000, c=257)
+    ref_loss, ref_grad = _torch_xent(x, y, prob=False, label_smoothing=0.1)
+    default = fastreg.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            fastreg.set_num_threads(threads)
+            results.append(ops.cross_entropy_with_grad(x, y, label_smoothing=0.1))
+    finally:
+        fastreg.set_num_threads(default)
+    for loss, grad in results:
+        _close(loss, ref_loss, np.float32)
+        _close(grad, ref_grad, np.float32)
+        assert loss == results[0][0]  # summation order does not depend on the thread count
+        np.testing.assert_array_equal(grad, results[0][1])
+
+
+def test_grad_in_place_over_logits(rng):
+    x, y = _make_xent(rng, np.float32, False, n=40, c=13)
+    ref_loss, ref_grad = _torch_xent(x, y, prob=False, label_smoothing=0.2)
+    buf = x.copy()
+    loss, g = ops.cross_entropy_with_grad(buf, y, label_smoothing=0.2, out=buf)
+    assert g is buf
+    _close(loss, ref_loss, np.float32)
+    _close(buf, ref_grad, np.float32)
+
+
+def test_out_buffer_and_grad_scale_tensor_io(rng):
+    x, y = _make_xent(rng, np.float64, False, n=20, c=6)
+    xt = torch.tensor(x, requires_grad=True)
+    loss, g = ops.cross_entropy_with_grad(xt, torch.tensor(y))
+    assert isinstance(loss, torch.Tensor) and isinstance(g, torch.Tensor)
+    ref = F.cross_entropy(xt, torch.tensor(y))
+    ref.backward()
+    torch.testing.assert_close(loss, ref.detach())
+    torch.testing.assert_close(g, xt.grad)
+    out = np.full_like(x, 7.0)
+    _, g2 = ops.cross_entropy_with_grad(x, y, out=out)
+    assert g2 is out
+    np.testing.assert_allclose(out, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_unbatched_and_int32_labels(rng):
+    x = rng.standard_normal(9)
+    ref = F.cross_entropy(torch.tensor(x), torch.tensor(4))
+    assert ops.cross_entropy(x, 4) == pytest.approx(ref.item(), rel=1e-12)
+    xb, yb = _make_xent(rng, np.float64, False, n=10, c=4, ignore_frac=0)
+    assert ops.cross_entropy(xb, yb.astype(np.int32)) == pytest.approx(ops.cross_entropy(xb, yb), rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_logits_stay_finite(rng, dtype, simd_levels):
+    n, c = 64, 37
+    x = rng.standard_normal((n, c)).astype(dtype)
+    picks = rng.random((n, c))
+    x[picks < 0.2] = 1e4
+    x[(picks >= 0.2) & (picks < 0.4)] = -1e4
+    x[(picks >= 0.4) & (picks < 0.5)] = -np.inf
+    x[:, 0] = 50  # every row has a finite max; class 0 is never -inf
+    y = np.where(rng.random(n) < 0.5, 0, rng.integers(0, c, n))
+    y[np.isneginf(x[np.arange(n), y])] = 0  # targets at -inf give +inf, also in the math
+    ref_loss, ref_grad = _torch_xent(x, y, prob=False, reduction="none")
+    assert np.all(np.isfinite(ref_loss))
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        loss, grad = ops.cross_entropy_with_grad(x, y, reduction="none")
+        assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+        _close(loss, ref_loss, dtype)
+        _close(grad, ref_grad, dtype)
+
+
+def test_nan_row_gives_nan_for_that_row_only(rng):
+    x = rng.standard_normal((6, 11)).astype(np.float32)
+    x[2, 5] = np.nan
+    x[4, 0] = np.nan
+    y = rng.integers(0, 11, 6)
+    loss, grad = ops.cross_entropy_with_grad(x, y, reduction="none")
+    bad = np.array([2, 4])
+    assert np.all(np.isnan(loss[bad])) and np.all(np.isfinite(np.delete(loss, bad)))
+    assert np.all(np.isnan(grad[bad])) and np.all(np.isfinite(np.delete(grad, bad, axis=0)))
+    assert np.isnan(ops.cross_entropy(x, y))
+
+
+def test_empty_batch_and_all_ignored_as_torch():
+    for n in (0, 3):
+        x = np.zeros((n, 4))
+        y = np.full(n, -100)
+        ref, ref_g = _torch_xent(x, y, prob=False)
+        loss, g = ops.cross_entropy_with_grad(x, y)
+        assert np.isnan(ref) and np.isnan(loss)
+        np.testing.assert_array_equal(g, ref_g)
+        assert ops.cross_entropy(x, y, reduction="sum") == 0
+        assert ops.cross_entropy(x, y, reduction="none").shape == (n,)
+    assert np.isnan(ops.cross_entropy(np.zeros((0, 3)), np.zeros((0, 3))))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(y=np.array([0, 1, 5])), IndexError, "Target 5 at row 2"),
+        (dict(y=np.array([-1, 1, 2])), IndexError, "Target -1 at row 0"),
+        (dict(y=np.array([0.0, 1.0, 2.0])), TypeError, "integer class indices"),
+        (dict(y=np.array([True, False, True])), TypeError, "int64 class indices"),
+        (dict(x=np.zeros((3, 4), dtype=np.int64)), TypeError, "float32 or float64"),
+        (dict(y=np.array([0, 1])), ValueError, r"shape \(3,\)"),
+        (dict(weight=np.ones(3)), ValueError, "one weight per class"),
+        (dict(weight=np.ones(4, dtype=np.float32)), TypeError, "weight must have the same dtype"),
+        (dict(label_smoothing=-0.1), ValueError, "label_smoothing"),
+        (dict(label_smoothing=1.5), ValueError, "label_smoothing"),
+        (dict(reduction="avg"), ValueError, "reduction"),
+        (dict(x=np.zeros((3, 4, 2))), ValueError, "logits must have shape"),
+        (dict(x=np.zeros((3, 0))), ValueError, "at least one class"),
+        (dict(y=np.zeros((3, 4), dtype=np.float32)), TypeError, "target .class probabilities. must have the same dtype"),
+        (dict(ignore_index=1.5), TypeError, "ignore_index"),
+        (dict(x=[[1.0, 2.0]] * 3 + [[1.0]]), ValueError, "inhomogeneous"),
+    ],
+)
+def test_cross_entropy_bad_input(rng, kwargs, exc, match):
+    x = kwargs.pop("x", rng.standard_normal((3, 4)))
+    y = kwargs.pop("y", np.array([0, 1, 2]))
+    with pytest.raises(exc, match=match):
+        ops.cross_entropy_with_grad(x, y, **kwargs)
+
+
+def test_bad_out_buffers_are_refused_and_untouched(rng):
+    x = rng.standard_normal((8, 5))
+    y = rng.integers(0, 5, 8)
+    cases = [
+        (np.zeros((8, 5), dtype=np.float32), TypeError, "dtype"),
+        (np.zeros((8, 4)), ValueError, "shape"),
+        (np.zeros((5, 8)).T, ValueError, "C-contiguous"),
+        (np.zeros((8, 5))[::-1], ValueError, "C-contiguous"),
+        (x.reshape(-1)[5:].reshape(7, 5), ValueError, "share memory"),  # overlaps the logits
+    ]
+    ro = np.zeros((8, 5))
+    ro.flags.writeable = False
+    cases.append((ro, ValueError, "read-only"))
+    big = np.zeros(41)
+    cases.append((big[1:].reshape(8, 5), None, None))  # valid: a view into a larger buffer
+    for out, exc, match in cases:
+        before = out.copy()
+        if exc is None:
+            ops.cross_entropy_with_grad(x, y, out=out)
+            assert big[0] == 0  # nothing written outside the view
+            continue
+        with pytest.raises(exc, match=match):
+            ops.cross_entropy_with_grad(x, y, out=out)
+        np.testing.assert_array_equal(out, before)
+    # overlapping but not identical to the logits
+    buf = rng.standard_normal(45)
+    xs = buf[:40].reshape(8, 5)
+    with pytest.raises(ValueError, match="share memory"):
+        _core.cross_entropy(xs, y, None, -100, "mean", 0.0, buf[5:45].reshape(8, 5), None)
+
+
+def test_non_contiguous_negative_stride_and_read_only_inputs(rng):
+    base = rng.standard_normal((10, 12))
+    x = base[::-1, ::2]
+    y = rng.integers(0, 6, 10)[::-1]
+    x.flags.writeable = False
+    ref, ref_g = _torch_xent(np.ascontiguousarray(x), np.ascontiguousarray(y), prob=False)
+    loss, g = ops.cross_entropy_with_grad(x, y)
+    _close(loss, ref, np.float64)
+    _close(g, ref_g, np.float64)
+
+
+# ---------------- softmax family ----------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [-1, 0, 1, None])
+def test_softmax_family_matches_torch(rng, dtype, axis, simd_levels):
+    x = (rng.standard_normal((int(rng.integers(1, 30)), int(rng.integers(1, 50)), 3)) * 5).astype(dtype)
+    xt = torch.tensor(x.astype(np.float64))
+    if axis is None:
+        flat = xt.reshape(-1)
+        refs = (F.softmax(flat, 0).reshape(x.shape), F.log_softmax(flat, 0).reshape(x.shape),
+                torch.logsumexp(flat, 0), F.softmin(flat, 0).reshape(x.shape))
+    else:
+        refs = (F.softmax(xt, axis), F.log_softmax(xt, axis), torch.logsumexp(xt, axis), F.softmin(xt, axis))
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        got = (ops.softmax(x, axis), ops.log_softmax(x, axis), ops.logsumexp(x, axis), ops.softmin(x, axis))
+        for g, r, name in zip(got, refs, ["softmax", "log_softmax", "logsumexp", "softmin"]):
+            assert np.asarray(g).dtype == dtype and np.shape(g) == tuple(r.shape), name
+            _close(g, r.numpy(), dtype, f"{name} {level}")
+
+
+def test_softmax_extremes():
+    x = np.array([[1e4, -1e4, 0.0], [-np.inf, 0.0, 1.0], [-np.inf] * 3, [np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0]])
+    ref = torch.tensor(x)
+    np.testing.assert_allclose(ops.softmax(x), F.softmax(ref, -1).numpy(), rtol=1e-14)
+    np.testing.assert_allclose(ops.log_softmax(x)[:2], F.log_softmax(ref, -1).numpy()[:2], rtol=1e-14)
+    lse = ops.logsumexp(x)
+    np.testing.assert_allclose(lse, torch.logsumexp(ref, -1).numpy(), rtol=1e-14)
+    assert lse[2] == -np.inf and lse[3] == np.inf and np.isnan(lse[4])
+    assert ops.logsumexp(np.zeros((2, 0))).tolist() == [-np.inf, -np.inf]
+
+
+def test_logsumexp_temperature(rng):
+    x = rng.standard_normal((7, 9)) * 4
+    for t in (3.0, 1.0, 0.1, 1e-3):
+        np.testing.assert_allclose(ops.logsumexp(x, temperature=t), t * torch.logsumexp(torch.tensor(x / t), -1).numpy(),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(ops.logsumexp(x, temperature=1e-4), x.max(axis=1), rtol=1e-3)
+    np.testing.assert_array_equal(ops.logsumexp(x, temperature=0), x.max(axis=1))
+    assert ops.logsumexp(x, axis=0, keepdims=True).shape == (1, 9)
+    for bad in (-1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="temperature"):
+            ops.logsumexp(x, temperature=bad)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.softmax(np.arange(6).reshape(2, 3))
+    with pytest.raises(np.exceptions.AxisError if hasattr(np, "exceptions") else ValueError):
+        ops.softmax(x, axis=2)
+
+
+@pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 2), (np.float64, 2)])
+def test_vexp_accuracy_in_ulp(rng, dtype, max_ulp, simd_levels):
+    lim = {np.float32: (-104.0, 89.0), np.float64: (-746.0, 710.0)}[dtype]
+    x = np.concatenate([rng.uniform(*lim, 200_000), rng.uniform(-1, 1, 50_000), rng.uniform(-20, 0, 50_000),
+                        [0.0, -0.0, 1.0, -1.0, lim[0], lim[1], -np.inf, np.inf]]).astype(dtype)
+    ref = np.exp(x.astype(np.longdouble))
+    with np.errstate(over="ignore"):  # exp(x) beyond the type's max rounds to inf
+        ref_t = ref.astype(dtype)
+    # ulp of the reference in the target type (subnormal spacing below the normal range)
+    tiny = np.finfo(dtype).smallest_subnormal
+    ulp = np.maximum(np.spacing(ref_t).astype(np.longdouble), tiny)
+    finite = np.isfinite(ref_t)
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        got = np.empty_like(x)
+        _core.vexp(x, got)
+        err = np.abs(got[finite].astype(np.longdouble) - ref[finite]) / ulp[finite]
+        assert err.max() <= max_ulp, (level, float(err.max()), x[finite][np.argmax(err)])
+        assert np.all(got[~finite] == np.inf)
+        assert got[-2] == 0 and got[-1] == np.inf
+        nan = np.array([np.nan] * 9, dtype=dtype)
+        _core.vexp(nan, nan)
+        assert np.all(np.isnan(nan))
+
+
+# ---------------- regression losses ----------------
+
+
+def _reg_ref(kind, d, param):
+    a = np.abs(d)
+    if kind == "squared":
+        return d * d / 2, d
+    if kind == "l1":
+        return a, np.sign(d)
+    if kind == "huber":
+        return np.where(a < param, d * d / 2, param * (a - param / 2)), np.clip(d, -param, param)
+    if param == 0:
+        return a, np.sign(d)
+    return np.where(a < param, d * d / (2 * param), a - param / 2), np.clip(d / param, -1, 1)
+
+
+REG_CASES = [("squared", None), ("l1", None), ("huber", 1.0), ("huber", 0.3), ("smooth_l1", 1.0),
+             ("smooth_l1", 2.5), ("smooth_l1", 0.0)]
+
+
+@pytest.mark.parametrize("kind, param", REG_CASES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regression_losses_match_reference(rng, kind, param, reduction, dtype, simd_levels):
+    n = int(rng.integers(1, 100_000))
+    p = (rng.standard_normal(n) * 2).astype(dtype)
+    t = (rng.standard_normal(n) * 2).astype(dtype)
+    p[: min(n, 5)] = t[: min(n, 5)]  # exact zeros of d (sign 0)
+    d = p.astype(np.float64) - t.astype(np.float64)
+    l_ref, g_ref = _reg_ref(kind, d, param)
+    red = {"mean": lambda v: v.mean(), "sum": lambda v: v.sum(), "none": lambda v: v}[reduction]
+    gscale = 1 / n if reduction == "mean" else 1.0
+    extra = {} if param is None else {"huber": {"delta": param}, "smooth_l1": {"beta": param}}[kind]
+    fn = getattr(ops, f"{kind}_loss")
+    fn_g = getattr(ops, f"{kind}_loss_with_grad")
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        loss = fn(p, t, reduction=reduction, **extra)
+        loss2, grad = fn_g(p, t, reduction=reduction, **extra)
+        assert np.asarray(loss).dtype == dtype and grad.dtype == dtype
+        _close(loss, red(l_ref), dtype, level)
+        _close(loss2, red(l_ref), dtype, level)
+        _close(grad, g_ref * gscale, dtype, level)
+
+
+@pytest.mark.parametrize("kind, tfn, extra", [
+    ("l1", F.l1_loss, {}), ("huber", F.huber_loss, {"delta": 0.7}), ("smooth_l1", F.smooth_l1_loss, {"beta": 0.4}),
+])
+def test_regression_matches_torch_autograd(rng, kind, tfn, extra):
+    p = rng.standard_normal((30, 2))
+    t = rng.standard_normal((30, 2))
+    pt = torch.tensor(p, requires_grad=True)
+    ref = tfn(pt, torch.tensor(t), **extra)
+    ref.backward()
+    loss, g = getattr(ops, f"{kind}_loss_with_grad")(p, t, **extra)
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(g, pt.grad.numpy(), rtol=1e-12)
+
+
+def test_squared_loss_reshapes_like_d2l_and_never_broadcasts(rng):
+    y_hat = rng.standard_normal((10, 1))
+    y = rng.standard_normal(10)
+    l = ops.squared_loss(y_hat, y, reduction="none")
+    assert l.shape == (10, 1)
+    np.testing.assert_allclose(l, (y_hat - y.reshape(10, 1)) ** 2 / 2)
+    with pytest.raises(ValueError, match="same number of elements"):
+        ops.squared_loss(y_hat, y[:9])
+    with pytest.raises(ValueError, match="same number of elements"):
+        ops.l1_loss(rng.standard_normal((10, 1)), rng.standard_normal((1, 10, 2)))
+
+
+def test_regression_in_place_nan_empty_and_errors(rng):
+    p = rng.standard_normal(50)
+    t = rng.standard_normal(50)
+    expected = p - t
+    buf = p.copy()
+    loss, g = ops.squared_loss_with_grad(buf, t, reduction="sum", out=buf)
+    assert g is buf and loss == pytest.approx(((p - t) ** 2 / 2).sum())
+    np.testing.assert_allclose(buf, expected)
+    p[3] = np.nan
+    assert np.isnan(ops.huber_loss(p, t))
+    assert np.isnan(ops.l1_loss(np.zeros(0), np.zeros(0)))
+    assert ops.l1_loss(np.zeros(0), np.zeros(0), reduction="sum") == 0
+    with pytest.raises(TypeError, match="same dtype"):
+        ops.l1_loss(p, t.astype(np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.l1_loss(np.arange(5), np.arange(5))
+    with pytest.raises(ValueError, match="delta"):
+        ops.huber_loss(p, t, delta=0.0)
+    with pytest.raises(ValueError, match="beta"):
+        ops.smooth_l1_loss(p, t, beta=-1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        ops.l1_loss(p, t, reduction="max")
+    with pytest.raises(TypeError, match="delta"):
+        ops.huber_loss(p, t, delta="1")
+    with pytest.raises(ValueError, match="share memory"):
+        ops.l1_loss_with_grad(p, t, out=t)
+    ro = np.zeros(50)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ops.l1_loss_with_grad(p, t, out=ro)
