@@ -86,7 +86,8 @@ def sgd_step(
                 momentum_buffers[i] = buf_obj
                 first = True
         buf = None if buf_obj is None else as_numpy_view(buf_obj, f"momentum_buffers[{i}]")
-        g = np.ascontiguousarray(g)
+        # Not np.ascontiguousarray unconditionally: it turns a 0-d gradient into shape (1,).
+        g = g if g.flags.c_contiguous else np.ascontiguousarray(g)
         # The kernel needs contiguous memory: update a contiguous copy, then write back.
         p_work = p if p.flags.c_contiguous else np.ascontiguousarray(p)
         b_work = buf if buf is None or buf.flags.c_contiguous else np.ascontiguousarray(buf)
