@@ -155,3 +155,65 @@ def test_read_only_param_is_refused(rng):
     p.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         sgd_step([p], [np.ones(8)], lr=0.1)
+
+
+def test_non_contiguous_torch_tensor_and_mixed_dtypes(rng):
+    base = torch.randn(6, 8, dtype=torch.float64)
+    p = base[:, ::2]  # non-contiguous view: updated through NumPy and written back
+    g = torch.randn(6, 4, dtype=torch.float64)
+    q = np.ones(5, np.float32)
+    gq = rng.standard_normal(5).astype(np.float32)
+    expected = p - 0.1 * g
+    sgd_step([p, q], [g, gq], lr=0.1)
+    torch.testing.assert_close(base[:, ::2], expected)
+    np.testing.assert_allclose(q, 1 - np.float32(0.1) * gq, rtol=1e-7)
+
+
+def test_bad_entry_late_in_list_leaves_all_untouched(rng):
+    ps = [rng.standard_normal(4) for _ in range(3)]
+    gs = [rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(3)]
+    before = [p.copy() for p in ps]
+    bufs = [None] * 3
+    with pytest.raises(ValueError, match=r"grads\[2\] must have shape"):
+        sgd_step(ps, gs, bufs, lr=0.1, momentum=0.9)
+    for p, b in zip(ps, before):
+        np.testing.assert_array_equal(p, b)
+    assert bufs == [None, None, None]  # no buffer is created when a check fails
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: ([torch.ones(3, dtype=torch.float16)], [torch.ones(3, dtype=torch.float16)]), TypeError, "float16"),
+        (lambda: ([torch.ones(3)], [torch.ones(3, dtype=torch.float64)]), TypeError, "dtype"),
+        (lambda: ([torch.ones(3)], [torch.ones(4)]), ValueError, "shape"),
+        (lambda: ([torch.ones(3).to_sparse()], [torch.ones(3)]), TypeError, "dense"),
+    ],
+)
+def test_bad_torch_entries(make, exc, match):
+    params, grads = make()
+    with pytest.raises(exc, match=match):
+        sgd_step(params, grads, lr=0.1)
+
+
+def test_read_only_buffer_and_overlapping_buffer_are_refused(rng):
+    p, g = rng.standard_normal(8), rng.standard_normal(8)
+    buf = rng.standard_normal(8)
+    buf.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        sgd_step([p], [g], [buf], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="share memory"):
+        sgd_step([p], [g], [g], lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -0.5, True, None])
+def test_bad_momentum_value(rng, bad):
+    p, g = rng.standard_normal(3), rng.standard_normal(3)
+    with pytest.raises((TypeError, ValueError), match="momentum"):
+        sgd_step([p], [g], [None], lr=0.1, momentum=bad)
+
+
+def test_empty_param_list_and_empty_tensor_are_fine():
+    sgd_step([], [], lr=0.1)
+    p, g = np.empty((0, 3)), np.empty((0, 3))
+    sgd_step([p], [g], [None], lr=0.1, momentum=0.9)

@@ -93,3 +93,149 @@ def test_sgd_bad_hyperparameters_raise_like_torch(kwargs, match):
         ft.SGD(_model().parameters(), **kwargs)
     with pytest.raises(ValueError, match=match):
         torch.optim.SGD(_model().parameters(), **kwargs)
+
+
+# ---- cross-entropy ---------------------------------------------------------------
+
+CE_OPTIONS = [
+    dict(weight=w, ignore_index=ii, reduction=r, label_smoothing=ls)
+    for w, ii, r, ls in itertools.product([False, True], [-100, 1], ["mean", "sum", "none"], [0.0, 0.2])
+]
+
+
+def _ce_inputs(rng, dtype, n=None, c=None):
+    n = int(rng.integers(1, 50)) if n is None else n
+    c = int(rng.integers(2, 20)) if c is None else c
+    x = torch.tensor(rng.standard_normal((n, c)) * 3, dtype=dtype)
+    y = torch.tensor(rng.integers(0, c, n), dtype=torch.int64)
+    w = torch.tensor(rng.uniform(0.1, 2.0, c), dtype=dtype)
+    return x, y, w
+
+
+@pytest.mark.parametrize("opts", CE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cross_entropy_loss_and_grad_match_torch(rng, opts, dtype):
+    x, y, w = _ce_inputs(rng, dtype)
+    kwargs = dict(opts, weight=w if opts["weight"] else None)
+    x_ref = x.clone().double().requires_grad_()
+    x_ours = x.clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(
+        x_ref, y, **dict(kwargs, weight=None if kwargs["weight"] is None else kwargs["weight"].double()))
+    ours = ft.cross_entropy(x_ours, y, **kwargs)
+    assert ours.dtype == dtype and ours.shape == ref.shape
+    upstream = torch.tensor(rng.standard_normal(ref.shape), dtype=torch.float64)
+    ref.backward(upstream)
+    ours.backward(upstream.to(dtype))  # a grad_output other than 1
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(ours.double(), ref.detach(), **tol)
+    torch.testing.assert_close(x_ours.grad.double(), x_ref.grad, **tol)
+
+
+def test_cross_entropy_module_matches_torch_module(rng):
+    x, y, w = _ce_inputs(rng, torch.float32)
+    for kwargs in (dict(), dict(weight=w, label_smoothing=0.1, ignore_index=0, reduction="sum")):
+        a = ft.CrossEntropyLoss(**kwargs)(x, y)
+        b = torch.nn.CrossEntropyLoss(**kwargs)(x, y)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert "reduction" in repr(ft.CrossEntropyLoss())
+
+
+def test_cross_entropy_probability_targets(rng):
+    x, _, _ = _ce_inputs(rng, torch.float64)
+    p = torch.softmax(torch.tensor(rng.standard_normal(x.shape)), dim=1)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = ft.cross_entropy(xa, p, label_smoothing=0.1)
+    b = torch.nn.functional.cross_entropy(xb, p, label_smoothing=0.1)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+def test_cross_entropy_no_grad_non_contiguous_and_retain_graph(rng):
+    x, y, _ = _ce_inputs(rng, torch.float32, n=16, c=7)
+    with torch.no_grad():
+        torch.testing.assert_close(ft.cross_entropy(x, y), torch.nn.functional.cross_entropy(x, y))
+    # requires_grad=False input: a plain value, no graph
+    out = ft.cross_entropy(x, y)
+    assert not out.requires_grad
+    # non-contiguous logits (a transposed view)
+    xt = x.t().contiguous().t().requires_grad_()
+    assert not xt.is_contiguous()
+    xr = x.clone().requires_grad_()
+    ft.cross_entropy(xt, y).backward()
+    torch.nn.functional.cross_entropy(xr, y).backward()
+    torch.testing.assert_close(xt.grad, xr.grad)
+    # backward twice with retain_graph accumulates the same gradient twice
+    x2 = x.clone().requires_grad_()
+    loss = ft.cross_entropy(x2 * 2.0, y)
+    loss.backward(retain_graph=True)
+    first = x2.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(x2.grad, 2 * first)
+
+
+def test_cross_entropy_trains_through_a_linear_layer(rng):
+    lin_a, lin_b = _model(), _model()
+    x = torch.randn(32, 12)
+    y = torch.randint(0, 5, (32,))
+    ft.cross_entropy(lin_a(x), y).backward()
+    torch.nn.functional.cross_entropy(lin_b(x), y).backward()
+    for a, b in zip(lin_a.parameters(), lin_b.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_entropy_errors_are_torchs(rng):
+    x, y, _ = _ce_inputs(rng, torch.float32, n=4, c=3)
+    with pytest.raises(IndexError):
+        ft.cross_entropy(x, torch.tensor([0, 1, 2, 5]))
+    with pytest.raises(RuntimeError, match="Long"):
+        ft.cross_entropy(x, y.int())
+    with pytest.raises(ValueError, match="batch_size"):
+        ft.cross_entropy(x, y[:3])
+    with pytest.raises(RuntimeError, match="weight"):
+        ft.cross_entropy(x, y, weight=torch.ones(2))
+    with pytest.raises(ValueError, match="reduction"):
+        ft.CrossEntropyLoss(reduction="avg")
+    # the input is never modified
+    before = x.clone()
+    ft.cross_entropy(x.requires_grad_(), y).backward()
+    torch.testing.assert_close(x.detach(), before)
+
+
+# ---- the README's drop-in swap -------------------------------------------------------
+
+def _concise_epoch(X, y, seed, fast: bool, batch_size=256, lr=0.1):
+    """d2l's concise softmax regression, one epoch; `fast` swaps in fastreg's pieces."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import fastreg
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(X.shape[1], 10))
+    net[1].weight.data.normal_(0, 0.01)
+    net[1].bias.data.zero_()
+    g = torch.Generator().manual_seed(seed)
+    if fast:
+        loader = fastreg.DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True, generator=g)
+        loss_fn, opt = ft.CrossEntropyLoss(), ft.SGD(net.parameters(), lr=lr)
+    else:
+        loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True, generator=g)
+        loss_fn, opt = torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=lr)
+    for xb, yb in loader:
+        loss = loss_fn(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()], g.get_state()
+
+
+def test_drop_in_swap_gives_the_same_parameters_as_torch():
+    gen = torch.Generator().manual_seed(3)
+    X = torch.rand(3000, 784, generator=gen)
+    y = torch.randint(0, 10, (3000,), generator=gen)
+    ours, g_ours = _concise_epoch(X, y, seed=7, fast=True)
+    ref, g_ref = _concise_epoch(X, y, seed=7, fast=False)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.equal(g_ours, g_ref)  # the generator is left where torch leaves it

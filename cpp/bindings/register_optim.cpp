@@ -1,5 +1,8 @@
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "checks.hpp"
 #include "register.hpp"
@@ -23,6 +26,264 @@ void run_sgd(py::array& param, const py::array& grad, py::object& buffer, const 
 void check_hyper(double v, const char* name, bool allow_negative = false) {
   if (!std::isfinite(v) || (!allow_negative && v < 0))
     throw py::value_error(std::string(name) + " must be a finite number >= 0, got " + std::to_string(v));
+}
+
+}  // namespace
+
+// ---- sgd_update_many: the whole parameter list in one call ----------------
+// Everything Python-side (type checks, torch tensor introspection, shape and
+// overlap checks, buffer creation) happens first with the GIL held, so a bad
+// entry anywhere leaves every parameter untouched; then one GIL release runs
+// all the updates. Torch tensors are read through data_ptr() rather than
+// .detach().numpy(): ~0.7 us per tensor instead of ~2 us, which is most of a
+// small model's step.
+
+namespace {
+
+enum class Dt { f32, f64, other };
+
+// One parameter, gradient or buffer, reduced to what the kernel needs.
+struct View {
+  py::object obj;      // what the caller passed
+  py::object work;     // contiguous ndarray to update when obj is not contiguous (else null)
+  py::object target;   // where `work` is written back: obj, or NumPy's view of a tensor
+  char* ptr = nullptr;
+  int64_t n = 0;
+  Dt dt = Dt::other;
+  py::object dtype;    // for messages
+  py::object shape;    // tuple-like, compared with ==
+  bool writeable = true;
+};
+
+struct TorchRefs {
+  PyObject *tensor_type = nullptr, *f32 = nullptr, *f64 = nullptr, *strided = nullptr;  // borrowed
+  bool present = false;
+};
+
+// Interned attribute names, made once per literal and kept for the process's life.
+PyObject* interned(const char* name) {
+  static std::unordered_map<const char*, PyObject*> cache;  // keyed by the literal's address
+  PyObject*& key = cache[name];
+  if (!key) key = PyUnicode_InternFromString(name);
+  if (!key) throw py::error_already_set();
+  return key;
+}
+
+// getattr with an interned name (no temporary str per lookup on the hot path).
+py::object get_attr(const py::handle& h, const char* name) {
+  PyObject* v = PyObject_GetAttr(h.ptr(), interned(name));
+  if (!v) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+py::object call_method0(const py::handle& h, const char* name) {
+  PyObject* v = PyObject_CallMethodNoArgs(h.ptr(), interned(name));
+  if (!v) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+// torch's Tensor type and dtypes, looked up once torch has been imported by the
+// caller (fastreg never imports it). Held for the life of the process, like the
+// module itself, so no reference is dropped during interpreter shutdown.
+const TorchRefs& torch_refs() {
+  static TorchRefs r;
+  if (r.present) return r;
+  PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
+  if (!torch) return r;
+  py::handle t(torch);
+  r.tensor_type = get_attr(t, "Tensor").release().ptr();
+  r.f32 = get_attr(t, "float32").release().ptr();
+  r.f64 = get_attr(t, "float64").release().ptr();
+  r.strided = get_attr(t, "strided").release().ptr();
+  r.present = true;
+  return r;
+}
+
+std::string type_name(const py::handle& o) {
+  return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
+}
+
+View view_of_ndarray(py::array a, py::object obj) {
+  View v;
+  v.obj = std::move(obj);
+  v.target = a;
+  v.dt = is_float32(a) ? Dt::f32 : is_float64(a) ? Dt::f64 : Dt::other;
+  v.dtype = a.dtype();
+  v.shape = py::tuple(a.attr("shape"));
+  v.n = static_cast<int64_t>(a.size());
+  v.writeable = a.writeable();
+  if (!(a.flags() & py::array::c_style)) {
+    // Work on a contiguous copy; it is written back after the update.
+    v.work = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    a = py::reinterpret_borrow<py::array>(v.work);
+  }
+  v.ptr = static_cast<char*>(const_cast<void*>(a.data()));
+  return v;
+}
+
+std::string label(const char* kind, size_t i) { return std::string(kind) + "[" + std::to_string(i) + "]"; }
+
+View view_of(const py::handle& h, const char* kind, size_t i, const TorchRefs& torch) {
+  if (py::isinstance<py::array>(h)) {
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    return view_of_ndarray(a, py::reinterpret_borrow<py::object>(h));
+  }
+  if (torch.present && PyObject_IsInstance(h.ptr(), torch.tensor_type) == 1) {
+    if (!PyObject_IsTrue(get_attr(h, "is_cpu").ptr()))
+      throw py::value_error(label(kind, i) + " is on device " + py::str(get_attr(h, "device")).cast<std::string>() +
+                            "; this function takes CPU tensors");
+    py::object dtype = get_attr(h, "dtype");
+    if (!PyObject_IsTrue(call_method0(h, "is_contiguous").ptr())) {  // rare: NumPy's strided view
+      if (!get_attr(h, "layout").is(py::handle(torch.strided)))
+        throw py::type_error(label(kind, i) + " must be a dense (strided) tensor, got layout " +
+                             py::str(get_attr(h, "layout")).cast<std::string>());
+      View v = view_of_ndarray(call_method0(call_method0(h, "detach"), "numpy"), py::reinterpret_borrow<py::object>(h));
+      v.dtype = dtype;  // keep torch's names so messages and comparisons match the other tensors
+      v.shape = get_attr(h, "shape");
+      return v;
+    }
+    View v;
+    v.obj = py::reinterpret_borrow<py::object>(h);
+    v.dt = dtype.ptr() == torch.f32 ? Dt::f32 : dtype.ptr() == torch.f64 ? Dt::f64 : Dt::other;
+    v.dtype = std::move(dtype);
+    v.shape = get_attr(h, "shape");  // torch.Size, a tuple subclass
+    int64_t n = 1;
+    for (Py_ssize_t d = 0; d < PyTuple_GET_SIZE(v.shape.ptr()); ++d)
+      n *= PyLong_AsLongLong(PyTuple_GET_ITEM(v.shape.ptr(), d));
+    v.n = n;
+    // data_ptr() includes the storage offset; it raises for tensors without strided storage.
+    v.ptr = reinterpret_cast<char*>(PyLong_AsVoidPtr(call_method0(h, "data_ptr").ptr()));
+    if (PyErr_Occurred()) throw py::error_already_set();
+    return v;
+  }
+  throw py::type_error(label(kind, i) + " must be a numpy.ndarray or a torch.Tensor, got " + type_name(h));
+}
+
+size_t item_bytes(const View& v) { return static_cast<size_t>(v.n) * (v.dt == Dt::f32 ? 4 : 8); }
+
+bool overlap(const View& a, const View& b) {
+  if (a.n == 0 || b.n == 0) return false;
+  const auto la = reinterpret_cast<std::uintptr_t>(a.ptr), lb = reinterpret_cast<std::uintptr_t>(b.ptr);
+  return la < lb + item_bytes(b) && lb < la + item_bytes(a);
+}
+
+double hyper(const py::handle& v, const char* name) {
+  if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
+                                 py::isinstance(v, py::module_::import("numpy").attr("number"))))
+    throw py::type_error(std::string(name) + " must be a number, got " + type_name(v));
+  const double x = v.cast<double>();
+  if (!std::isfinite(x) || x < 0)
+    throw py::value_error(std::string(name) + " must be a finite number >= 0, got " + py::repr(v).cast<std::string>());
+  return x;
+}
+
+// Hyper-parameters arrive as Python floats almost always: skip the generic path then.
+double fast_hyper(const py::handle& v, const char* name) {
+  if (PyFloat_CheckExact(v.ptr())) {
+    const double x = PyFloat_AS_DOUBLE(v.ptr());
+    if (std::isfinite(x) && x >= 0) return x;
+  }
+  return hyper(v, name);
+}
+
+py::list as_list(const py::handle& seq, const char* name) {
+  if (PyList_CheckExact(seq.ptr())) return py::reinterpret_borrow<py::list>(seq);
+  if (py::isinstance<py::array>(seq) || (py::hasattr(seq, "data_ptr") && py::hasattr(seq, "dtype")))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, not a single array");
+  if (!py::isinstance<py::sequence>(seq) && !py::hasattr(seq, "__iter__"))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
+  return py::list(py::reinterpret_borrow<py::object>(seq));
+}
+
+struct Item {
+  View p, g, b;
+  bool has_buf = false, first = false;
+};
+
+template <class T>
+void run_item(const Item& it, const SgdOptions& opt) {
+  sgd_update<T>(reinterpret_cast<T*>(it.p.ptr), reinterpret_cast<const T*>(it.g.ptr),
+                it.has_buf ? reinterpret_cast<T*>(it.b.ptr) : nullptr, it.p.n, opt, it.first);
+}
+
+void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, const py::handle& bufs_obj,
+                     const py::handle& lr_obj, const py::handle& mom_obj, const py::handle& damp_obj,
+                     const py::handle& wd_obj, bool nesterov, bool maximize) {
+  py::list params = as_list(params_obj, "params"), grads = as_list(grads_obj, "grads");
+  const size_t n = params.size();
+  if (grads.size() != n)
+    throw py::value_error("params and grads must have the same length, got " + std::to_string(n) + " and " +
+                          std::to_string(grads.size()));
+  const double lr = fast_hyper(lr_obj, "lr"), momentum = fast_hyper(mom_obj, "momentum");
+  const double dampening = fast_hyper(damp_obj, "dampening"), weight_decay = fast_hyper(wd_obj, "weight_decay");
+  if (nesterov && (momentum <= 0 || dampening != 0))
+    throw py::value_error("Nesterov momentum requires a momentum and zero dampening");
+  py::list bufs;
+  if (momentum != 0) {
+    if (bufs_obj.is_none())
+      throw py::value_error("momentum_buffers (a list, one entry per parameter) is required when momentum != 0");
+    if (!PyList_Check(bufs_obj.ptr()) || static_cast<size_t>(PyList_GET_SIZE(bufs_obj.ptr())) != n)
+      throw py::value_error("momentum_buffers must be a list of length " + std::to_string(n) +
+                            " (one entry per parameter)");
+    bufs = py::reinterpret_borrow<py::list>(bufs_obj);
+  }
+  const TorchRefs& torch = torch_refs();
+  std::vector<Item> items;
+  items.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto idx = [i] { return "[" + std::to_string(i) + "]"; };  // built only for a message
+    if (grads[i].is_none()) continue;  // as torch: a parameter without a gradient is skipped
+    Item it;
+    it.p = view_of(params[i], "params", i, torch);
+    it.g = view_of(grads[i], "grads", i, torch);
+    if (it.p.dt == Dt::other)
+      throw py::type_error("params" + idx() + " must be float32 or float64, got " + py::str(it.p.dtype).cast<std::string>());
+    if (!it.p.dtype.equal(it.g.dtype))
+      throw py::type_error("grads" + idx() + " must have dtype " + py::str(it.p.dtype).cast<std::string>() +
+                           " like params" + idx() + ", got " + py::str(it.g.dtype).cast<std::string>());
+    if (!it.p.shape.equal(it.g.shape))
+      throw py::value_error("grads" + idx() + " must have shape " + py::str(py::tuple(it.p.shape)).cast<std::string>() +
+                            " like params" + idx() + ", got " + py::str(py::tuple(it.g.shape)).cast<std::string>());
+    if (!it.p.writeable) throw py::value_error("params" + idx() + " is read-only; it must be writeable");
+    if (overlap(it.p, it.g)) throw py::value_error("params" + idx() + " and grads" + idx() + " must not share memory");
+    if (momentum != 0 && !bufs[i].is_none()) {
+      it.b = view_of(bufs[i], "momentum_buffers", i, torch);
+      if (!it.p.dtype.equal(it.b.dtype) || !it.p.shape.equal(it.b.shape))
+        throw py::value_error("momentum_buffers" + idx() + " must match params" + idx() + " in dtype and shape");
+      if (!it.b.writeable) throw py::value_error("momentum_buffers" + idx() + " is read-only; it must be writeable");
+      if (overlap(it.b, it.p) || overlap(it.b, it.g))
+        throw py::value_error("momentum_buffers" + idx() + " must not share memory with params" + idx() + " or grads" + idx());
+      it.has_buf = true;
+    }
+    items.push_back(std::move(it));
+  }
+  // All checks passed: now create the first step's buffers (same type as the parameter).
+  if (momentum != 0) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (grads[i].is_none()) continue;
+      Item& it = items[k++];
+      if (it.has_buf) continue;
+      py::object buf = py::isinstance<py::array>(it.p.obj)
+                           ? py::module_::import("numpy").attr("empty")(it.p.shape, it.p.dtype)
+                           : it.p.obj.attr("new_empty")(it.p.shape);
+      bufs[i] = buf;
+      it.b = view_of(buf, "momentum_buffers", i, torch);
+      it.has_buf = it.first = true;
+    }
+  }
+  const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize};
+  {
+    py::gil_scoped_release release;
+    for (const Item& it : items) {
+      if (it.p.dt == Dt::f32) run_item<float>(it, opt);
+      else run_item<double>(it, opt);
+    }
+  }
+  for (Item& it : items) {  // write non-contiguous parameters/buffers back
+    if (it.p.work) it.p.target.attr("__setitem__")(py::ellipsis(), it.p.work);
+    if (it.has_buf && it.b.work) it.b.target.attr("__setitem__")(py::ellipsis(), it.b.work);
+  }
 }
 
 }  // namespace
@@ -67,6 +328,11 @@ void register_optim(py::module_& m) {
       py::arg("momentum") = 0.0, py::arg("dampening") = 0.0, py::arg("weight_decay") = 0.0,
       py::arg("nesterov") = false, py::arg("maximize") = false, py::arg("first_step") = false,
       "In-place SGD update of one tensor (torch.optim.SGD equations). Arrays must be C-contiguous.");
+  m.def("sgd_update_many", &sgd_update_many, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
+        py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),
+        py::arg("maximize"),
+        "In-place SGD update of every (param, grad) pair (NumPy arrays or CPU torch tensors) in one call; "
+        "see fastreg.optim.sgd_step.");
 }
 
 }  // namespace fastreg::bindings

@@ -8,8 +8,9 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, datasets, ops, optim
+from . import cuda, datasets, linear, ops, optim, plot
 from .data import DataLoader, data_iter, load_array
+from .models import LinearRegression, SoftmaxRegression
 from ._config import (
     get_num_threads,
     set_num_threads,
@@ -20,14 +21,18 @@ from ._config import (
 
 __all__ = [
     "DataLoader",
+    "LinearRegression",
+    "SoftmaxRegression",
     "__version__",
     "cuda",
     "data_iter",
     "datasets",
     "get_num_threads",
+    "linear",
     "load_array",
     "ops",
     "optim",
+    "plot",
     "set_num_threads",
     "set_simd_level",
     "show_config",

@@ -47,7 +47,26 @@ def set_simd_level(level: str) -> None:
 
 
 def _blas_info() -> str:
-    return "none (no kernel uses a BLAS yet)"
+    """Which BLAS the linear layer calls: SciPy's, through scipy.linalg.cython_blas."""
+    try:
+        from .linear import _ensure_blas
+
+        _ensure_blas()
+        import scipy
+    except ImportError as exc:
+        return f"unavailable ({exc})"
+    detail = ""
+    try:  # threadpoolctl (installed with scikit-learn) names the library and its threads
+        from threadpoolctl import threadpool_info
+
+        libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and "scipy.libs" in i.get("filepath", "")]
+        if libs:
+            info = libs[0]
+            detail = f": {info.get('internal_api')} {info.get('version')}, {info.get('num_threads')} threads"
+    except Exception:  # noqa: BLE001 - optional detail only
+        pass
+    control = _core.blas_thread_control()
+    return f"SciPy {scipy.__version__} BLAS via scipy.linalg.cython_blas{detail} (epoch loops: 1 thread, {control} control)"
 
 
 def show_config(file=None) -> None:

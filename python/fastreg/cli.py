@@ -187,11 +187,12 @@ def _print_history(history: dict, task: str, out) -> None:
         cols += [("train_acc", "train acc", "{:>9.4f}"), ("eval_acc", "test acc", "{:>8.4f}")]
     else:
         cols += [("eval_loss", "test loss", "{:>9.4f}")]
-    cols.append(("seconds", "s/epoch", "{:>7.3f}"))
+    cols.append(("seconds", "ms/epoch", "{:>8.2f}"))
     cols = [c for c in cols if c[0] in history]
+    scale = {"seconds": 1e3}  # epochs take milliseconds: show them in ms
     print("  ".join(f"{title:>{len(fmt.format(0))}}" for _, title, fmt in cols), file=out)
     for i in range(len(history["epoch"])):
-        print("  ".join(fmt.format(history[key][i]) for key, _, fmt in cols), file=out)
+        print("  ".join(fmt.format(history[key][i] * scale.get(key, 1)) for key, _, fmt in cols), file=out)
 
 
 def _torch_concise(args, task, Xtr, ytr, Xte, yte):
@@ -290,9 +291,9 @@ def cmd_train(args, out=None) -> int:
     )
     if args.compare_torch:
         t_epoch, t_train, t_test = _torch_concise(args, task, Xtr, ytr, Xte, yte)
-        print(f"\n{'':<21}{'s/epoch':>10}{'train ' + metric:>16}{'test ' + metric:>16}", file=out)
-        print(f"{'fastreg':<21}{per_epoch:>10.4f}{train_score:>16.4f}{test_score:>16.4f}", file=out)
-        print(f"{'torch (d2l concise)':<21}{t_epoch:>10.4f}{t_train:>16.4f}{t_test:>16.4f}", file=out)
+        print(f"\n{'':<21}{'ms/epoch':>10}{'train ' + metric:>16}{'test ' + metric:>16}", file=out)
+        print(f"{'fastreg':<21}{per_epoch * 1e3:>10.2f}{train_score:>16.4f}{test_score:>16.4f}", file=out)
+        print(f"{'torch (d2l concise)':<21}{t_epoch * 1e3:>10.2f}{t_train:>16.4f}{t_test:>16.4f}", file=out)
         ratio = t_epoch / per_epoch
         print(f"fastreg is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} per epoch than torch", file=out)
     if args.save:

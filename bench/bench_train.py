@@ -1,0 +1,110 @@
+"""One epoch of softmax regression (d2l 3.7 setting): fastreg.SoftmaxRegression vs torch.
+
+60000 x 784 float32 synthetic data with 10 classes, batch 256, lr 0.1 (the Fashion-MNIST
+shape), and the same from a uint8 source scaled by 1/255 on the fly. References:
+- torch-d2l-concise: DataLoader(TensorDataset) + nn.Linear + CrossEntropyLoss + optim.SGD;
+- torch-index-batching: the same model, batches by indexing with a random permutation.
+Floor: one pass over the data (60000 x 784 x 4 B = 188 MB, or 47 MB as uint8) plus
+~1.9 GFLOP of GEMM. With --benchmark-disable (smoke) the data is 10x smaller.
+"""
+
+import numpy as np
+import pytest
+
+from fastreg import SoftmaxRegression
+
+torch = pytest.importorskip("torch")
+
+N, D, C, BATCH, LR = 60_000, 784, 10, 256, 0.1
+
+
+def _data(n, dtype):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, C, n)
+    centers = rng.uniform(0, 1, (C, D))
+    X = np.clip(centers[y] + rng.normal(0, 0.3, (n, D)), 0, 1)
+    if dtype == np.uint8:
+        return (X * 255).round().astype(np.uint8), y
+    return X.astype(np.float32), y
+
+
+def _as_float(Xt):
+    return Xt.float() / 255 if Xt.dtype == torch.uint8 else Xt
+
+
+def _torch_d2l_concise(X, y):
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+    it = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True)
+    net = torch.nn.Linear(D, C)
+    loss = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+
+    def epoch():
+        for xb, yb in it:
+            opt.zero_grad()
+            loss(net(_as_float(xb)), yb).backward()
+            opt.step()
+
+    return epoch, net
+
+
+def _torch_index_batching(X, y):
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    net = torch.nn.Linear(D, C)
+    loss = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+
+    def epoch():
+        order = torch.randperm(len(Xt))
+        for s in range(0, len(Xt), BATCH):
+            idx = order[s:s + BATCH]
+            opt.zero_grad()
+            loss(net(_as_float(Xt[idx])), yt[idx]).backward()
+            opt.step()
+
+    return epoch, net
+
+
+def _check_fastreg_matches_torch(X, y):
+    """Same init and batch order on a 5000-row slice: fastreg's epoch == torch's."""
+    X, y = X[:5000], y[:5000]
+    m = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=7).fit(X, y)
+    gen = np.random.default_rng(7)
+    net = torch.nn.Linear(D, C)
+    with torch.no_grad():
+        net.weight.copy_(torch.from_numpy(gen.normal(0, 0.01, (C, D))))
+        net.bias.zero_()
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    Xt, yt = _as_float(torch.from_numpy(X)), torch.from_numpy(y)
+    order = torch.from_numpy(gen.permutation(len(X)))
+    for s in range(0, len(X), BATCH):
+        idx = order[s:s + BATCH]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
+        opt.step()
+    np.testing.assert_allclose(m.coef_, net.weight.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _check_learns(predict, X, y):
+    acc = float(np.mean(predict(X[:2000]) == y[:2000]))
+    assert acc > 0.5, f"one epoch should learn this data, accuracy {acc}"
+
+
+@pytest.mark.parametrize("source", ["float32", "uint8"])
+@pytest.mark.parametrize("impl", ["fastreg", "torch-d2l-concise", "torch-index-batching"])
+def test_softmax_epoch(benchmark, source, impl):
+    n = N // 10 if benchmark.disabled else N
+    X, y = _data(n, np.uint8 if source == "uint8" else np.float32)
+    benchmark.group = f"softmax epoch {N}x{D} {source}"
+    torch.manual_seed(0)
+    if impl == "fastreg":
+        _check_fastreg_matches_torch(X, y)
+        model = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=0)
+        benchmark.pedantic(model.fit, args=(X, y), rounds=5, iterations=1, warmup_rounds=1)
+        _check_learns(model.predict, X, y)
+    else:
+        make = _torch_d2l_concise if impl == "torch-d2l-concise" else _torch_index_batching
+        epoch, net = make(X, y)
+        benchmark.pedantic(epoch, rounds=3 if impl == "torch-d2l-concise" else 5, iterations=1, warmup_rounds=1)
+        with torch.no_grad():
+            _check_learns(lambda a: net(_as_float(torch.from_numpy(a))).argmax(1).numpy(), X, y)

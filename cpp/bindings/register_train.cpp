@@ -1,0 +1,360 @@
+// Bindings for the training core: the BLAS table, the linear layer, and the
+// whole-epoch loops. Every argument is checked here with the GIL held; the
+// kernels then run with it released.
+#include <Python.h>
+
+#include <cmath>
+#include <string>
+
+#include "blas.hpp"
+#include "checks.hpp"
+#include "linear.hpp"
+#include "register.hpp"
+#include "train.hpp"
+
+namespace fastreg::bindings {
+
+namespace {
+
+void* capsule_pointer(const py::object& obj, const char* name) {
+  if (!PyCapsule_CheckExact(obj.ptr()))
+    throw py::type_error(std::string(name) + " must be a PyCapsule (scipy.linalg.cython_blas.__pyx_capi__)");
+  void* p = PyCapsule_GetPointer(obj.ptr(), PyCapsule_GetName(obj.ptr()));
+  if (!p) throw py::error_already_set();
+  return p;
+}
+
+void require_ndim(const py::array& a, const char* name, py::ssize_t ndim, const char* layout) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D " + layout + ", got shape " +
+                          shape_str(a));
+}
+
+template <class T>
+T* data_of(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+template <class T>
+const T* cdata_of(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+
+// Shared checks for x [n, in] and weight [out, in] (and bias [out] if given).
+void check_linear_inputs(const py::array& x, const py::array& w, const py::object& bias) {
+  require_float(x, "input");
+  require_same_dtype(x, "input", w, "weight");
+  require_ndim(x, "input", 2, "[n, in_features]");
+  require_ndim(w, "weight", 2, "[out_features, in_features]");
+  if (w.shape(1) != x.shape(1))
+    throw py::value_error("weight must have in_features = input.shape[1] = " + std::to_string(x.shape(1)) +
+                          " columns, got weight of shape " + shape_str(w));
+  require_c_contiguous(x, "input");
+  require_c_contiguous(w, "weight");
+  if (!bias.is_none()) {
+    py::array b = as_array(bias, "bias");
+    require_same_dtype(x, "input", b, "bias");
+    if (b.ndim() != 1 || b.shape(0) != w.shape(0))
+      throw py::value_error("bias must have shape (" + std::to_string(w.shape(0)) + ",) = (out_features,), got " +
+                            shape_str(b));
+    require_c_contiguous(b, "bias");
+  }
+}
+
+template <class T>
+py::array linear_forward_t(const py::array& x, const py::array& w, const py::object& bias) {
+  const int64_t n = x.shape(0), in = x.shape(1), out = w.shape(0);
+  py::array_t<T> y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(out)});
+  const T* bp = bias.is_none() ? nullptr : cdata_of<T>(py::reinterpret_borrow<py::array>(bias));
+  const T* xp = cdata_of<T>(x);
+  const T* wp = cdata_of<T>(w);
+  T* yp = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    linear_forward<T>(xp, wp, bp, n, in, out, yp);
+  }
+  return std::move(y);
+}
+
+template <class T>
+py::tuple linear_backward_t(const py::array& x, const py::array& w, const py::array& gy, bool need_bias,
+                            bool need_input) {
+  const int64_t n = x.shape(0), in = x.shape(1), out = w.shape(0);
+  py::array_t<T> gw({static_cast<py::ssize_t>(out), static_cast<py::ssize_t>(in)});
+  py::object gb = py::none(), gx = py::none();
+  T *gbp = nullptr, *gxp = nullptr;
+  if (need_bias) {
+    py::array_t<T> a(static_cast<py::ssize_t>(out));
+    gbp = a.mutable_data();
+    gb = std::move(a);
+  }
+  if (need_input) {
+    py::array_t<T> a({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(in)});
+    gxp = a.mutable_data();
+    gx = std::move(a);
+  }
+  const T *xp = cdata_of<T>(x), *wp = cdata_of<T>(w), *gyp = cdata_of<T>(gy);
+  T* gwp = gw.mutable_data();
+  {
+    py::gil_scoped_release release;
+    linear_backward<T>(xp, wp, gyp, n, in, out, gwp, gbp, gxp, false);
+  }
+  return py::make_tuple(std::move(gw), gb, gx);
+}
+
+// ---- whole epochs ----------------------------------------------------------
+
+void require_dtype(const py::array& a, const char* name, const py::dtype& dt, const char* what) {
+  if (!a.dtype().is(dt))
+    throw py::type_error(std::string(name) + " must have dtype " + what + ", got " + dtype_str(a));
+}
+
+py::array checked_out(const py::object& obj, const char* name, const py::dtype& dt, const char* dt_name,
+                      std::initializer_list<py::ssize_t> shape) {
+  py::array a = as_array(obj, name);
+  require_dtype(a, name, dt, dt_name);
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  py::ssize_t k = 0;
+  for (auto s : shape) ok = ok && a.shape(k++) == s;
+  if (!ok) {
+    std::string want = "(";
+    k = 0;
+    for (auto s : shape) want += (k++ ? ", " : "") + std::to_string(s);
+    throw py::value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") +
+                          ", got " + shape_str(a));
+  }
+  require_c_contiguous(a, name);
+  require_writeable(a, name);
+  return a;
+}
+
+double checked_hyper(double v, const char* name, bool positive) {
+  if (!std::isfinite(v) || v < 0 || (positive && v == 0))
+    throw py::value_error(std::string(name) + " must be a finite number " + (positive ? "> 0" : ">= 0") + ", got " +
+                          std::to_string(v));
+  return v;
+}
+
+// Everything an epoch needs, checked with the GIL held.
+struct EpochInputs {
+  py::array x, order, w, b;
+  py::object w_buf, b_buf;
+  Source source = Source::f32;
+  bool f64 = false;
+};
+
+EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_obj, const py::object& w_obj,
+                               const py::object& b_obj, const py::object& wbuf_obj, const py::object& bbuf_obj,
+                               double momentum) {
+  EpochInputs in;
+  in.x = as_array(x_obj, "X");
+  if (in.x.dtype().is(py::dtype::of<uint8_t>())) in.source = Source::u8;
+  else if (is_float64(in.x)) in.source = Source::f64;
+  else if (!is_float32(in.x))
+    throw py::type_error("X must have dtype float32, float64 or uint8, got " + dtype_str(in.x));
+  require_ndim(in.x, "X", 2, "[n_samples, n_features]");
+  require_c_contiguous(in.x, "X");
+  in.f64 = in.source == Source::f64;
+  const py::dtype dt = in.f64 ? py::dtype::of<double>() : py::dtype::of<float>();
+  const char* dt_name = in.f64 ? "float64 (X is float64)" : "float32 (X is float32 or uint8)";
+  const py::ssize_t n = in.x.shape(0), d = in.x.shape(1);
+  in.w = as_array(w_obj, "weight");
+  require_ndim(in.w, "weight", 2, "[n_outputs, n_features]");
+  const py::ssize_t c = in.w.shape(0);
+  if (c < 1) throw py::value_error("weight must have at least one row (output)");
+  in.w = checked_out(in.w, "weight", dt, dt_name, {c, d});
+  in.b = checked_out(b_obj, "bias", dt, dt_name, {c});
+  if (may_overlap(in.w, in.b)) throw py::value_error("weight and bias must not share memory");
+  if (momentum != 0) {
+    if (wbuf_obj.is_none() || bbuf_obj.is_none())
+      throw py::value_error("momentum buffers for weight and bias are required when momentum != 0");
+    py::array wb = checked_out(wbuf_obj, "weight_buffer", dt, dt_name, {c, d});
+    py::array bb = checked_out(bbuf_obj, "bias_buffer", dt, dt_name, {c});
+    for (const py::array* o : {&in.w, &in.b})
+      if (may_overlap(*o, wb) || may_overlap(*o, bb) || may_overlap(wb, bb))
+        throw py::value_error("momentum buffers must not share memory with weight, bias or each other");
+    in.w_buf = wb;
+    in.b_buf = bb;
+  }
+  in.order = as_array(order_obj, "order");
+  require_dtype(in.order, "order", py::dtype::of<int64_t>(), "int64");
+  require_ndim(in.order, "order", 1, "[n_steps]");
+  require_c_contiguous(in.order, "order");
+  const int64_t* o = static_cast<const int64_t*>(in.order.data());
+  for (py::ssize_t i = 0; i < in.order.shape(0); ++i)
+    if (o[i] < 0 || o[i] >= n)
+      throw py::index_error("order[" + std::to_string(i) + "] = " + std::to_string(o[i]) +
+                            " is out of range for X with " + std::to_string(n) + " rows");
+  return in;
+}
+
+template <class T>
+EpochArgs<T> make_args(const EpochInputs& in, double lr, double momentum, double weight_decay, int64_t batch_size,
+                       double scale, bool first_step) {
+  EpochArgs<T> a;
+  a.x = in.x.data();
+  a.source = in.source;
+  a.scale = static_cast<float>(scale);
+  a.n_rows = in.x.shape(0);
+  a.d = in.x.shape(1);
+  a.c = in.w.shape(0);
+  a.order = static_cast<const int64_t*>(in.order.data());
+  a.n_order = in.order.shape(0);
+  a.batch_size = batch_size;
+  a.w = static_cast<T*>(const_cast<void*>(in.w.data()));
+  a.b = static_cast<T*>(const_cast<void*>(in.b.data()));
+  if (in.w_buf) {
+    a.w_buf = static_cast<T*>(py::reinterpret_borrow<py::array>(in.w_buf).mutable_data());
+    a.b_buf = static_cast<T*>(py::reinterpret_borrow<py::array>(in.b_buf).mutable_data());
+  }
+  a.first_step = first_step;
+  a.opt = SgdOptions{lr, momentum, 0.0, weight_decay, false, false};
+  return a;
+}
+
+py::tuple result_tuple(const EpochResult& r) { return py::make_tuple(r.loss_sum, r.correct, r.rows, r.finite); }
+
+void check_common(double lr, double momentum, double weight_decay, int64_t batch_size, double scale) {
+  checked_hyper(lr, "lr", true);
+  checked_hyper(momentum, "momentum", false);
+  checked_hyper(weight_decay, "weight_decay", false);
+  checked_hyper(scale, "scale", false);
+  if (batch_size < 1) throw py::value_error("batch_size must be >= 1, got " + std::to_string(batch_size));
+}
+
+}  // namespace
+
+void register_train(py::module_& m) {
+  m.def(
+      "set_blas",
+      [](const py::object& sgemm, const py::object& dgemm, const py::object& sgemv, const py::object& dgemv) {
+        BlasTable t;
+        t.sgemm = reinterpret_cast<sgemm_fn>(capsule_pointer(sgemm, "sgemm"));
+        t.dgemm = reinterpret_cast<dgemm_fn>(capsule_pointer(dgemm, "dgemm"));
+        t.sgemv = reinterpret_cast<sgemv_fn>(capsule_pointer(sgemv, "sgemv"));
+        t.dgemv = reinterpret_cast<dgemv_fn>(capsule_pointer(dgemv, "dgemv"));
+        set_blas(t);
+      },
+      py::arg("sgemm"), py::arg("dgemm"), py::arg("sgemv"), py::arg("dgemv"),
+      "Install the Fortran BLAS entry points (capsules from scipy.linalg.cython_blas.__pyx_capi__).");
+  m.def("blas_ready", &blas_ready);
+  m.def("blas_thread_control", [] { return std::string(blas_thread_control()); });
+
+  m.def(
+      "linear_forward",
+      [](const py::object& x_obj, const py::object& w_obj, const py::object& bias) -> py::array {
+        py::array x = as_array(x_obj, "input"), w = as_array(w_obj, "weight");
+        check_linear_inputs(x, w, bias);
+        return is_float32(x) ? linear_forward_t<float>(x, w, bias) : linear_forward_t<double>(x, w, bias);
+      },
+      py::arg("input"), py::arg("weight"), py::arg("bias"),
+      "y[n, out] = input[n, in] @ weight[out, in]^T + bias[out] (C-contiguous float arrays).");
+
+  m.def(
+      "linear_backward",
+      [](const py::object& x_obj, const py::object& w_obj, const py::object& gy_obj, bool need_bias,
+         bool need_input) -> py::tuple {
+        py::array x = as_array(x_obj, "input"), w = as_array(w_obj, "weight");
+        check_linear_inputs(x, w, py::none());
+        py::array gy = as_array(gy_obj, "grad_output");
+        require_same_dtype(x, "input", gy, "grad_output");
+        if (gy.ndim() != 2 || gy.shape(0) != x.shape(0) || gy.shape(1) != w.shape(0))
+          throw py::value_error("grad_output must have shape (" + std::to_string(x.shape(0)) + ", " +
+                                std::to_string(w.shape(0)) + ") = (n, out_features), got " + shape_str(gy));
+        require_c_contiguous(gy, "grad_output");
+        return is_float32(x) ? linear_backward_t<float>(x, w, gy, need_bias, need_input)
+                             : linear_backward_t<double>(x, w, gy, need_bias, need_input);
+      },
+      py::arg("input"), py::arg("weight"), py::arg("grad_output"), py::arg("need_bias"), py::arg("need_input"),
+      "(grad_weight[out, in], grad_bias[out] or None, grad_input[n, in] or None).");
+
+  m.def(
+      "softmax_epoch",
+      [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
+         const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
+         double weight_decay, int64_t batch_size, double scale, bool first_step) -> py::tuple {
+        check_common(lr, momentum, weight_decay, batch_size, scale);
+        EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
+        py::array y = as_array(y_obj, "y");
+        require_dtype(y, "y", py::dtype::of<int64_t>(), "int64 (class indices)");
+        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
+          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
+                                shape_str(y));
+        require_c_contiguous(y, "y");
+        const int64_t c = in.w.shape(0), *yp = static_cast<const int64_t*>(y.data());
+        for (py::ssize_t i = 0; i < y.shape(0); ++i)
+          if (yp[i] < 0 || yp[i] >= c)
+            throw py::value_error("y must hold class indices in [0, " + std::to_string(c) + "), got " +
+                                  std::to_string(yp[i]) + " at row " + std::to_string(i));
+        EpochResult r;
+        if (in.f64) {
+          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          py::gil_scoped_release release;
+          r = softmax_epoch<double>(a, yp);
+        } else {
+          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          py::gil_scoped_release release;
+          r = softmax_epoch<float>(a, yp);
+        }
+        return result_tuple(r);
+      },
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
+      py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
+      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false,
+      "One epoch of softmax regression in C++; returns (loss_sum, correct, rows, finite).");
+
+  m.def(
+      "regression_epoch",
+      [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
+         const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
+         double weight_decay, int64_t batch_size, double scale, bool first_step, const std::string& loss) {
+        check_common(lr, momentum, weight_decay, batch_size, scale);
+        RegressionLoss kind;
+        if (loss == "squared") kind = RegressionLoss::squared;
+        else if (loss == "huber") kind = RegressionLoss::huber;
+        else if (loss == "l1") kind = RegressionLoss::l1;
+        else throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
+        if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
+        py::array y = as_array(y_obj, "y");
+        require_same_dtype(in.w, "weight", y, "y");
+        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
+          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
+                                shape_str(y));
+        require_c_contiguous(y, "y");
+        EpochResult r;
+        if (in.f64) {
+          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          const double* yp = static_cast<const double*>(y.data());
+          py::gil_scoped_release release;
+          r = regression_epoch<double>(a, yp, kind);
+        } else {
+          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          const float* yp = static_cast<const float*>(y.data());
+          py::gil_scoped_release release;
+          r = regression_epoch<float>(a, yp, kind);
+        }
+        return result_tuple(r);
+      },
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
+      py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
+      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("loss") = "squared",
+      "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite).");
+
+  m.def(
+      "first_nonfinite_row",
+      [](const py::object& x_obj) -> int64_t {
+        py::array x = as_array(x_obj, "X");
+        require_float(x, "X");
+        require_ndim(x, "X", 2, "[n_samples, n_features]");
+        require_c_contiguous(x, "X");
+        const int64_t n = x.shape(0), d = x.shape(1);
+        const void* p = x.data();
+        const bool f32 = is_float32(x);
+        py::gil_scoped_release release;
+        return f32 ? first_nonfinite_row(static_cast<const float*>(p), n, d)
+                   : first_nonfinite_row(static_cast<const double*>(p), n, d);
+      },
+      py::arg("X"), "Index of the first row of X (2-D float) with a NaN or infinity, or -1.");
+}
+
+}  // namespace fastreg::bindings

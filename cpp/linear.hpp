@@ -1,0 +1,26 @@
+// Linear layer y = x @ weight^T + bias (torch.nn.functional.linear's layout:
+// weight is [out_features, in_features]) and its backward, on the BLAS from
+// blas.hpp. Row-major, C-contiguous buffers; plain C++, no Python.
+#pragma once
+
+#include <cstdint>
+
+namespace fastreg {
+
+// y[n, out] = x[n, in] @ w[out, in]^T + b[out] (b may be null: no bias).
+template <class T>
+void linear_forward(const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, T* y);
+
+// Given gy = dL/dy [n, out]: gw[out, in] = gy^T @ x, gb[out] = sum over rows
+// of gy, gx[n, in] = gy @ w. gb and gx may be null (not wanted). When
+// accumulate is true the gradients are added to gw/gb (torch's .grad += ...).
+template <class T>
+void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb,
+                     T* gx, bool accumulate);
+
+// Column sums of a row-major [n, c] matrix into out[c] (accumulated in
+// double: a bias gradient over 60000 rows in float32 would lose digits).
+template <class T>
+void column_sums(const T* a, int64_t n, int64_t c, T* out, bool accumulate);
+
+}  // namespace fastreg

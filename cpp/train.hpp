@@ -1,0 +1,60 @@
+// Whole training epochs in C++: for every minibatch of a given row order,
+// gather -> linear forward (BLAS) -> loss and its gradient -> linear backward
+// (BLAS) -> fused SGD update, with no Python in between. The caller (the
+// binding) validates everything and runs this with the GIL released.
+// Plain C++, no Python.
+#pragma once
+
+#include <cstdint>
+
+#include "sgd.hpp"
+
+namespace fastreg {
+
+// How the rows of X are stored. u8 rows are scaled to float32 on the fly
+// (x * scale), so an image data set is never materialised as float.
+enum class Source { f32, f64, u8 };
+
+enum class RegressionLoss { squared, huber, l1 };
+
+// Model y = x @ w^T + b with w [c, d], b [c]; T is float (f32/u8 sources) or
+// double (f64 source). Momentum buffers wb/bb may be null when momentum == 0.
+template <class T>
+struct EpochArgs {
+  const void* x = nullptr;  // [n_rows, d], C-contiguous, element type given by source
+  Source source = Source::f32;
+  float scale = 1.0f;       // u8 only
+  int64_t n_rows = 0, d = 0, c = 0;
+  const int64_t* order = nullptr;  // rows to visit, in order; batches are consecutive slices
+  int64_t n_order = 0, batch_size = 0;
+  T* w = nullptr;
+  T* b = nullptr;
+  T* w_buf = nullptr;
+  T* b_buf = nullptr;
+  bool first_step = false;   // momentum buffers are fresh: the first update fills them
+  SgdOptions opt;            // weight_decay is applied to w only (not to the bias)
+};
+
+struct EpochResult {
+  double loss_sum = 0.0;     // sum over the rows seen of the per-row loss
+  int64_t correct = 0;       // rows whose argmax logit was the target (softmax only)
+  int64_t rows = 0;          // rows trained on (< n_order when the loss stopped being finite)
+  bool finite = true;        // false: a batch's loss was inf/nan and the epoch stopped there
+};
+
+// Softmax regression: labels y[n_rows] in [0, c) (checked by the caller);
+// mean cross-entropy per batch, as torch.nn.CrossEntropyLoss.
+template <class T>
+EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
+
+// Linear regression (c == 1): targets y[n_rows]; per-row loss
+// squared 0.5 r^2, huber (delta 1) 0.5 r^2 if |r| <= 1 else |r| - 0.5, l1 |r|,
+// with r = prediction - target; mean over the batch.
+template <class T>
+EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss loss);
+
+// Index of the first row of x [n, d] holding a NaN or an infinity, or -1.
+template <class T>
+int64_t first_nonfinite_row(const T* x, int64_t n, int64_t d);
+
+}  // namespace fastreg

@@ -1,0 +1,358 @@
+import re
+
+import numpy as np
+import pytest
+
+import fastreg
+from fastreg import LinearRegression, SoftmaxRegression
+from fastreg import _core
+
+torch = pytest.importorskip("torch")
+
+
+def _seed(rng) -> int:
+    return int(rng.integers(2**31))
+
+
+def _blobs(rng, n=600, d=12, c=4, dtype=np.float32):
+    centers = rng.normal(0, 2.0, (c, d))
+    y = rng.integers(0, c, n)
+    X = (centers[y] + rng.normal(0, 1.0, (n, d))).astype(dtype)
+    return X, y
+
+
+def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype):
+    """The d2l concise loop (nn.Linear + loss + optim.SGD), fed fastreg's documented
+    init and batch order: one numpy Generator(seed) draws the N(0, 0.01^2) weights,
+    then one permutation of the rows per epoch. Weight decay on the weight only."""
+    gen = np.random.default_rng(seed)
+    w0 = gen.normal(0.0, 0.01, size=(c, X.shape[1]))
+    net = torch.nn.Linear(X.shape[1], c, dtype=dtype)
+    with torch.no_grad():
+        net.weight.copy_(torch.from_numpy(w0))
+        net.bias.zero_()
+    opt = torch.optim.SGD(
+        [{"params": [net.weight], "weight_decay": weight_decay}, {"params": [net.bias]}],
+        lr=lr, momentum=momentum,
+    )
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    for _ in range(epochs):
+        order = torch.from_numpy(gen.permutation(len(X)))
+        for s in range(0, len(X), batch_size):
+            idx = order[s:s + batch_size]
+            loss = loss_fn(net(Xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.weight.detach().numpy(), net.bias.detach().numpy()
+
+
+# --- numeric contract ------------------------------------------------------
+
+
+def test_d2l_3_2_synthetic_recovers_w_and_b(rng):
+    true_w, true_b = np.array([2.0, -3.4]), 4.2
+    X = rng.normal(0, 1, (1000, 2))
+    y = X @ true_w + true_b + rng.normal(0, 0.01, 1000)
+    m = LinearRegression(random_state=_seed(rng)).fit(X.astype(np.float32), y.astype(np.float32))
+    assert m.coef_.dtype == np.float32
+    assert np.abs(m.coef_ - true_w).max() < 2e-3
+    assert abs(m.intercept_ - true_b) < 2e-3
+    assert m.n_iter_ == 3 and len(m.history_["train_loss"]) == 3
+    assert m.history_["train_loss"][-1] < 1e-3 < m.history_["train_loss"][0]
+
+
+def test_normal_solver_matches_lstsq(rng):
+    X = rng.standard_normal((200, 7))
+    y = rng.standard_normal(200)
+    m = LinearRegression(solver="normal").fit(X, y)
+    A = np.hstack([X, np.ones((200, 1))])
+    ref = np.linalg.lstsq(A, y, rcond=None)[0]
+    np.testing.assert_allclose(m.coef_, ref[:-1], rtol=1e-10, atol=1e-12)
+    assert abs(m.intercept_ - ref[-1]) < 1e-10
+    np.testing.assert_allclose(m.predict(X), A @ ref, rtol=1e-10, atol=1e-12)
+
+
+def test_normal_solver_rank_deficient_gives_min_norm_and_warns(rng):
+    X = rng.standard_normal((50, 3))
+    X = np.hstack([X, X[:, :1] * 2.0])  # a duplicated direction
+    y = rng.standard_normal(50)
+    with pytest.warns(RuntimeWarning, match="rank-deficient"):
+        m = LinearRegression(solver="normal").fit(X, y)
+    ref = np.linalg.pinv(np.hstack([X, np.ones((50, 1))])) @ y
+    np.testing.assert_allclose(np.append(m.coef_, m.intercept_), ref, rtol=1e-9, atol=1e-11)
+
+
+def test_digits_accuracy():
+    datasets = pytest.importorskip("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    X, y = X[order], y[order]
+    k = int(0.8 * len(y))
+    mu, sd = X[:k].mean(0), X[:k].std(0) + 1e-8
+    Xtr, Xte = ((X[:k] - mu) / sd).astype(np.float32), ((X[k:] - mu) / sd).astype(np.float32)
+    m = SoftmaxRegression(epochs=20, batch_size=32, random_state=1).fit(Xtr, y[:k], eval_set=(Xte, y[k:]))
+    assert m.score(Xte, y[k:]) >= 0.94
+    assert m.history_["eval_acc"][-1] == pytest.approx(m.score(Xte, y[k:]))
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.5, 1e-2)])
+def test_softmax_epoch_matches_torch_loop(rng, momentum, weight_decay):
+    X, y = _blobs(rng, n=777, d=20, c=5)
+    seed = _seed(rng)
+    kw = dict(lr=0.1, batch_size=64, epochs=2, momentum=momentum, weight_decay=weight_decay)
+    m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    w_ref, b_ref = _torch_reference(X, y, seed, c=5, loss_fn=torch.nn.functional.cross_entropy,
+                                    dtype=torch.float32, **kw)
+    np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+    np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
+
+
+@pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regression_epoch_matches_torch_loop(rng, loss, dtype):
+    X = rng.standard_normal((301, 6)).astype(dtype)
+    y = (X @ rng.standard_normal(6) + 0.5 + rng.normal(0, 2.0, 301)).astype(dtype)
+    seed = _seed(rng)
+    fns = {
+        "squared": lambda p, t: ((p[:, 0] - t) ** 2 / 2).mean(),
+        "huber": lambda p, t: torch.nn.functional.huber_loss(p[:, 0], t, delta=1.0),
+        "l1": lambda p, t: torch.nn.functional.l1_loss(p[:, 0], t),
+    }
+    kw = dict(lr=0.03, batch_size=10, epochs=2, momentum=0.9, weight_decay=1e-3)
+    m = LinearRegression(random_state=seed, loss=loss, **kw).fit(X, y)
+    w_ref, b_ref = _torch_reference(X, y, seed, c=1, loss_fn=fns[loss], dtype=torch.from_numpy(X).dtype, **kw)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(m.coef_, w_ref[0], rtol=tol, atol=tol * np.abs(w_ref).max())
+    assert m.intercept_ == pytest.approx(float(b_ref[0]), rel=tol, abs=tol * float(np.abs(w_ref).max()))
+
+
+def test_uint8_source_equals_float_source_scaled(rng):
+    X8 = rng.integers(0, 256, (300, 16), dtype=np.uint8)
+    y = rng.integers(0, 3, 300)
+    seed = _seed(rng)
+    a = SoftmaxRegression(epochs=2, batch_size=32, random_state=seed).fit(X8, y)
+    b = SoftmaxRegression(epochs=2, batch_size=32, random_state=seed).fit(
+        X8.astype(np.float32) * np.float32(1 / 255), y)
+    assert a.coef_.dtype == np.float32
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.predict_proba(X8), b.predict_proba(X8.astype(np.float32) / 255), rtol=1e-5)
+
+
+def test_zeros_init_trains_too(rng):
+    X, y = _blobs(rng)
+    m = SoftmaxRegression(init="zeros", epochs=5, random_state=_seed(rng)).fit(X, y)
+    assert m.score(X, y) > 0.9
+    assert m.history_["train_loss"][0] > m.history_["train_loss"][-1]
+
+
+# --- estimator API -----------------------------------------------------------
+
+
+def test_history_predict_proba_and_label_encoding(rng):
+    X, y_idx = _blobs(rng, c=3)
+    names = np.array(["cat", "dog", "emu"])
+    y = names[y_idx]
+    Xe, ye_idx = _blobs(rng, n=100, c=3)
+    m = SoftmaxRegression(epochs=4, random_state=_seed(rng)).fit(X, y, eval_set=(Xe, names[ye_idx]))
+    assert list(m.classes_) == ["cat", "dog", "emu"]
+    h = m.history_
+    assert set(h) == {"epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "seconds"}
+    assert all(len(v) == 4 for v in h.values()) and h["epoch"] == [1, 2, 3, 4]
+    assert m.coef_.shape == (3, 12) and m.intercept_.shape == (3,)
+    proba = m.predict_proba(Xe)
+    logits = Xe.astype(np.float64) @ m.coef_.T.astype(np.float64) + m.intercept_
+    ref = np.exp(logits - logits.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    np.testing.assert_allclose(proba, ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert (m.predict(Xe) == names[ref.argmax(1)]).all()
+    nll = -np.log(ref[np.arange(100), ye_idx]).mean()
+    assert h["eval_loss"][-1] == pytest.approx(nll, rel=1e-4)
+    assert h["eval_acc"][-1] == pytest.approx(np.mean(ref.argmax(1) == ye_idx))
+
+
+def test_partial_fit_continues_like_more_epochs(rng):
+    X, y = _blobs(rng)
+    seed = _seed(rng)
+    full = SoftmaxRegression(epochs=3, momentum=0.9, random_state=seed).fit(X, y)
+    part = SoftmaxRegression(epochs=1, momentum=0.9, random_state=seed).fit(X, y)
+    part.partial_fit(X, y)
+    part.partial_fit(X, y)
+    np.testing.assert_array_equal(part.coef_, full.coef_)
+    assert part.n_iter_ == 3 and part.history_["epoch"] == [1, 2, 3]
+    fresh = SoftmaxRegression(random_state=seed).partial_fit(X[:50], y[:50], classes=np.unique(y))
+    assert fresh.n_iter_ == 1 and len(fresh.classes_) == len(np.unique(y))
+
+
+def test_get_set_params_and_sklearn_clone(rng):
+    m = LinearRegression(lr=0.01, loss="huber")
+    p = m.get_params()
+    assert p["lr"] == 0.01 and p["loss"] == "huber" and p["solver"] == "sgd" and p["batch_size"] == 10
+    assert set(SoftmaxRegression().get_params()) == {
+        "lr", "batch_size", "epochs", "momentum", "weight_decay", "init", "shuffle", "random_state", "verbose"}
+    assert m.set_params(epochs=7) is m and m.epochs == 7
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        m.set_params(alpha=1.0)
+    base = pytest.importorskip("sklearn.base")
+    c = base.clone(m)
+    assert c.get_params() == m.get_params() and c is not m
+
+
+def test_regression_score_and_eval_history(rng):
+    X = rng.standard_normal((400, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 3.0
+    m = LinearRegression(epochs=5, random_state=_seed(rng)).fit(X, y, eval_set=(X[:50], y[:50]))
+    assert set(m.history_) == {"epoch", "train_loss", "eval_loss", "seconds"}
+    assert m.score(X, y) > 0.999
+    assert m.coef_.dtype == np.float64 and isinstance(m.intercept_, float)
+
+
+def test_verbose_reports_each_epoch(rng, capsys):
+    X, y = _blobs(rng, n=100)
+    SoftmaxRegression(epochs=2, verbose=True, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert "train_loss" in err and "train_acc" in err
+
+
+def test_torch_tensor_inputs(rng):
+    X, y = _blobs(rng)
+    a = SoftmaxRegression(epochs=1, random_state=3).fit(torch.from_numpy(X), torch.from_numpy(y))
+    b = SoftmaxRegression(epochs=1, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+
+
+def test_show_config_names_the_blas():
+    import io
+
+    buf = io.StringIO()
+    fastreg.show_config(file=buf)
+    assert "cython_blas" in buf.getvalue()
+
+
+# --- bad input -------------------------------------------------------------------
+
+
+def test_diverging_run_raises_naming_epoch_and_keeps_finite_params(rng):
+    X = rng.normal(0, 100, (200, 5))
+    y = X @ rng.standard_normal(5)
+    m = LinearRegression(lr=10.0, epochs=5, random_state=0)
+    with pytest.raises(fastreg.models.TrainingDivergedError, match=r"epoch (\d+).*smaller lr") as info:
+        m.fit(X, y)
+    epoch = int(re.search(r"epoch (\d+)", str(info.value)).group(1))
+    assert np.isfinite(m.coef_).all() and m.n_iter_ == epoch - 1 == len(m.history_["epoch"])
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FloatingPointError)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_or_y_names_the_row(rng, bad):
+    X, y = _blobs(rng, n=50)
+    X[17, 3] = bad
+    with pytest.raises(ValueError, match="row 17"):
+        SoftmaxRegression().fit(X, y)
+    Xr = rng.standard_normal((30, 2))
+    yr = rng.standard_normal(30)
+    yr[5] = bad
+    with pytest.raises(ValueError, match="row 5"):
+        LinearRegression().fit(Xr, yr)
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: SoftmaxRegression(lr=0), ValueError, "lr"),
+        (lambda: SoftmaxRegression(lr=-0.1), ValueError, "lr"),
+        (lambda: SoftmaxRegression(lr=float("nan")), ValueError, "lr"),
+        (lambda: SoftmaxRegression(epochs=0), ValueError, "epochs"),
+        (lambda: SoftmaxRegression(batch_size=0), ValueError, "batch_size"),
+        (lambda: SoftmaxRegression(batch_size=2.5), TypeError, "batch_size"),
+        (lambda: SoftmaxRegression(momentum=-1), ValueError, "momentum"),
+        (lambda: SoftmaxRegression(init="xavier"), ValueError, "init"),
+        (lambda: LinearRegression(loss="hinge"), ValueError, "loss"),
+        (lambda: LinearRegression(solver="qr"), ValueError, "solver"),
+        (lambda: LinearRegression(solver="normal", loss="l1"), ValueError, "squared"),
+    ],
+)
+def test_bad_hyper_parameters(rng, make, exc, match):
+    X, y = _blobs(rng, n=20)
+    with pytest.raises(exc, match=match):
+        make().fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "X, y, exc, match",
+    [
+        (np.ones(5), np.zeros(5), ValueError, "2-D"),
+        (np.ones((5, 2)), np.zeros(4), ValueError, "4 entries but X has 5 rows"),
+        (np.ones((5, 2)), np.zeros((5, 1)), ValueError, "1-D"),
+        (np.ones((0, 2)), np.zeros(0), ValueError, "0 samples"),
+        (np.array([["a", "b"]]), np.zeros(1), TypeError, "numeric"),
+    ],
+)
+def test_bad_shapes(X, y, exc, match):
+    with pytest.raises(exc, match=match):
+        SoftmaxRegression().fit(X, y)
+
+
+def test_predict_checks(rng):
+    X, y = _blobs(rng, n=50)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SoftmaxRegression().predict(X)
+    m = SoftmaxRegression(epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        m.predict(X[:, :3])
+    with pytest.raises(ValueError, match="not one of classes_"):
+        m.fit(X, y, eval_set=(X, y + 100))
+    with pytest.raises(TypeError, match="tuple"):
+        m.fit(X, y, eval_set=[X, y])
+
+
+def test_epoch_binding_rejects_bad_arguments(rng):
+    X = rng.standard_normal((10, 3)).astype(np.float32)
+    y = rng.integers(0, 2, 10)
+    w, b = np.zeros((2, 3), np.float32), np.zeros(2, np.float32)
+    kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=4)
+    order = np.arange(10)
+    with pytest.raises(IndexError, match=r"order\[2\] = 10"):
+        _core.softmax_epoch(X, y, np.array([0, 1, 10]), w, b, None, None, **kw)
+    with pytest.raises(ValueError, match="at row 4"):
+        y_bad = y.copy()
+        y_bad[4] = 2
+        _core.softmax_epoch(X, y_bad, order, w, b, None, None, **kw)
+    with pytest.raises(TypeError, match="float32"):
+        _core.softmax_epoch(X, y, order, w.astype(np.float64), b, None, None, **kw)
+    w_ro = w.copy()
+    w_ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _core.softmax_epoch(X, y, order, w_ro, b, None, None, **kw)
+    with pytest.raises(ValueError, match="momentum buffers"):
+        _core.softmax_epoch(X, y, order, w, b, None, None, **{**kw, "momentum": 0.9})
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.softmax_epoch(np.asfortranarray(X), y, order, w, b, None, None, **kw)
+    with pytest.raises(ValueError, match="batch_size"):
+        _core.softmax_epoch(X, y, order, w, b, None, None, **{**kw, "batch_size": 0})
+    np.testing.assert_array_equal(w, 0)  # nothing was written by any refused call
+
+
+def test_concurrent_fits_release_the_gil_and_agree(rng):
+    import threading
+
+    X, y = _blobs(rng, n=3000, d=64, c=5)
+    ref = SoftmaxRegression(epochs=2, random_state=5).fit(X, y).coef_
+    models = [SoftmaxRegression(epochs=2, random_state=5) for _ in range(3)]
+    threads = [threading.Thread(target=m.fit, args=(X, y)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for m in models:
+        np.testing.assert_array_equal(m.coef_, ref)
+
+
+def test_float64_training_path_agrees_with_float32(rng):
+    X, y = _blobs(rng, n=500, d=8, c=3, dtype=np.float64)
+    seed = _seed(rng)
+    a = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X, y)
+    b = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X.astype(np.float32), y)
+    assert a.coef_.dtype == np.float64 and b.coef_.dtype == np.float32
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5 * np.abs(a.coef_).max())
