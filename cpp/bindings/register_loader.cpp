@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <pybind11/stl.h>
 
 #include "checks.hpp"
@@ -140,6 +142,7 @@ class BatchIter {
     const int64_t rows = std::min(batch_size_, total - begin);
     std::vector<py::object> outs;
     outs.reserve(columns_.size());
+    if (pipeline_ && pipeline_pid_ != getpid()) abandon_inherited_pipeline();
     if (use_pipeline()) {
       if (!pipeline_) start_pipeline();
       std::shared_ptr<BatchPipeline> pipe = pipeline_;  // survives a close() from another thread
@@ -185,6 +188,7 @@ class BatchIter {
   void close(bool release_gil = true) {
     done_ = true;
     if (!pipeline_) return;
+    if (pipeline_pid_ != getpid()) return abandon_inherited_pipeline();
     pipeline_->stop();
     std::shared_ptr<BatchPipeline> pipe = std::move(pipeline_);
     if (release_gil) {
@@ -229,6 +233,16 @@ class BatchIter {
     const int64_t batch_bytes = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
     const int depth = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / batch_bytes, 1, 2 * (workers + 1)));
     pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth);
+    pipeline_pid_ = getpid();
+  }
+
+  // After fork() the child holds a copy of the parent's pipeline but none of its
+  // threads: joining them throws (std::terminate in a destructor), and its mutex may
+  // have been copied while a worker held it. Such a pipeline is leaked on purpose
+  // (at most `depth` batches, in the child only); next() then starts a fresh one
+  // from next_batch_, so the iteration goes on correctly in the child.
+  void abandon_inherited_pipeline() {
+    new std::shared_ptr<BatchPipeline>(std::move(pipeline_));  // intentionally never freed
   }
 
   std::vector<py::array> sources_;
@@ -244,6 +258,7 @@ class BatchIter {
   int prefetch_;
   bool done_ = false, busy_ = false, exhaust_called_ = false;
   std::shared_ptr<BatchPipeline> pipeline_;
+  pid_t pipeline_pid_ = 0;  // process that started pipeline_ (its threads live only there)
 };
 
 }  // namespace

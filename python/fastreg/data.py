@@ -22,14 +22,24 @@ from ._interop import is_tensor, torch_module
 __all__ = ["DataLoader", "data_iter", "load_array"]
 
 # Iterators that may own prefetch threads; stopped at interpreter exit in case a
-# reference cycle or a global keeps one alive that long.
-_live_iterators: weakref.WeakSet = weakref.WeakSet()
+# reference cycle or a global keeps one alive that long. Plain weak references
+# without callbacks (not a WeakSet): a callback is Python code run whenever an
+# iterator dies, and a KeyboardInterrupt landing in it would be swallowed.
+_live_iterators: list[weakref.ref] = []
+
+
+def _track(it) -> None:
+    if len(_live_iterators) >= 64:  # drop dead references now and then
+        _live_iterators[:] = [r for r in _live_iterators if r() is not None]
+    _live_iterators.append(weakref.ref(it))
 
 
 @atexit.register
 def _close_live_iterators() -> None:
-    for it in list(_live_iterators):
-        it.close()
+    for r in list(_live_iterators):
+        it = r()
+        if it is not None:
+            it.close()
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -317,7 +327,7 @@ class DataLoader:
             self.drop_last, first_batch, on_exhaust,
             torch.from_numpy if self._torch_out else None, self._single, self._prefetch,
         )
-        _live_iterators.add(it)
+        _track(it)
         self._last = weakref.ref(it)
         self._last_info = (epoch, gen_state)
         return it

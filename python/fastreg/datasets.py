@@ -71,6 +71,7 @@ _IDX_DTYPES = {
 }
 
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049  # ubyte with 3 dims / with 1 dim
+_MAX_DEFLATE_RATIO = 1032  # deflate never expands a stream by more than this
 
 
 # --------------------------------------------------------------------------- IDX
@@ -135,6 +136,13 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
             expected_total = header + payload
             if path.suffix == ".gz":
                 expected_total %= 2**32
+                # ISIZE only checks the size mod 2**32: also bound it by deflate's best
+                # ratio (~1032:1), so a corrupt header cannot ask for terabytes that match.
+                if payload > _MAX_DEFLATE_RATIO * path.stat().st_size:
+                    raise ValueError(
+                        f"{path}: file is truncated or corrupt (header {dims} needs {payload} data bytes, which "
+                        f"cannot come from a {path.stat().st_size}-byte gzip file); delete it and fetch it again"
+                    )
             if total != expected_total:
                 have = total - header
                 what = "truncated" if have < payload else "longer than its header says"
@@ -142,7 +150,10 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
                     f"{path}: file is {what} (header {dims} needs {payload} data bytes, found {have}); "
                     "delete it and fetch it again"
                 )
-            out = np.empty(dims, dtype=dtype)
+            try:
+                out = np.empty(dims, dtype=dtype)
+            except (ValueError, MemoryError) as e:  # e.g. (0, 2**31-1, 2**31-1): too big for NumPy
+                raise ValueError(f"{path}: IDX header {dims} cannot be allocated ({e})") from None
             view = memoryview(out.reshape(-1).view(np.uint8))
             got = 0
             while got < payload:  # readinto may return short reads on gzip streams
