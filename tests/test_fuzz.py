@@ -570,3 +570,64 @@ def test_synthetic_data(data):
     if noise == 0:
         want = X.astype(np.float64) @ w.astype(np.float64) + b
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * (1 + np.abs(want).max()))
+
+
+# ----------------------------------------------------- linear layer and estimators
+
+
+@FUZZ
+@given(data=st.data())
+def test_linear_forward_and_backward(data):
+    from fastreg.linear import linear, linear_backward
+
+    n, k, m = (data.draw(st.integers(0, 5)) for _ in range(3))
+    shape_w = data.draw(st.sampled_from([(m, k), (m, k + 1), (k,)]))  # sometimes wrong on purpose
+    x = data.draw(float_arrays((n, k)))
+    w = data.draw(float_arrays(shape_w, dtypes=(x.dtype.type,) if data.draw(st.booleans()) else (np.float32, np.float64, np.int64)))
+    b = data.draw(st.none() | float_arrays((m,), dtypes=(x.dtype.type,)))
+    snaps = snapshot(x, w, b)
+    y, err = call(linear, x, w, b)
+    assert_unchanged(snaps)
+    if err is None:
+        assert shape_w == (m, k) and w.dtype == x.dtype
+        want = x.astype(np.float64) @ w.astype(np.float64).T + (0 if b is None else b.astype(np.float64))
+        with np.errstate(all="ignore"):
+            assert_close(y, want, x.dtype, x, w, b, want)
+        gy = np.ones((n, m), x.dtype)
+        gw, gb, gx = linear_backward(x, w, gy, bias=True, input_grad=True)
+        with np.errstate(all="ignore"):
+            assert_close(gw, gy.astype(np.float64).T @ x.astype(np.float64), x.dtype, x, gw)
+            assert_close(gx, gy.astype(np.float64) @ w.astype(np.float64), x.dtype, w, gx)
+        assert_close(gb, np.full(m, n, np.float64), x.dtype)
+    else:
+        assert shape_w != (m, k) or w.dtype != x.dtype
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), model=st.sampled_from(["softmax", "linear"]))
+def test_estimators_fit_predict_or_refuse(data, model):
+    n, d = data.draw(st.integers(0, 12)), data.draw(st.integers(0, 4))
+    X = data.draw(float_arrays((n, d)))
+    if model == "softmax":
+        y = np.asarray(data.draw(st.lists(st.integers(-2, 3), min_size=n, max_size=n)), dtype=np.int64)
+        est = fastreg.SoftmaxRegression(epochs=2, batch_size=data.draw(st.integers(1, 5)), random_state=0)
+    else:
+        y = data.draw(float_arrays((n,), dtypes=(np.float64,)))
+        est = fastreg.LinearRegression(epochs=2, batch_size=data.draw(st.integers(1, 5)), random_state=0,
+                                       loss=data.draw(st.sampled_from(["squared", "huber", "l1"])))
+    snaps = snapshot(X, y)
+    fitted, err = call(est.fit, X, y)
+    assert_unchanged(snaps)
+    finite = np.isfinite(X).all() and np.isfinite(y).all()
+    if err is None:
+        assert n > 0 and d > 0 and finite
+        pred = est.predict(X)
+        assert pred.shape == (n,)
+        if model == "softmax":
+            assert set(np.unique(pred)) <= set(np.unique(y))
+            proba = est.predict_proba(X)
+            np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+        else:
+            assert np.isfinite(pred).all()
+    elif isinstance(err, ValueError) and not finite:
+        assert "row" in str(err) or "finite" in str(err)

@@ -47,6 +47,9 @@ def _binding_calls(rng):
     """(name, call, inputs) for each binding: call() runs it once on `inputs` (and
     outputs of its own); a second entry per binding exercises an error path."""
     from fastreg import ops  # noqa: F401 - makes sure the ops bindings are importable
+    from fastreg.linear import linear as _linear
+
+    W = rng.standard_normal((10, 10)).astype(np.float32)
 
     x = rng.standard_normal((64, 10)).astype(np.float32)
     t = rng.integers(0, 10, 64)
@@ -67,13 +70,17 @@ def _binding_calls(rng):
         ("sgd_update", lambda: _core.sgd_update(p, q, None, lr=1e-6), (p, q)),
         ("gather_rows", lambda: _core.gather_rows(src, idx, to_float32=True, scale=0.5), (src, idx)),
         ("gather_rows error", lambda: _core.gather_rows(src, bad_idx), (src, bad_idx)),
+        ("linear", lambda: _linear(x, W, w), (x, W, w)),
+        ("linear error", lambda: _linear(x, W[:, :3], w), (x, W, w)),
+        ("sgd_update_many", lambda: sgd_step([p, x], [q, g], lr=1e-9), (p, q, x, g)),
+        ("fit", lambda: fastreg.SoftmaxRegression(epochs=1, random_state=0).fit(x, t), (x, t)),
         ("BatchIter", lambda: list(_core.BatchIter([src, t[:100] if len(t) >= 100 else np.arange(100)], [True, False],
                                                    [0.5, 1.0], idx, None, 7, False, 0, None, None, False, -1)),
          (src, idx)),
     ]
 
 
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(16))
 def test_every_binding_leaves_refcounts_unchanged(rng, case):
     name, call, inputs = _binding_calls(rng)[case]
     call_ok = True

@@ -222,7 +222,34 @@ def _loader_case(rng, n):
     return call, lambda: out[0]
 
 
+def _linear_case(rng, n):
+    from fastreg.linear import linear_backward
+
+    X = rng.standard_normal((n // 64, 64)).astype(np.float32)
+    W = rng.standard_normal((10, 64)).astype(np.float32)
+    gy = rng.standard_normal((n // 64, 10)).astype(np.float32)
+    out = []
+
+    def call():
+        out[:] = [np.concatenate([g.ravel() for g in linear_backward(X, W, gy, input_grad=True)])]
+
+    return call, lambda: out[0]
+
+
+def _fit_case(rng, n):
+    X = rng.standard_normal((n // 64, 64)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    out = []
+
+    def call():
+        out[:] = [fastreg.SoftmaxRegression(epochs=1, batch_size=256, random_state=0).fit(X, y).coef_]
+
+    return call, lambda: out[0]
+
+
 KERNEL_FAMILIES = {
+    "linear_backward": _linear_case,
+    "SoftmaxRegression.fit": _fit_case,
     "sgd_update": _sgd_case,
     "gather_rows": _gather_case,
     "gather_rows_u8_to_f32": _gather_u8_case,

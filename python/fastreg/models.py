@@ -56,6 +56,8 @@ def _check_X(X, name: str = "X", *, allow_uint8: bool = True) -> np.ndarray:
         raise ValueError(f"{name} must be 2-D [n_samples, n_features], got shape {X.shape}")
     if X.shape[0] == 0:
         raise ValueError(f"{name} has 0 samples; at least one is required")
+    if X.shape[1] == 0:  # as scikit-learn: a model of no features is a mistake, not a fit
+        raise ValueError(f"{name} has 0 features (shape {X.shape}); at least one is required")
     X = np.ascontiguousarray(X)
     if X.dtype != np.uint8:
         row = _core.first_nonfinite_row(X)
