@@ -53,6 +53,11 @@ EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss loss);
 
+// Threads one epoch runs on for batches of up to `batch` rows, d features and
+// c outputs: 1 for small batches (the plain single-thread loop), else up to
+// num_threads(). Exposed so tests can tell which path an epoch takes.
+int epoch_team_size(int64_t batch, int64_t d, int64_t c);
+
 // Index of the first row of x [n, d] holding a NaN or an infinity, or -1.
 template <class T>
 int64_t first_nonfinite_row(const T* x, int64_t n, int64_t d);

@@ -356,3 +356,132 @@ def test_float64_training_path_agrees_with_float32(rng):
     b = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X.astype(np.float32), y)
     assert a.coef_.dtype == np.float64 and b.coef_.dtype == np.float32
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5 * np.abs(a.coef_).max())
+
+
+# --- the epoch's thread team -------------------------------------------------
+
+
+@pytest.fixture
+def threads():
+    """Set fastreg's thread count inside a test; restored afterwards."""
+    before = fastreg.get_num_threads()
+    yield fastreg.set_num_threads
+    fastreg.set_num_threads(before)
+
+
+def _team_data(rng, n, d, c, dtype=np.float32):
+    X, y = _blobs(rng, n=n, d=d, c=c, dtype=dtype)
+    return X / np.float32(4), y
+
+
+@pytest.mark.parametrize("n", [1500, 1537, 1281])  # last batch full, 1 row (member 0 has none), 1 row short
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
+def test_softmax_epoch_two_threads_equals_one_thread(rng, threads, n, momentum, weight_decay):
+    d, c, batch = 300, 7, 256
+    threads(2)
+    assert _core.epoch_team_size(batch, d, c) == 2  # this size takes the two-thread path
+    X, y = _team_data(rng, n, d, c)
+    seed = _seed(rng)
+    kw = dict(lr=0.1, batch_size=batch, epochs=2, momentum=momentum, weight_decay=weight_decay, random_state=seed)
+    two = SoftmaxRegression(**kw).fit(X, y)
+    threads(1)
+    assert _core.epoch_team_size(batch, d, c) == 1
+    one = SoftmaxRegression(**kw).fit(X, y)
+    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
+    np.testing.assert_allclose(two.intercept_, one.intercept_, rtol=1e-6, atol=1e-6 * np.abs(one.intercept_).max())
+    np.testing.assert_allclose(two.history_["train_loss"], one.history_["train_loss"], rtol=1e-6)
+    assert two.history_["train_acc"] == one.history_["train_acc"]
+
+
+def test_softmax_two_thread_epoch_matches_torch_loop(rng, threads):
+    threads(2)
+    X, y = _team_data(rng, 1111, 300, 10)
+    assert _core.epoch_team_size(128, 300, 10) == 2
+    seed = _seed(rng)
+    kw = dict(lr=0.1, batch_size=128, epochs=2, momentum=0.9, weight_decay=1e-3)
+    m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    w_ref, b_ref = _torch_reference(X, y, seed, c=10, loss_fn=torch.nn.functional.cross_entropy,
+                                    dtype=torch.float32, **kw)
+    np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+    np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
+
+
+def test_uint8_two_thread_epoch_equals_float_source(rng, threads):
+    threads(2)
+    X = rng.integers(0, 256, (900, 256)).astype(np.uint8)
+    y = rng.integers(0, 10, 900)
+    assert _core.epoch_team_size(256, 256, 10) == 2
+    a = SoftmaxRegression(epochs=1, random_state=3).fit(X, y)
+    b = SoftmaxRegression(epochs=1, random_state=3).fit(X.astype(np.float32) * np.float32(1 / 255), y)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
+def test_regression_two_threads_equals_one_thread_and_torch(rng, threads, loss):
+    d, batch = 600, 256
+    X = rng.standard_normal((1000, d)).astype(np.float32)
+    y = (X @ rng.standard_normal(d) / 10 + 0.5 + rng.normal(0, 1.0, 1000)).astype(np.float32)
+    seed = _seed(rng)
+    kw = dict(lr=0.01, batch_size=batch, epochs=2, momentum=0.9, weight_decay=1e-3, loss=loss, random_state=seed)
+    threads(2)
+    assert _core.epoch_team_size(batch, d, 1) == 2
+    two = LinearRegression(**kw).fit(X, y)
+    threads(1)
+    one = LinearRegression(**kw).fit(X, y)
+    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
+    assert two.intercept_ == pytest.approx(one.intercept_, rel=1e-6, abs=1e-6 * float(np.abs(one.coef_).max()))
+    fns = {
+        "squared": lambda p, t: ((p[:, 0] - t) ** 2 / 2).mean(),
+        "huber": lambda p, t: torch.nn.functional.huber_loss(p[:, 0], t, delta=1.0),
+        "l1": lambda p, t: torch.nn.functional.l1_loss(p[:, 0], t),
+    }
+    kw.pop("loss"), kw.pop("random_state")
+    w_ref, _ = _torch_reference(X, y, seed, c=1, loss_fn=fns[loss], dtype=torch.float32, **kw)
+    np.testing.assert_allclose(two.coef_, w_ref[0], rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+
+
+def test_two_thread_epoch_divergence_stops_cleanly(rng, threads):
+    threads(2)
+    X, y = _team_data(rng, 1200, 300, 7)
+    X[::10] = 1e30  # finite, but the first update overflows the weights: the loss turns inf/nan
+    m = SoftmaxRegression(epochs=1, lr=1.0, random_state=0)
+    with pytest.raises(fastreg.models.TrainingDivergedError, match="epoch 1"):
+        m.fit(X, y)
+    assert np.isfinite(m.coef_).all() and np.isfinite(m.intercept_).all()
+
+
+def test_epoch_team_size_rules(threads):
+    threads(2)
+    assert _core.epoch_team_size(10, 2, 1) == 1  # d2l 3.2: far too small to split
+    assert _core.epoch_team_size(256, 784, 10) == 2
+    assert _core.epoch_team_size(256, 200, 10) == 1  # one chunk of 128 feature columns: nothing to share
+    assert _core.epoch_team_size(100, 784, 10) == 1  # one chunk of 64 rows
+    threads(1)
+    assert _core.epoch_team_size(256, 784, 10) == 1  # set_num_threads(1): the single-thread loop
+    with pytest.raises(ValueError, match="must be >= 1"):
+        _core.epoch_team_size(0, 784, 10)
+
+
+def test_two_thread_epochs_leave_no_threads(rng, threads):
+    import os
+
+    threads(2)
+    X, y = _team_data(rng, 600, 300, 7)
+    SoftmaxRegression(epochs=1, random_state=0).fit(X, y)
+    tasks = len(os.listdir(f"/proc/{os.getpid()}/task"))
+    SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
+    assert len(os.listdir(f"/proc/{os.getpid()}/task")) == tasks
+
+
+def test_epoch_with_no_features_or_no_rows_terminates(threads):
+    # Every phase of the epoch must have a chunk to finish, even with d = 0.
+    for n in (1, 2):
+        threads(n)
+        X, y = np.zeros((5, 0), np.float32), np.array([0, 1, 0, 1, 1])
+        w, b = np.zeros((2, 0), np.float32), np.zeros(2, np.float32)
+        kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2)
+        loss_sum, _, rows, finite = _core.softmax_epoch(X, y, np.arange(5), w, b, None, None, **kw)
+        assert rows == 5 and finite and loss_sum == pytest.approx(5 * np.log(2))
+        # the bias still learns the class balance: 3 of 5 rows are class 1 after the first batch
+        assert b[1] > 0 > b[0]
+        assert _core.softmax_epoch(X, y, np.arange(0), w, b, None, None, **kw) == (0.0, 0, 0, True)

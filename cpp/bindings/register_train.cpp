@@ -341,6 +341,17 @@ void register_train(py::module_& m) {
       "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite).");
 
   m.def(
+      "epoch_team_size",
+      [](int64_t batch, int64_t d, int64_t c) {
+        if (batch < 1 || d < 1 || c < 1)
+          throw py::value_error("batch, d and c must be >= 1, got " + std::to_string(batch) + ", " +
+                                std::to_string(d) + ", " + std::to_string(c));
+        return epoch_team_size(batch, d, c);
+      },
+      py::arg("batch"), py::arg("d"), py::arg("c"),
+      "Threads an epoch uses for batches of `batch` rows, d features, c outputs (1: the single-thread loop).");
+
+  m.def(
       "first_nonfinite_row",
       [](const py::object& x_obj) -> int64_t {
         py::array x = as_array(x_obj, "X");
