@@ -168,6 +168,15 @@ int epoch_team_size(int64_t bmax, int64_t d, int64_t c) {
 
 namespace {
 
+// True when every v in row[0, d) is finite: v - v is 0 for finite v and NaN for
+// inf/NaN, so the test is an integer AND over the row that vectorises.
+template <class T>
+bool row_finite(const T* row, int64_t d) {
+  int ok = 1;
+  for (int64_t j = 0; j < d; ++j) ok &= (row[j] - row[j]) == T(0);
+  return ok != 0;
+}
+
 // A row chunk's results, one cache line each so members never share a line.
 struct alignas(64) ChunkSlot {
   double loss = 0.0;
@@ -177,8 +186,9 @@ struct alignas(64) ChunkSlot {
 // Copies rows idx[b, e) of X into xb rows [b, e) (row-major T), scaling u8, on
 // the calling thread only. The gathered batch (256 x 784 floats = 800 KB) stays
 // in L2 for the forward and the backward GEMM, so X itself is read once per epoch.
+// With check_finite, returns the X row of a gathered row holding NaN/inf, or -1.
 template <class T>
-void gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb) {
+int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb) {
   LoaderColumn col;
   col.src = a.x;
   col.row_len = a.d;
@@ -186,6 +196,10 @@ void gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb)
   col.u8_to_f32 = a.source == Source::u8;
   col.scale = a.scale;
   col.gather(idx + rows.begin, rows.size(), xb + rows.begin * a.d, false);
+  if (a.check_finite && a.source != Source::u8)
+    for (int64_t i = rows.begin; i < rows.end; ++i)
+      if (!row_finite(xb + i * a.d, a.d)) return idx[i];
+  return -1;
 }
 
 // The batch loop shared by both models, as phases (batch k, rows R, features F):
@@ -223,6 +237,11 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   SgdOptions no_decay = a.opt;  // weight decay applies to w only
   no_decay.weight_decay = 0.0;
   bool first = a.first_step;  // written only in the sequential steps
+  std::atomic<int64_t> bad_row{-1};  // check_finite: a non-finite row some gather found
+  auto gather = [&](const int64_t* idx, Span rows, T* xb) {
+    const int64_t bad = gather_rows_of(a, idx, rows, xb);
+    if (bad >= 0) bad_row.store(bad, std::memory_order_relaxed);  // the phase's finish() publishes it
+  };
 
   auto batch_rows = [&](int64_t k) { return std::min(a.batch_size, a.n_order - k * a.batch_size); };
   auto chunks_of = [&](uint64_t s) -> int64_t {
@@ -232,7 +251,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     return col_chunks + (k + 1 < n_batches ? n_chunks(batch_rows(k + 1), row_chunk) : 0);
   };
   auto run_chunk = [&](uint64_t s, int64_t i) {
-    if (s == 0) return gather_rows_of(a, a.order, chunk(batch_rows(0), row_chunk, i), xb[0].data());
+    if (s == 0) return gather(a.order, chunk(batch_rows(0), row_chunk, i), xb[0].data());
     const auto k = static_cast<int64_t>((s - 1) / 2);
     const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
     const T* x = xb[k & 1].data();
@@ -252,12 +271,15 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
         sgd_update<T>(a.w + o, gw.data() + o, a.w_buf ? a.w_buf + o : nullptr, cols.size(), a.opt, first);
       }
     } else {  // rows of the next batch into the other buffer
-      gather_rows_of(a, idx + a.batch_size, chunk(batch_rows(k + 1), row_chunk, i - col_chunks),
-                     xb[(k + 1) & 1].data());
+      gather(idx + a.batch_size, chunk(batch_rows(k + 1), row_chunk, i - col_chunks), xb[(k + 1) & 1].data());
     }
   };
   // The sequential step after phase s; false ends the epoch.
   auto after = [&](uint64_t s) {
+    if (s % 2 == 0) {  // a gather phase: stop before a batch with a non-finite row is used
+      r.nonfinite_row = bad_row.load(std::memory_order_relaxed);
+      if (r.nonfinite_row >= 0) return false;
+    }
     if (s == 0) return true;
     const auto k = static_cast<int64_t>((s - 1) / 2);
     const int64_t bs = batch_rows(k);
@@ -347,17 +369,13 @@ EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss k
 
 template <class T>
 int64_t first_nonfinite_row(const T* x, int64_t n, int64_t d) {
-  // Rows are scanned in parallel chunks; the smallest bad row found wins.
-  // v - v is 0 for finite v and NaN for inf/NaN, so "all equal 0" is an
-  // integer AND over the row that vectorises: the scan runs at memory speed.
+  // Rows are scanned in parallel chunks; the smallest bad row found wins. The
+  // row test vectorises, so the scan runs at memory speed.
   std::atomic<int64_t> first{n};
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(d, 1));
   parallel_for(n, grain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e && i < first.load(std::memory_order_relaxed); ++i) {
-      const T* row = x + i * d;
-      int ok = 1;
-      for (int64_t j = 0; j < d; ++j) ok &= (row[j] - row[j]) == T(0);
-      if (!ok) {
+      if (!row_finite(x + i * d, d)) {
         int64_t cur = first.load();
         while (i < cur && !first.compare_exchange_weak(cur, i)) {
         }

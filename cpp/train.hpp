@@ -32,6 +32,10 @@ struct EpochArgs {
   T* w_buf = nullptr;
   T* b_buf = nullptr;
   bool first_step = false;   // momentum buffers are fresh: the first update fills them
+  // Check every gathered row for NaN/inf (float sources) and stop before using
+  // one: lets fit() skip a separate pass over X, since the first epoch reads
+  // every row anyway (while the row is in cache, so the check is nearly free).
+  bool check_finite = false;
   SgdOptions opt;            // weight_decay is applied to w only (not to the bias)
 };
 
@@ -40,6 +44,8 @@ struct EpochResult {
   int64_t correct = 0;       // rows whose argmax logit was the target (softmax only)
   int64_t rows = 0;          // rows trained on (< n_order when the loss stopped being finite)
   bool finite = true;        // false: a batch's loss was inf/nan and the epoch stopped there
+  int64_t nonfinite_row = -1;  // check_finite: a row of X holding NaN/inf (not necessarily the
+                               // first); the epoch stopped before any update used it
 };
 
 // Softmax regression: labels y[n_rows] in [0, c) (checked by the caller);

@@ -480,8 +480,78 @@ def test_epoch_with_no_features_or_no_rows_terminates(threads):
         X, y = np.zeros((5, 0), np.float32), np.array([0, 1, 0, 1, 1])
         w, b = np.zeros((2, 0), np.float32), np.zeros(2, np.float32)
         kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2)
-        loss_sum, _, rows, finite = _core.softmax_epoch(X, y, np.arange(5), w, b, None, None, **kw)
-        assert rows == 5 and finite and loss_sum == pytest.approx(5 * np.log(2))
+        loss_sum, _, rows, finite, bad = _core.softmax_epoch(X, y, np.arange(5), w, b, None, None, **kw)
+        assert rows == 5 and finite and bad == -1 and loss_sum == pytest.approx(5 * np.log(2))
         # the bias still learns the class balance: 3 of 5 rows are class 1 after the first batch
         assert b[1] > 0 > b[0]
-        assert _core.softmax_epoch(X, y, np.arange(0), w, b, None, None, **kw) == (0.0, 0, 0, True)
+        assert _core.softmax_epoch(X, y, np.arange(0), w, b, None, None, **kw) == (0.0, 0, 0, True, -1)
+
+
+# --- NaN/inf in X found by the first epoch (no separate scan in fit) ---------
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fit_reports_the_first_non_finite_row_and_leaves_the_estimator_as_it_was(rng, threads, n_threads, bad):
+    threads(n_threads)
+    X, y = _team_data(rng, 1500, 300, 7)
+    rows = np.sort(rng.choice(1500, 3, replace=False))
+    for r in rows:
+        X[r, rng.integers(300)] = bad
+    fresh = SoftmaxRegression(epochs=2, random_state=0)
+    with pytest.raises(ValueError, match=f"X contains NaN or infinity at row {rows[0]}$"):
+        fresh.fit(X, y)
+    assert not hasattr(fresh, "classes_") and not hasattr(fresh, "n_iter_")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        fresh.predict(X[:1])
+    good = X.copy()
+    good[rows] = 0
+    fitted = SoftmaxRegression(epochs=1, momentum=0.9, random_state=0).fit(good, y)
+    before = {k: np.copy(v) for k, v in vars(fitted).items() if isinstance(v, np.ndarray)}
+    hist = {k: list(v) for k, v in fitted.history_.items()}
+    for call in (lambda: fitted.fit(X, y), lambda: fitted.partial_fit(X, y)):
+        with pytest.raises(ValueError, match=f"row {rows[0]}$"):
+            call()
+        for k, v in before.items():
+            np.testing.assert_array_equal(getattr(fitted, k), v, err_msg=k)
+        assert fitted.n_iter_ == 1 and fitted.history_ == hist
+    np.testing.assert_array_equal(fitted.predict(good), SoftmaxRegression(epochs=1, momentum=0.9, random_state=0)
+                                  .fit(good, y).predict(good))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_regression_fit_reports_non_finite_X_row(rng, threads, n_threads):
+    threads(n_threads)
+    X = rng.standard_normal((900, 600)).astype(np.float32)
+    y = rng.standard_normal(900).astype(np.float32)
+    X[611, 5] = np.inf
+    X[700, 0] = np.nan
+    m = LinearRegression(lr=0.01, batch_size=256, random_state=0)
+    with pytest.raises(ValueError, match="row 611$"):
+        m.fit(X, y)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.predict(X[:1])
+    with pytest.raises(ValueError, match="row 611$"):  # the closed form still scans X first
+        LinearRegression(solver="normal").fit(X, y)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_epoch_check_finite_stops_before_the_bad_batch(rng, threads, n_threads):
+    threads(n_threads)
+    X, y = _team_data(rng, 1024, 300, 7)
+    order = np.arange(1024)
+    X[600, 7] = np.nan  # batch 2 of 4 (rows 512..767)
+    w0 = rng.normal(0, 0.01, (7, 300)).astype(np.float32)
+    kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=256)
+    w, b = w0.copy(), np.zeros(7, np.float32)
+    loss_sum, correct, rows, finite, bad = _core.softmax_epoch(X, y, order, w, b, None, None, check_finite=True, **kw)
+    assert bad == 600 and rows == 512 and finite
+    # exactly the first two batches were applied: the same as an epoch over rows 0..511
+    w2, b2 = w0.copy(), np.zeros(7, np.float32)
+    _core.softmax_epoch(X, y, order[:512], w2, b2, None, None, **kw)
+    np.testing.assert_array_equal(w, w2)
+    np.testing.assert_array_equal(b, b2)
+    # without the check the NaN reaches the loss: the epoch reports a non-finite loss
+    w3, b3 = w0.copy(), np.zeros(7, np.float32)
+    *_, finite, bad = _core.softmax_epoch(X, y, order, w3, b3, None, None, **kw)
+    assert not finite and bad == -1

@@ -14,6 +14,7 @@ not to the intercept (as d2l's weight-decay chapter and scikit-learn's ``alpha``
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import sys
@@ -41,8 +42,13 @@ _UINT8_SCALE = 1.0 / 255.0
 # input checks
 
 
-def _check_X(X, name: str = "X", *, allow_uint8: bool = True) -> np.ndarray:
-    """2-D, C-contiguous, float32/float64 (or uint8 images); finite."""
+class _NonFiniteX(ValueError):
+    """X holds NaN/inf (found by the first epoch's own pass over X)."""
+
+
+def _check_X(X, name: str = "X", *, allow_uint8: bool = True, check_finite: bool = True) -> np.ndarray:
+    """2-D, C-contiguous, float32/float64 (or uint8 images); finite unless check_finite is
+    False (fit and partial_fit leave that to the first epoch, which reads every row anyway)."""
     if hasattr(X, "detach") and hasattr(X, "numpy"):  # a CPU torch tensor
         X = X.detach().numpy()
     X = np.asarray(X)
@@ -57,7 +63,7 @@ def _check_X(X, name: str = "X", *, allow_uint8: bool = True) -> np.ndarray:
     if X.shape[0] == 0:
         raise ValueError(f"{name} has 0 samples; at least one is required")
     X = np.ascontiguousarray(X)
-    if X.dtype != np.uint8:
+    if check_finite and X.dtype != np.uint8:
         row = _core.first_nonfinite_row(X)
         if row >= 0:
             raise ValueError(f"{name} contains NaN or infinity at row {row}")
@@ -191,6 +197,7 @@ class _SGDEstimator:
 
     # -- the epoch driver ------------------------------------------------------
     def _run_epochs(self, X, y_fit, epochs: int, eval_data) -> None:
+        """Runs the epochs; the first one also checks X for NaN/inf (X was not scanned)."""
         _ensure_blas()
         self._ensure_buffers()
         n = X.shape[0]
@@ -199,7 +206,7 @@ class _SGDEstimator:
                 self.history_.setdefault(key, [])
         bar = _progress(epochs, type(self).__name__) if self.verbose else None
         try:
-            for _ in range(epochs):
+            for epoch_index in range(epochs):
                 epoch = self.n_iter_ + 1
                 order = self._rng.permutation(n) if self.shuffle else np.arange(n)
                 order = order.astype(np.int64, copy=False)
@@ -207,10 +214,13 @@ class _SGDEstimator:
                          None if self._w_buf is None else self._w_buf.copy(),
                          None if self._b_buf is None else self._b_buf.copy())
                 t0 = time.perf_counter()
-                loss_sum, correct, rows, finite = self._epoch(X, y_fit, order)
+                loss_sum, correct, rows, finite, bad = self._epoch(X, y_fit, order, check_finite=epoch_index == 0)
                 seconds = time.perf_counter() - t0
+                if bad >= 0:  # the epoch stopped before using that row; report the first bad one
+                    self._restore(saved)
+                    raise _NonFiniteX(f"X contains NaN or infinity at row {_core.first_nonfinite_row(X)}")
                 if not finite or not math.isfinite(loss_sum):
-                    self._w, self._b, self._w_buf, self._b_buf = saved
+                    self._restore(saved)
                     raise TrainingDivergedError(
                         f"training diverged in epoch {epoch}: the loss became inf/nan after {rows} of {n} "
                         f"samples. The parameters are left as they were before this epoch; try a smaller "
@@ -234,6 +244,25 @@ class _SGDEstimator:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _restore(self, saved) -> None:
+        """Puts back the parameters saved before an epoch, in place (arrays keep their identity)."""
+        for cur, old in zip((self._w, self._b, self._w_buf, self._b_buf), saved):
+            if cur is not None:
+                cur[...] = old
+
+    @contextlib.contextmanager
+    def _unchanged_if_X_rejected(self):
+        """fit/partial_fit do not scan X for NaN/inf up front (a full extra pass over X): the
+        first epoch checks each row as it gathers it. If it finds one, the estimator is put back
+        exactly as it was, as if X had been rejected before anything was touched."""
+        state = dict(self.__dict__)
+        try:
+            yield
+        except _NonFiniteX:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
 
     def _fit_args(self):
         return dict(
@@ -345,12 +374,13 @@ class SoftmaxRegression(_SGDEstimator):
         becomes inf/nan.
         """
         self._check_hyper()
-        X = _check_X(X)
+        X = _check_X(X, check_finite=False)
         y = _check_y_1d(y, X.shape[0])
-        self.classes_ = np.unique(y)
-        self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
-        eval_data = self._prepare_eval(eval_set)
-        self._run_epochs(X, self._encode(y, X.shape[0]), int(self.epochs), eval_data)
+        with self._unchanged_if_X_rejected():
+            self.classes_, y_idx = np.unique(y, return_inverse=True)  # one sort: classes and codes
+            self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
+            eval_data = self._prepare_eval(eval_set)
+            self._run_epochs(X, y_idx.astype(np.int64, copy=False).reshape(-1), int(self.epochs), eval_data)
         return self
 
     def partial_fit(self, X, y, classes=None, eval_set=None):
@@ -360,21 +390,22 @@ class SoftmaxRegression(_SGDEstimator):
         unless y already holds every class, as scikit-learn's partial_fit.
         """
         self._check_hyper()
-        X = _check_X(X)
-        if not hasattr(self, "_w"):
-            y1 = _check_y_1d(y, X.shape[0])
-            self.classes_ = np.unique(y1 if classes is None else np.asarray(classes))
-            self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
-        else:
-            self._check_features(X)
-            if _model_dtype(X) != self._w.dtype:
-                X = np.ascontiguousarray(_as_float_rows(X, self._w.dtype))
-        self._run_epochs(X, self._encode(y, X.shape[0]), 1, self._prepare_eval(eval_set))
+        X = _check_X(X, check_finite=False)
+        with self._unchanged_if_X_rejected():
+            if not hasattr(self, "_w"):
+                y1 = _check_y_1d(y, X.shape[0])
+                self.classes_ = np.unique(y1 if classes is None else np.asarray(classes))
+                self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
+            else:
+                self._check_features(X)
+                if _model_dtype(X) != self._w.dtype:
+                    X = np.ascontiguousarray(_as_float_rows(X, self._w.dtype))
+            self._run_epochs(X, self._encode(y, X.shape[0]), 1, self._prepare_eval(eval_set))
         return self
 
-    def _epoch(self, X, y, order):
+    def _epoch(self, X, y, order, check_finite):
         return _core.softmax_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
-                                   scale=_scale_for(X), **self._fit_args())
+                                   scale=_scale_for(X), check_finite=check_finite, **self._fit_args())
 
     def decision_function(self, X) -> np.ndarray:
         """Logits ``X @ coef_.T + intercept_``: ``[n_samples, n_classes]`` of coef_'s dtype."""
@@ -442,8 +473,8 @@ class LinearRegression(_SGDEstimator):
         if self.solver == "normal" and self.loss != "squared":
             raise ValueError(f"solver='normal' solves the squared loss only, got loss={self.loss!r}")
 
-    def _prepare(self, X, y, name="X"):
-        X = _check_X(X, name, allow_uint8=False)
+    def _prepare(self, X, y, name="X", check_finite=True):
+        X = _check_X(X, name, allow_uint8=False, check_finite=check_finite)
         y = _check_y_1d(y, X.shape[0], "y" if name == "X" else "y_eval")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"y must be numeric, got dtype {y.dtype}")
@@ -461,13 +492,14 @@ class LinearRegression(_SGDEstimator):
     def fit(self, X, y, eval_set=None):
         """Fit on X ``[n_samples, n_features]``, y ``[n_samples]``; returns self."""
         self._check_hyper()
-        X, y = self._prepare(X, y)
-        self._init_state(X.shape[1], 1, _model_dtype(X))
-        eval_data = self._prepare_eval(eval_set)
-        if self.solver == "normal":
-            self._solve_normal(X, y, eval_data)
-        else:
-            self._run_epochs(X, y, int(self.epochs), eval_data)
+        X, y = self._prepare(X, y, check_finite=self.solver == "normal")  # sgd: the first epoch checks X
+        with self._unchanged_if_X_rejected():
+            self._init_state(X.shape[1], 1, _model_dtype(X))
+            eval_data = self._prepare_eval(eval_set)
+            if self.solver == "normal":
+                self._solve_normal(X, y, eval_data)
+            else:
+                self._run_epochs(X, y, int(self.epochs), eval_data)
         return self
 
     def partial_fit(self, X, y, eval_set=None):
@@ -475,18 +507,19 @@ class LinearRegression(_SGDEstimator):
         self._check_hyper()
         if self.solver != "sgd":
             raise ValueError("partial_fit needs solver='sgd'")
-        X, y = self._prepare(X, y)
-        if not hasattr(self, "_w"):
-            self._init_state(X.shape[1], 1, _model_dtype(X))
-        else:
-            self._check_features(X)
-            X, y = X.astype(self._w.dtype, copy=False), y.astype(self._w.dtype, copy=False)
-        self._run_epochs(X, y, 1, self._prepare_eval(eval_set))
+        X, y = self._prepare(X, y, check_finite=False)  # the epoch checks X
+        with self._unchanged_if_X_rejected():
+            if not hasattr(self, "_w"):
+                self._init_state(X.shape[1], 1, _model_dtype(X))
+            else:
+                self._check_features(X)
+                X, y = X.astype(self._w.dtype, copy=False), y.astype(self._w.dtype, copy=False)
+            self._run_epochs(X, y, 1, self._prepare_eval(eval_set))
         return self
 
-    def _epoch(self, X, y, order):
+    def _epoch(self, X, y, order, check_finite):
         return _core.regression_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
-                                      loss=self.loss, **self._fit_args())
+                                      loss=self.loss, check_finite=check_finite, **self._fit_args())
 
     def _solve_normal(self, X, y, eval_data) -> None:
         t0 = time.perf_counter()
