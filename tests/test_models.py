@@ -555,3 +555,24 @@ def test_epoch_check_finite_stops_before_the_bad_batch(rng, threads, n_threads):
     w3, b3 = w0.copy(), np.zeros(7, np.float32)
     *_, finite, bad = _core.softmax_epoch(X, y, order, w3, b3, None, None, **kw)
     assert not finite and bad == -1
+
+
+@pytest.mark.parametrize("labels", [
+    np.arange(10), np.arange(10, dtype=np.uint8), np.array([0, 3, 7]), np.array([0, 3, 7], dtype=np.int32),
+    np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([0.5, 2.0]),
+    np.array(["cat", "dog", "emu"]), np.array([True, False]),
+], ids=lambda a: f"{a.dtype}:{a.tolist()}")
+def test_fit_label_encoding_matches_np_unique(rng, labels):
+    X, yi = _blobs(rng, n=300, d=6, c=len(labels))
+    y = labels[yi]
+    m = SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(m.classes_, np.unique(y))
+    assert m.classes_.dtype == np.unique(y).dtype
+    # the same training as on np.unique's codes 0..C-1, and predictions map back to labels
+    ref_codes = np.unique(y, return_inverse=True)[1].ravel()
+    ref = SoftmaxRegression(epochs=3, random_state=0).fit(X, ref_codes)
+    np.testing.assert_array_equal(m.coef_, ref.coef_)
+    np.testing.assert_array_equal(m.predict(X), np.unique(y)[ref.predict(X)])
+    codes = fastreg.models._classes_and_codes(y)[1]
+    np.testing.assert_array_equal(codes, ref_codes)
+    assert codes.dtype == np.int64

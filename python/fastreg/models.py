@@ -85,6 +85,22 @@ def _check_y_1d(y, n: int, name: str = "y") -> np.ndarray:
     return y
 
 
+def _classes_and_codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, codes): np.unique(y) and int64[n] indices of y's labels into it.
+
+    Small non-negative integer labels (the usual 0..C-1) take a histogram instead of
+    np.unique's sort (~0.1 ms instead of ~2 ms for 60000 labels); when every label in
+    0..max occurs, the labels are their own codes."""
+    if y.dtype.kind in "iu" and y.size and y.min() >= 0 and y.max() <= 2 * y.size + 1024:
+        present = np.bincount(y) > 0
+        classes = np.flatnonzero(present).astype(y.dtype)
+        if len(classes) == len(present):
+            return classes, y.astype(np.int64, copy=False)
+        return classes, (np.cumsum(present) - 1)[y]
+    classes, codes = np.unique(y, return_inverse=True)
+    return classes, codes.reshape(-1).astype(np.int64, copy=False)
+
+
 def _model_dtype(X: np.ndarray):
     return np.float64 if X.dtype == np.float64 else np.float32
 
@@ -377,10 +393,10 @@ class SoftmaxRegression(_SGDEstimator):
         X = _check_X(X, check_finite=False)
         y = _check_y_1d(y, X.shape[0])
         with self._unchanged_if_X_rejected():
-            self.classes_, y_idx = np.unique(y, return_inverse=True)  # one sort: classes and codes
+            self.classes_, codes = _classes_and_codes(y)
             self._init_state(X.shape[1], len(self.classes_), _model_dtype(X))
             eval_data = self._prepare_eval(eval_set)
-            self._run_epochs(X, y_idx.astype(np.int64, copy=False).reshape(-1), int(self.epochs), eval_data)
+            self._run_epochs(X, codes, int(self.epochs), eval_data)
         return self
 
     def partial_fit(self, X, y, classes=None, eval_set=None):
