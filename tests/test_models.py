@@ -576,3 +576,34 @@ def test_fit_label_encoding_matches_np_unique(rng, labels):
     codes = fastreg.models._classes_and_codes(y)[1]
     np.testing.assert_array_equal(codes, ref_codes)
     assert codes.dtype == np.int64
+
+
+def test_team_epoch_error_in_a_member_is_raised_not_hung():
+    # In a fresh interpreter that never loaded SciPy's BLAS, every member's first GEMM
+    # throws: the team must stop, join, and raise, leaving the weights untouched.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import fastreg._core as c
+        assert not c.blas_ready()
+        c.set_num_threads(2)
+        assert c.epoch_team_size(256, 300, 7) == 2
+        X = np.random.rand(1000, 300).astype(np.float32)
+        y = np.random.randint(0, 7, 1000)
+        w, b = np.zeros((7, 300), np.float32), np.zeros(7, np.float32)
+        try:
+            c.softmax_epoch(X, y, np.arange(1000), w, b, None, None, lr=0.1, momentum=0.0,
+                            weight_decay=0.0, batch_size=256)
+        except RuntimeError as e:
+            assert "no BLAS" in str(e), e
+        else:
+            raise AssertionError("no error")
+        assert (w == 0).all() and (b == 0).all()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
