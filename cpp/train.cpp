@@ -9,7 +9,6 @@
 #include <exception>
 #include <mutex>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
 #include "blas.hpp"
@@ -151,7 +150,7 @@ Span chunk(int64_t n, int64_t size, int64_t c) { return {std::min(n, c * size), 
 int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 
 // Team size for an epoch: 1 (the plain single-thread loop) unless a batch holds
-// enough work that sharing it beats the hand-offs between phases (~1 us each).
+// enough work that sharing it beats the hand-offs between phases (a few us each).
 constexpr int64_t kMinTeamWork = int64_t{1} << 18;  // multiply-adds + gathered elements per batch
 // Chunks when the team has more than one member: 64 rows (a 64 x 784 x 10 GEMM,
 // ~25 us) and 128 feature columns; small enough that a lone member can pick up
