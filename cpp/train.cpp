@@ -188,6 +188,7 @@ struct alignas(64) ChunkSlot {
 // With check_finite, returns the X row of a gathered row holding NaN/inf, or -1.
 template <class T>
 int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb) {
+  if (a.d == 0) return -1;  // nothing to copy (and the empty buffer may be a null pointer)
   LoaderColumn col;
   col.src = a.x;
   col.row_len = a.d;
