@@ -3,7 +3,9 @@
 60000 x 784 float32 synthetic data with 10 classes, batch 256, lr 0.1 (the Fashion-MNIST
 shape), and the same from a uint8 source scaled by 1/255 on the fly. References:
 - torch-d2l-concise: DataLoader(TensorDataset) + nn.Linear + CrossEntropyLoss + optim.SGD;
-- torch-index-batching: the same model, batches by indexing with a random permutation.
+- torch-index-batching: the same model, batches by indexing with a random permutation;
+- one-thread-loop: fastreg itself with fastreg.set_num_threads(1) (the epoch's single-thread
+  path), so the ratio shows what the epoch's thread team buys on this machine.
 Floor: one pass over the data (60000 x 784 x 4 B = 188 MB, or 47 MB as uint8) plus
 ~1.9 GFLOP of GEMM. With --benchmark-disable (smoke) the data is 10x smaller.
 """
@@ -11,6 +13,7 @@ Floor: one pass over the data (60000 x 784 x 4 B = 188 MB, or 47 MB as uint8) pl
 import numpy as np
 import pytest
 
+import fastreg
 from fastreg import SoftmaxRegression
 
 torch = pytest.importorskip("torch")
@@ -91,7 +94,7 @@ def _check_learns(predict, X, y):
 
 
 @pytest.mark.parametrize("source", ["float32", "uint8"])
-@pytest.mark.parametrize("impl", ["fastreg", "torch-d2l-concise", "torch-index-batching"])
+@pytest.mark.parametrize("impl", ["fastreg", "one-thread-loop", "torch-d2l-concise", "torch-index-batching"])
 def test_softmax_epoch(benchmark, source, impl):
     n = N // 10 if benchmark.disabled else N
     X, y = _data(n, np.uint8 if source == "uint8" else np.float32)
@@ -101,6 +104,16 @@ def test_softmax_epoch(benchmark, source, impl):
         _check_fastreg_matches_torch(X, y)
         model = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=0)
         benchmark.pedantic(model.fit, args=(X, y), rounds=5, iterations=1, warmup_rounds=1)
+        _check_learns(model.predict, X, y)
+    elif impl == "one-thread-loop":
+        threads = fastreg.get_num_threads()
+        fastreg.set_num_threads(1)
+        try:
+            _check_fastreg_matches_torch(X, y)
+            model = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=0)
+            benchmark.pedantic(model.fit, args=(X, y), rounds=5, iterations=1, warmup_rounds=1)
+        finally:
+            fastreg.set_num_threads(threads)
         _check_learns(model.predict, X, y)
     else:
         make = _torch_d2l_concise if impl == "torch-d2l-concise" else _torch_index_batching

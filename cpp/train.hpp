@@ -33,6 +33,10 @@ struct EpochArgs {
   T* w_buf = nullptr;
   T* b_buf = nullptr;
   bool first_step = false;   // momentum buffers are fresh: the first update fills them
+  // Check every gathered row for NaN/inf (float sources) and stop before using
+  // one: lets fit() skip a separate pass over X, since the first epoch reads
+  // every row anyway (while the row is in cache, so the check is nearly free).
+  bool check_finite = false;
   SgdOptions opt;            // weight_decay is applied to w only (not to the bias)
 };
 
@@ -41,6 +45,8 @@ struct EpochResult {
   int64_t correct = 0;       // rows whose argmax logit was the target (softmax only)
   int64_t rows = 0;          // rows trained on (< n_order when the loss stopped being finite)
   bool finite = true;        // false: a batch's loss was inf/nan and the epoch stopped there
+  int64_t nonfinite_row = -1;  // check_finite: a row of X holding NaN/inf (not necessarily the
+                               // first); the epoch stopped before any update used it
 };
 
 // Softmax regression: labels y[n_rows] in [0, c) (checked by the caller);
@@ -53,6 +59,11 @@ EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
 // with r = prediction - target; mean over the batch.
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss loss);
+
+// Threads one epoch runs on for batches of up to `batch` rows, d features and
+// c outputs: 1 for small batches (the plain single-thread loop), else up to
+// num_threads(). Exposed so tests can tell which path an epoch takes.
+int epoch_team_size(int64_t batch, int64_t d, int64_t c);
 
 // ---- one minibatch at a time (data-parallel training) -----------------------
 // The epoch loops above are built from these two steps; a data-parallel caller

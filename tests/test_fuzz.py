@@ -629,5 +629,5 @@ def test_estimators_fit_predict_or_refuse(data, model):
             np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
         else:
             assert np.isfinite(pred).all()
-    elif isinstance(err, ValueError) and not finite:
+    elif isinstance(err, ValueError) and not finite and n > 0 and d > 0:
         assert "row" in str(err) or "finite" in str(err)

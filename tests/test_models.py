@@ -356,3 +356,254 @@ def test_float64_training_path_agrees_with_float32(rng):
     b = SoftmaxRegression(epochs=3, momentum=0.5, random_state=seed).fit(X.astype(np.float32), y)
     assert a.coef_.dtype == np.float64 and b.coef_.dtype == np.float32
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5 * np.abs(a.coef_).max())
+
+
+# --- the epoch's thread team -------------------------------------------------
+
+
+@pytest.fixture
+def threads():
+    """Set fastreg's thread count inside a test; restored afterwards."""
+    before = fastreg.get_num_threads()
+    yield fastreg.set_num_threads
+    fastreg.set_num_threads(before)
+
+
+def _team_data(rng, n, d, c, dtype=np.float32):
+    X, y = _blobs(rng, n=n, d=d, c=c, dtype=dtype)
+    return X / np.float32(4), y
+
+
+@pytest.mark.parametrize("n", [1500, 1537, 1281])  # last batch full, 1 row (member 0 has none), 1 row short
+@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-2)])
+def test_softmax_epoch_two_threads_equals_one_thread(rng, threads, n, momentum, weight_decay):
+    d, c, batch = 300, 7, 256
+    threads(2)
+    assert _core.epoch_team_size(batch, d, c) == 2  # this size takes the two-thread path
+    X, y = _team_data(rng, n, d, c)
+    seed = _seed(rng)
+    kw = dict(lr=0.1, batch_size=batch, epochs=2, momentum=momentum, weight_decay=weight_decay, random_state=seed)
+    two = SoftmaxRegression(**kw).fit(X, y)
+    threads(1)
+    assert _core.epoch_team_size(batch, d, c) == 1
+    one = SoftmaxRegression(**kw).fit(X, y)
+    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
+    np.testing.assert_allclose(two.intercept_, one.intercept_, rtol=1e-6, atol=1e-6 * np.abs(one.intercept_).max())
+    np.testing.assert_allclose(two.history_["train_loss"], one.history_["train_loss"], rtol=1e-6)
+    assert two.history_["train_acc"] == one.history_["train_acc"]
+
+
+def test_softmax_two_thread_epoch_matches_torch_loop(rng, threads):
+    threads(2)
+    X, y = _team_data(rng, 1111, 300, 10)
+    assert _core.epoch_team_size(128, 300, 10) == 2
+    seed = _seed(rng)
+    kw = dict(lr=0.1, batch_size=128, epochs=2, momentum=0.9, weight_decay=1e-3)
+    m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    w_ref, b_ref = _torch_reference(X, y, seed, c=10, loss_fn=torch.nn.functional.cross_entropy,
+                                    dtype=torch.float32, **kw)
+    np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+    np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
+
+
+def test_uint8_two_thread_epoch_equals_float_source(rng, threads):
+    threads(2)
+    X = rng.integers(0, 256, (900, 256)).astype(np.uint8)
+    y = rng.integers(0, 10, 900)
+    assert _core.epoch_team_size(256, 256, 10) == 2
+    a = SoftmaxRegression(epochs=1, random_state=3).fit(X, y)
+    b = SoftmaxRegression(epochs=1, random_state=3).fit(X.astype(np.float32) * np.float32(1 / 255), y)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
+def test_regression_two_threads_equals_one_thread_and_torch(rng, threads, loss):
+    d, batch = 600, 256
+    X = rng.standard_normal((1000, d)).astype(np.float32)
+    y = (X @ rng.standard_normal(d) / 10 + 0.5 + rng.normal(0, 1.0, 1000)).astype(np.float32)
+    seed = _seed(rng)
+    kw = dict(lr=0.01, batch_size=batch, epochs=2, momentum=0.9, weight_decay=1e-3, loss=loss, random_state=seed)
+    threads(2)
+    assert _core.epoch_team_size(batch, d, 1) == 2
+    two = LinearRegression(**kw).fit(X, y)
+    threads(1)
+    one = LinearRegression(**kw).fit(X, y)
+    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
+    assert two.intercept_ == pytest.approx(one.intercept_, rel=1e-6, abs=1e-6 * float(np.abs(one.coef_).max()))
+    fns = {
+        "squared": lambda p, t: ((p[:, 0] - t) ** 2 / 2).mean(),
+        "huber": lambda p, t: torch.nn.functional.huber_loss(p[:, 0], t, delta=1.0),
+        "l1": lambda p, t: torch.nn.functional.l1_loss(p[:, 0], t),
+    }
+    kw.pop("loss"), kw.pop("random_state")
+    w_ref, _ = _torch_reference(X, y, seed, c=1, loss_fn=fns[loss], dtype=torch.float32, **kw)
+    np.testing.assert_allclose(two.coef_, w_ref[0], rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+
+
+def test_two_thread_epoch_divergence_stops_cleanly(rng, threads):
+    threads(2)
+    X, y = _team_data(rng, 1200, 300, 7)
+    X[::10] = 1e30  # finite, but the first update overflows the weights: the loss turns inf/nan
+    m = SoftmaxRegression(epochs=1, lr=1.0, random_state=0)
+    with pytest.raises(fastreg.models.TrainingDivergedError, match="epoch 1"):
+        m.fit(X, y)
+    assert np.isfinite(m.coef_).all() and np.isfinite(m.intercept_).all()
+
+
+def test_epoch_team_size_rules(threads):
+    threads(2)
+    assert _core.epoch_team_size(10, 2, 1) == 1  # d2l 3.2: far too small to split
+    assert _core.epoch_team_size(256, 784, 10) == 2
+    assert _core.epoch_team_size(256, 200, 10) == 1  # one chunk of 128 feature columns: nothing to share
+    assert _core.epoch_team_size(100, 784, 10) == 1  # one chunk of 64 rows
+    threads(1)
+    assert _core.epoch_team_size(256, 784, 10) == 1  # set_num_threads(1): the single-thread loop
+    with pytest.raises(ValueError, match="must be >= 1"):
+        _core.epoch_team_size(0, 784, 10)
+
+
+def test_two_thread_epochs_leave_no_threads(rng, threads):
+    import os
+
+    threads(2)
+    X, y = _team_data(rng, 600, 300, 7)
+    SoftmaxRegression(epochs=1, random_state=0).fit(X, y)
+    tasks = len(os.listdir(f"/proc/{os.getpid()}/task"))
+    SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
+    assert len(os.listdir(f"/proc/{os.getpid()}/task")) == tasks
+
+
+def test_epoch_with_no_features_or_no_rows_terminates(threads):
+    # Every phase of the epoch must have a chunk to finish, even with d = 0.
+    for n in (1, 2):
+        threads(n)
+        X, y = np.zeros((5, 0), np.float32), np.array([0, 1, 0, 1, 1])
+        w, b = np.zeros((2, 0), np.float32), np.zeros(2, np.float32)
+        kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=2)
+        loss_sum, _, rows, finite, bad = _core.softmax_epoch(X, y, np.arange(5), w, b, None, None, **kw)
+        assert rows == 5 and finite and bad == -1 and loss_sum == pytest.approx(5 * np.log(2))
+        # the bias still learns the class balance: 3 of 5 rows are class 1 after the first batch
+        assert b[1] > 0 > b[0]
+        assert _core.softmax_epoch(X, y, np.arange(0), w, b, None, None, **kw) == (0.0, 0, 0, True, -1)
+
+
+# --- NaN/inf in X found by the first epoch (no separate scan in fit) ---------
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fit_reports_the_first_non_finite_row_and_leaves_the_estimator_as_it_was(rng, threads, n_threads, bad):
+    threads(n_threads)
+    X, y = _team_data(rng, 1500, 300, 7)
+    rows = np.sort(rng.choice(1500, 3, replace=False))
+    for r in rows:
+        X[r, rng.integers(300)] = bad
+    fresh = SoftmaxRegression(epochs=2, random_state=0)
+    with pytest.raises(ValueError, match=f"X contains NaN or infinity at row {rows[0]}$"):
+        fresh.fit(X, y)
+    assert not hasattr(fresh, "classes_") and not hasattr(fresh, "n_iter_")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        fresh.predict(X[:1])
+    good = X.copy()
+    good[rows] = 0
+    fitted = SoftmaxRegression(epochs=1, momentum=0.9, random_state=0).fit(good, y)
+    before = {k: np.copy(v) for k, v in vars(fitted).items() if isinstance(v, np.ndarray)}
+    hist = {k: list(v) for k, v in fitted.history_.items()}
+    for call in (lambda: fitted.fit(X, y), lambda: fitted.partial_fit(X, y)):
+        with pytest.raises(ValueError, match=f"row {rows[0]}$"):
+            call()
+        for k, v in before.items():
+            np.testing.assert_array_equal(getattr(fitted, k), v, err_msg=k)
+        assert fitted.n_iter_ == 1 and fitted.history_ == hist
+    np.testing.assert_array_equal(fitted.predict(good), SoftmaxRegression(epochs=1, momentum=0.9, random_state=0)
+                                  .fit(good, y).predict(good))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_regression_fit_reports_non_finite_X_row(rng, threads, n_threads):
+    threads(n_threads)
+    X = rng.standard_normal((900, 600)).astype(np.float32)
+    y = rng.standard_normal(900).astype(np.float32)
+    X[611, 5] = np.inf
+    X[700, 0] = np.nan
+    m = LinearRegression(lr=0.01, batch_size=256, random_state=0)
+    with pytest.raises(ValueError, match="row 611$"):
+        m.fit(X, y)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.predict(X[:1])
+    with pytest.raises(ValueError, match="row 611$"):  # the closed form still scans X first
+        LinearRegression(solver="normal").fit(X, y)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_epoch_check_finite_stops_before_the_bad_batch(rng, threads, n_threads):
+    threads(n_threads)
+    X, y = _team_data(rng, 1024, 300, 7)
+    order = np.arange(1024)
+    X[600, 7] = np.nan  # batch 2 of 4 (rows 512..767)
+    w0 = rng.normal(0, 0.01, (7, 300)).astype(np.float32)
+    kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=256)
+    w, b = w0.copy(), np.zeros(7, np.float32)
+    loss_sum, correct, rows, finite, bad = _core.softmax_epoch(X, y, order, w, b, None, None, check_finite=True, **kw)
+    assert bad == 600 and rows == 512 and finite
+    # exactly the first two batches were applied: the same as an epoch over rows 0..511
+    w2, b2 = w0.copy(), np.zeros(7, np.float32)
+    _core.softmax_epoch(X, y, order[:512], w2, b2, None, None, **kw)
+    np.testing.assert_array_equal(w, w2)
+    np.testing.assert_array_equal(b, b2)
+    # without the check the NaN reaches the loss: the epoch reports a non-finite loss
+    w3, b3 = w0.copy(), np.zeros(7, np.float32)
+    *_, finite, bad = _core.softmax_epoch(X, y, order, w3, b3, None, None, **kw)
+    assert not finite and bad == -1
+
+
+@pytest.mark.parametrize("labels", [
+    np.arange(10), np.arange(10, dtype=np.uint8), np.array([0, 3, 7]), np.array([0, 3, 7], dtype=np.int32),
+    np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([0.5, 2.0]),
+    np.array(["cat", "dog", "emu"]), np.array([True, False]),
+], ids=lambda a: f"{a.dtype}:{a.tolist()}")
+def test_fit_label_encoding_matches_np_unique(rng, labels):
+    X, yi = _blobs(rng, n=300, d=6, c=len(labels))
+    y = labels[yi]
+    m = SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(m.classes_, np.unique(y))
+    assert m.classes_.dtype == np.unique(y).dtype
+    # the same training as on np.unique's codes 0..C-1, and predictions map back to labels
+    ref_codes = np.unique(y, return_inverse=True)[1].ravel()
+    ref = SoftmaxRegression(epochs=3, random_state=0).fit(X, ref_codes)
+    np.testing.assert_array_equal(m.coef_, ref.coef_)
+    np.testing.assert_array_equal(m.predict(X), np.unique(y)[ref.predict(X)])
+    codes = fastreg.models._classes_and_codes(y)[1]
+    np.testing.assert_array_equal(codes, ref_codes)
+    assert codes.dtype == np.int64
+
+
+def test_team_epoch_error_in_a_member_is_raised_not_hung():
+    # In a fresh interpreter that never loaded SciPy's BLAS, every member's first GEMM
+    # throws: the team must stop, join, and raise, leaving the weights untouched.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import fastreg._core as c
+        assert not c.blas_ready()
+        c.set_num_threads(2)
+        assert c.epoch_team_size(256, 300, 7) == 2
+        X = np.random.rand(1000, 300).astype(np.float32)
+        y = np.random.randint(0, 7, 1000)
+        w, b = np.zeros((7, 300), np.float32), np.zeros(7, np.float32)
+        try:
+            c.softmax_epoch(X, y, np.arange(1000), w, b, None, None, lr=0.1, momentum=0.0,
+                            weight_decay=0.0, batch_size=256)
+        except RuntimeError as e:
+            assert "no BLAS" in str(e), e
+        else:
+            raise AssertionError("no error")
+        assert (w == 0).all() and (b == 0).all()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

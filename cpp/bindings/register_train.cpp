@@ -197,7 +197,7 @@ EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_
 
 template <class T>
 EpochArgs<T> make_args(const EpochInputs& in, double lr, double momentum, double weight_decay, int64_t batch_size,
-                       double scale, bool first_step) {
+                       double scale, bool first_step, bool check_finite = false) {
   EpochArgs<T> a;
   a.x = in.x.data();
   a.source = in.source;
@@ -215,11 +215,14 @@ EpochArgs<T> make_args(const EpochInputs& in, double lr, double momentum, double
     a.b_buf = static_cast<T*>(py::reinterpret_borrow<py::array>(in.b_buf).mutable_data());
   }
   a.first_step = first_step;
+  a.check_finite = check_finite;
   a.opt = SgdOptions{lr, momentum, 0.0, weight_decay, false, false};
   return a;
 }
 
-py::tuple result_tuple(const EpochResult& r) { return py::make_tuple(r.loss_sum, r.correct, r.rows, r.finite); }
+py::tuple result_tuple(const EpochResult& r) {
+  return py::make_tuple(r.loss_sum, r.correct, r.rows, r.finite, r.nonfinite_row);
+}
 
 void check_common(double lr, double momentum, double weight_decay, int64_t batch_size, double scale) {
   checked_hyper(lr, "lr", true);
@@ -324,7 +327,7 @@ void register_train(py::module_& m) {
       "softmax_epoch",
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
-         double weight_decay, int64_t batch_size, double scale, bool first_step) -> py::tuple {
+         double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite) -> py::tuple {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
         py::array y = as_array(y_obj, "y");
@@ -340,11 +343,11 @@ void register_train(py::module_& m) {
                                   std::to_string(yp[i]) + " at row " + std::to_string(i));
         EpochResult r;
         if (in.f64) {
-          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
           py::gil_scoped_release release;
           r = softmax_epoch<double>(a, yp);
         } else {
-          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
           py::gil_scoped_release release;
           r = softmax_epoch<float>(a, yp);
         }
@@ -352,14 +355,16 @@ void register_train(py::module_& m) {
       },
       py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
       py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
-      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false,
-      "One epoch of softmax regression in C++; returns (loss_sum, correct, rows, finite).");
+      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("check_finite") = false,
+      "One epoch of softmax regression in C++; returns (loss_sum, correct, rows, finite, nonfinite_row).\n"
+      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).");
 
   m.def(
       "regression_epoch",
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
-         double weight_decay, int64_t batch_size, double scale, bool first_step, const std::string& loss) {
+         double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite,
+         const std::string& loss) {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         RegressionLoss kind;
         if (loss == "squared") kind = RegressionLoss::squared;
@@ -376,12 +381,12 @@ void register_train(py::module_& m) {
         require_c_contiguous(y, "y");
         EpochResult r;
         if (in.f64) {
-          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
           const double* yp = static_cast<const double*>(y.data());
           py::gil_scoped_release release;
           r = regression_epoch<double>(a, yp, kind);
         } else {
-          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step);
+          auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
           const float* yp = static_cast<const float*>(y.data());
           py::gil_scoped_release release;
           r = regression_epoch<float>(a, yp, kind);
@@ -390,8 +395,21 @@ void register_train(py::module_& m) {
       },
       py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
       py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
-      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("loss") = "squared",
-      "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite).");
+      py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("check_finite") = false,
+      py::arg("loss") = "squared",
+      "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite, nonfinite_row).\n"
+      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).");
+
+  m.def(
+      "epoch_team_size",
+      [](int64_t batch, int64_t d, int64_t c) {
+        if (batch < 1 || d < 1 || c < 1)
+          throw py::value_error("batch, d and c must be >= 1, got " + std::to_string(batch) + ", " +
+                                std::to_string(d) + ", " + std::to_string(c));
+        return epoch_team_size(batch, d, c);
+      },
+      py::arg("batch"), py::arg("d"), py::arg("c"),
+      "Threads an epoch uses for batches of `batch` rows, d features, c outputs (1: the single-thread loop).");
 
   // Data-parallel training runs these per batch, all-reducing grad in between.
   m.def(
