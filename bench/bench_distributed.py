@@ -70,11 +70,12 @@ def test_data_parallel_epoch(benchmark, one_rank, impl):
     torch.manual_seed(0)
     if impl.startswith("fastreg"):
         distributed = impl == "fastreg-data-parallel-1rank"
-        # The answer first: on one rank the data-parallel path is the epoch loop, bit for bit.
+        # The answer first: on one rank the data-parallel path computes the epoch loop's
+        # function (to rounding: the epoch loop splits its GEMMs across threads).
         kw = dict(epochs=1, batch_size=BATCH, lr=LR, random_state=3)
         a = SoftmaxRegression(**kw).fit(X[:5000], y[:5000], distributed=False)
         b = SoftmaxRegression(**kw).fit(X[:5000], y[:5000], distributed=True)
-        np.testing.assert_array_equal(a.coef_, b.coef_)
+        np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-5, atol=1e-7)
         model = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=0)
         benchmark.pedantic(model.fit, args=(X, y), kwargs=dict(distributed=distributed), rounds=5, iterations=1,
                            warmup_rounds=1)
