@@ -248,6 +248,12 @@ class _SGDEstimator:
                     raise _NonFiniteX(f"X contains NaN or infinity at row {_core.first_nonfinite_row(X)}")
                 if not finite or not math.isfinite(loss_sum):
                     self._restore(saved)
+                    if data_parallel is None and epoch_index == 0 and X.dtype != np.uint8:
+                        # A huge finite value can make the loss overflow before the gather
+                        # reaches a NaN/inf row: bad input is reported as such, with its row.
+                        row = _core.first_nonfinite_row(X)
+                        if row >= 0:
+                            raise _NonFiniteX(f"X contains NaN or infinity at row {row}")
                     raise TrainingDivergedError(
                         f"training diverged in epoch {epoch}: the loss became inf/nan after {rows} of "
                         f"{n if data_parallel is None else data_parallel.shard(order).size * data_parallel.world_size} "
@@ -334,8 +340,11 @@ class _progress:
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    # fastreg's stable kernel: no overflow, and a diverged model's inf logits give
+    # torch's answer (nan) without NumPy's inf - inf warnings.
+    from . import ops
+
+    return ops.log_softmax(np.ascontiguousarray(z), axis=1)
 
 
 # ---------------------------------------------------------------------------
