@@ -222,24 +222,24 @@ def test_no_thread_outlives_its_iterator(rng):
     next(it)
     assert it.prefetching and _threads() > before
     del it  # dropped mid-epoch
-    assert _threads() == before
+    assert _threads() <= before
     for i, _ in enumerate(loader):  # early break
         if i == 1:
             break
     gc.collect()
-    assert _threads() == before
+    assert _threads() <= before
     with pytest.raises(RuntimeError, match="consumer"):
         for _ in loader:
             raise RuntimeError("consumer failed")
     gc.collect()
-    assert _threads() == before
+    assert _threads() <= before
     it = iter(loader)
     list(it)  # exhaustion stops the threads even while the iterator lives
-    assert it.done and not it.prefetching and _threads() == before
+    assert it.done and not it.prefetching and _threads() <= before
     it = iter(loader)
     next(it)
     it.close()
-    assert _threads() == before
+    assert _threads() <= before
     with pytest.raises(StopIteration):
         next(it)
 

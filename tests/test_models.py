@@ -470,7 +470,7 @@ def test_two_thread_epochs_leave_no_threads(rng, threads):
     SoftmaxRegression(epochs=1, random_state=0).fit(X, y)
     tasks = len(os.listdir(f"/proc/{os.getpid()}/task"))
     SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
-    assert len(os.listdir(f"/proc/{os.getpid()}/task")) == tasks
+    assert len(os.listdir(f"/proc/{os.getpid()}/task")) <= tasks
 
 
 def test_epoch_with_no_features_or_no_rows_terminates(threads):

@@ -51,9 +51,9 @@ def _run_threads(targets) -> None:
 
 
 def _wait_for_threads(count: int, timeout: float = 5.0) -> int:
-    """OS thread count once it is back to `count` (or whatever it is at the timeout)."""
+    """OS thread count once it is back to at most `count` (or whatever it is at the timeout)."""
     deadline = time.monotonic() + timeout
-    while _os_threads() != count and time.monotonic() < deadline:
+    while _os_threads() > count and time.monotonic() < deadline:
         time.sleep(0.01)
     return _os_threads()
 
@@ -160,7 +160,7 @@ def test_no_threads_left_after_kernels():
     # OS-level threads too: the kernel joins its workers before returning.
     tasks = os.listdir(f"/proc/{os.getpid()}/task")
     _core.sgd_update(p, g, None, lr=1.0)
-    assert len(os.listdir(f"/proc/{os.getpid()}/task")) == len(tasks)
+    assert len(os.listdir(f"/proc/{os.getpid()}/task")) <= len(tasks)
     assert fastreg.get_num_threads() >= 1
 
 
@@ -324,7 +324,7 @@ def test_many_iterators_in_several_threads(rng):
 
     _run_threads([lambda s=s: consume(10 * s) for s in range(4)])
     gc.collect()
-    assert _wait_for_threads(before) == before
+    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 @needs_proc
@@ -367,14 +367,14 @@ def test_iterators_abandoned_mid_epoch_leave_no_thread(rng):
 
     _run_threads([abandon] * 3)
     gc.collect()
-    assert _wait_for_threads(before) == before
+    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
     # A cycle keeping an iterator alive: collected later, or closed at exit.
     holder = {"it": iter(loader)}
     next(holder["it"])
     holder["self"] = holder
     del holder
     gc.collect()
-    assert _wait_for_threads(before) == before
+    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 @needs_proc
@@ -395,7 +395,7 @@ def test_close_from_another_thread_while_consumer_waits(rng):
         assert it.done
         del it
     gc.collect()
-    assert _wait_for_threads(before) == before
+    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 def test_dropping_an_iterator_runs_no_python_code(rng):
@@ -445,7 +445,7 @@ def test_keyboard_interrupt_while_prefetching():
         deadline = time.monotonic() + 5
         while os_threads() != before and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert os_threads() == before, (os_threads(), before)
+        assert os_threads() <= before, (os_threads(), before)
         # The loader still works after the interrupts.
         ys = np.concatenate([yb for _, yb in loader])
         assert np.array_equal(np.sort(ys), y)
