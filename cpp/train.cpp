@@ -9,7 +9,6 @@
 #include <exception>
 #include <mutex>
 #include <thread>
-#include <type_traits>
 #include <vector>
 
 #include "blas.hpp"
@@ -203,6 +202,50 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
   return -1;
 }
 
+// Softmax rows z [m, c] (X rows idx[0, m) of a batch of bs): their targets into t,
+// right predictions added to *correct (taken from the logits before the loss kernel
+// overwrites them; first maximum wins, as torch.argmax), then the summed loss, with
+// d(batch mean)/d(z) written over z. Shared by the epoch team and the per-step path.
+template <class T>
+double softmax_rows(T* z, const int64_t* y, const int64_t* idx, int64_t m, int64_t c, int64_t bs, int64_t* t,
+                    int64_t* correct) {
+  for (int64_t i = 0; i < m; ++i) t[i] = y[idx[i]];
+  for (int64_t i = 0; i < m; ++i) {
+    const T* zi = z + i * c;
+    *correct += (std::max_element(zi, zi + c) - zi) == t[i];
+  }
+  XentArgs<T> xa;
+  xa.logits = z;
+  xa.n = m;
+  xa.c = c;
+  xa.target = t;
+  xa.reduction = Reduction::sum;  // a batch may span several members' rows:
+  xa.grad_scale = 1.0 / static_cast<double>(bs);  // d(sum)/d(z) / bs = d(batch mean)/d(z)
+  xa.grad = z;                    // in place
+  return softmax_cross_entropy<T>(xa);
+}
+
+// Regression rows pred [m] (X rows idx[0, m) of a batch of bs): the summed loss, with
+// d(batch mean)/d(pred) written over pred.
+template <class T>
+double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64_t bs, RegressionLoss kind) {
+  double loss = 0.0;
+  const T inv = T(1) / static_cast<T>(bs);
+  for (int64_t i = 0; i < m; ++i) {
+    const T res = pred[i] - y[idx[i]], ares = std::abs(res);
+    T g;
+    if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
+      loss += 0.5 * double(res) * double(res);
+      g = res;
+    } else {
+      loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
+      g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
+    }
+    pred[i] = g * inv;
+  }
+  return loss;
+}
+
 // The batch loop shared by both models, as phases (batch k, rows R, features F):
 //   phase 0       gather batch 0's rows                 chunks: rows
 //   phase 2k + 1  z[R] = X[R] @ W^T + b, then the loss  chunks: rows
@@ -326,45 +369,14 @@ template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y) {
   std::vector<int64_t> yb(static_cast<size_t>(std::min(a.batch_size, a.n_order)));
   return run_epoch(a, [&](T* z, const int64_t* idx, int64_t r0, int64_t m, int64_t bs, int64_t* correct) {
-    int64_t* t = yb.data() + r0;  // members write disjoint rows of yb
-    for (int64_t i = 0; i < m; ++i) t[i] = y[idx[i]];
-    // Accuracy from the logits before the loss kernel overwrites them with the
-    // gradient (first maximum wins, as torch.argmax).
-    for (int64_t i = 0; i < m; ++i) {
-      const T* zi = z + i * a.c;
-      *correct += (std::max_element(zi, zi + a.c) - zi) == t[i];
-    }
-    XentArgs<T> xa;
-    xa.logits = z;
-    xa.n = m;
-    xa.c = a.c;
-    xa.target = t;
-    xa.reduction = Reduction::sum;  // the batch mean spans all members' rows:
-    xa.grad_scale = 1.0 / static_cast<double>(bs);  // d(sum)/d(z) / bs = d(batch mean)/d(z)
-    xa.grad = z;                    // in place
-    return softmax_cross_entropy<T>(xa);
+    return softmax_rows(z, y, idx, m, a.c, bs, yb.data() + r0, correct);  // members write disjoint rows of yb
   });
 }
 
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss kind) {
   return run_epoch(a, [&](T* pred, const int64_t* idx, int64_t, int64_t m, int64_t bs, int64_t*) {
-    // Loss and d(mean loss)/d(pred), written over pred.
-    double loss = 0.0;
-    const T inv = T(1) / static_cast<T>(bs);
-    for (int64_t i = 0; i < m; ++i) {
-      const T res = pred[i] - y[idx[i]], ares = std::abs(res);
-      T g;
-      if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
-        loss += 0.5 * double(res) * double(res);
-        g = res;
-      } else {
-        loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
-        g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
-      }
-      pred[i] = g * inv;
-    }
-    return loss;
+    return regression_rows(pred, y, idx, m, bs, kind);
   });
 }
 
@@ -374,19 +386,6 @@ EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss k
 
 namespace {
 
-
-// Copies the batch's rows of X into xb [bs, d] (row-major, T), scaling u8.
-// The gathered batch (256 x 784 floats = 800 KB) stays in L2 for the forward
-// and the backward GEMM, so X itself is read once per epoch.
-template <class T>
-void gather_batch(const EpochArgs<T>& a, const int64_t* idx, int64_t bs, T* xb) {
-  if (a.source == Source::u8) {
-    if constexpr (std::is_same_v<T, float>)
-      gather_rows_u8_to_f32(static_cast<const uint8_t*>(a.x), a.d, idx, bs, a.scale, xb);
-  } else {
-    gather_rows(a.x, a.d * static_cast<int64_t>(sizeof(T)), idx, bs, xb);
-  }
-}
 
 template <class T>
 void ensure_scratch(BatchScratch<T>& s, int64_t rows, int64_t d, int64_t c) {
@@ -409,28 +408,14 @@ BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad,
   ensure_scratch(s, bs, a.d, a.c);
   T* xb = s.xb.data();
   T* logits = s.out.data();
-  gather_batch(a, idx, bs, xb);
-  for (int64_t i = 0; i < bs; ++i) s.yb[static_cast<size_t>(i)] = y[idx[i]];
+  gather_rows_of(a, idx, Span{0, bs}, xb);
   linear_forward<T>(xb, a.w, a.b, bs, a.d, a.c, logits);
-  // Accuracy from the logits before the loss kernel overwrites them with the
-  // gradient (first maximum wins, as torch.argmax).
-  for (int64_t i = 0; i < bs; ++i) {
-    const T* z = logits + i * a.c;
-    r.correct += (std::max_element(z, z + a.c) - z) == s.yb[static_cast<size_t>(i)];
-  }
-  XentArgs<T> xa;
-  xa.logits = logits;
-  xa.n = bs;
-  xa.c = a.c;
-  xa.target = s.yb.data();
-  xa.reduction = Reduction::mean;
-  xa.grad = logits;  // in place: d(mean loss)/d(logits)
-  const double loss = softmax_cross_entropy<T>(xa);
+  const double loss = softmax_rows(logits, y, idx, bs, a.c, bs, s.yb.data(), &r.correct);
   if (!std::isfinite(loss)) {
     r.finite = false;
     return r;
   }
-  r.loss_sum = loss * static_cast<double>(bs);
+  r.loss_sum = loss;
   linear_backward<T>(xb, a.w, logits, bs, a.d, a.c, grad, grad + a.c * a.d, nullptr, false);
   return r;
 }
@@ -444,23 +429,9 @@ BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionL
   ensure_scratch(s, bs, a.d, 1);
   T* xb = s.xb.data();
   T* pred = s.out.data();
-  gather_batch(a, idx, bs, xb);
+  gather_rows_of(a, idx, Span{0, bs}, xb);
   linear_forward<T>(xb, a.w, a.b, bs, a.d, 1, pred);
-  // Loss and d(mean loss)/d(pred), written over pred.
-  double loss = 0.0;
-  const T inv = T(1) / static_cast<T>(bs);
-  for (int64_t i = 0; i < bs; ++i) {
-    const T res = pred[i] - y[idx[i]], ares = std::abs(res);
-    T g;
-    if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
-      loss += 0.5 * double(res) * double(res);
-      g = res;
-    } else {
-      loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
-      g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
-    }
-    pred[i] = g * inv;
-  }
+  const double loss = regression_rows(pred, y, idx, bs, bs, kind);
   if (!std::isfinite(loss)) {
     r.finite = false;
     return r;
