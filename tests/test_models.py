@@ -454,8 +454,9 @@ def test_epoch_team_size_rules(threads):
     threads(2)
     assert _core.epoch_team_size(10, 2, 1) == 1  # d2l 3.2: far too small to split
     assert _core.epoch_team_size(256, 784, 10) == 2
-    assert _core.epoch_team_size(256, 200, 10) == 1  # one chunk of 128 feature columns: nothing to share
-    assert _core.epoch_team_size(100, 784, 10) == 1  # one chunk of 64 rows
+    assert _core.epoch_team_size(64, 784, 10) == 1  # one chunk of 64 rows: nothing to share
+    assert _core.epoch_team_size(100, 784, 10) == 2  # chunks of 64 and 36 rows
+    assert _core.epoch_team_size(256, 200, 10) == 2  # the team splits rows, not feature columns
     threads(1)
     assert _core.epoch_team_size(256, 784, 10) == 1  # set_num_threads(1): the single-thread loop
     with pytest.raises(ValueError, match="must be >= 1"):
