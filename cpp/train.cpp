@@ -16,6 +16,7 @@
 #include "linear.hpp"
 #include "loader.hpp"
 #include "runtime.hpp"
+#include "simd.hpp"
 #include "softmax_xent.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -212,11 +213,25 @@ namespace {
 
 // True when every v in row[0, d) is finite: v - v is 0 for finite v and NaN for
 // inf/NaN, so the test is an integer AND over the row that vectorises.
+// The first epoch checks every row it gathers, so this runs over all of X: the
+// AVX2 variant does it at twice the width.
 template <class T>
-bool row_finite(const T* row, int64_t d) {
+FASTREG_INLINE bool row_finite_body(const T* row, int64_t d) {
   int ok = 1;
   for (int64_t j = 0; j < d; ++j) ok &= (row[j] - row[j]) == T(0);
   return ok != 0;
+}
+template <class T>
+bool row_finite_plain(const T* row, int64_t d) {
+  return row_finite_body(row, d);
+}
+template <class T>
+FASTREG_TARGET_AVX2 bool row_finite_avx2(const T* row, int64_t d) {
+  return row_finite_body(row, d);
+}
+template <class T>
+bool row_finite(const T* row, int64_t d) {
+  return active_simd() == Simd::avx2 ? row_finite_avx2(row, d) : row_finite_plain(row, d);
 }
 
 // A row chunk's results, one cache line each so members never share a line.
@@ -275,14 +290,14 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
   }
   const T* x = static_cast<const T*>(a.x);
   const auto row_bytes = static_cast<size_t>(a.d) * sizeof(T);
+  for (int64_t i = rows.begin; i < std::min(rows.end, rows.begin + kPrefetchRows); ++i)  // the first rows too
+    for (size_t o = 0; o < row_bytes; o += 64) prefetch_line(reinterpret_cast<const char*>(x + idx[i] * a.d) + o);
   for (int64_t i = rows.begin; i < rows.end; ++i) {
     const T* next = i + kPrefetchRows < rows.end ? x + idx[i + kPrefetchRows] * a.d : nullptr;
     copy_row_prefetching(reinterpret_cast<char*>(xb + i * a.d), reinterpret_cast<const char*>(x + idx[i] * a.d),
                          reinterpret_cast<const char*>(next), row_bytes);
+    if (a.check_finite && !row_finite(xb + i * a.d, a.d)) return idx[i];  // checked while the copy is in L1
   }
-  if (a.check_finite)
-    for (int64_t i = rows.begin; i < rows.end; ++i)
-      if (!row_finite(xb + i * a.d, a.d)) return idx[i];
   return -1;
 }
 
@@ -331,13 +346,15 @@ double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64
 }
 
 // The batch loop shared by both models, as phases (batch k, chunks of rows R):
-//   phase 2k      for each block of R: gather its rows (into the member's own      chunks: rows
+//   rows of k     for each block of R: gather its rows (into the member's own      chunks: rows
 //                 buffer, which stays in L2), z = X @ W^T + b, the loss and
 //                 d(mean loss)/d(z) in place over z (row_loss), then add the
 //                 block's G^T @ X to R's partial weight gradient
 //      step:      check the gathered rows and the batch loss are finite; bias
 //                 gradient and update, bookkeeping
-//   phase 2k + 1  sum the partials in chunk order and update W (and momentum)  chunks: elements of W
+//   update of k   sum the partials in chunk order and update W (and momentum)  chunks: elements of W
+//                 (for a small W, one chunk: done in the step above instead, so
+//                 a batch costs the team a single hand-off)
 // The chunks are fixed by the shapes (plan_chunks), and every sum runs in a
 // fixed order, so the result does not depend on the team size or on which
 // member ran which chunk.
@@ -364,8 +381,12 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   std::atomic<int64_t> bad_row{-1};  // check_finite: a non-finite row some gather found
 
   auto batch_rows = [&](int64_t k) { return std::min(a.batch_size, a.n_order - k * a.batch_size); };
+  // Phase s belongs to batch s / per_batch; its rows phase comes first. A small W
+  // (one update chunk) is updated in the sequential step: one phase per batch.
+  const uint64_t per_batch = plan.update_chunks == 1 ? 1 : 2;
+  auto rows_phase = [&](uint64_t s) { return s % per_batch == 0; };
   auto chunks_of = [&](uint64_t s) -> int64_t {
-    return s % 2 == 0 ? n_chunks(batch_rows(static_cast<int64_t>(s / 2)), plan.chunk) : plan.update_chunks;
+    return rows_phase(s) ? n_chunks(batch_rows(static_cast<int64_t>(s / per_batch)), plan.chunk) : plan.update_chunks;
   };
   auto run_rows = [&](int64_t k, int64_t i, T* x) {
     const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
@@ -402,8 +423,8 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   };
   // The sequential step after phase s; false ends the epoch.
   auto after = [&](uint64_t s) {
-    const auto k = static_cast<int64_t>(s / 2);
-    if (s % 2 == 1) {
+    const auto k = static_cast<int64_t>(s / per_batch);
+    if (!rows_phase(s)) {
       first = false;
       return k + 1 < n_batches;
     }
@@ -421,7 +442,10 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     r.loss_sum += loss;
     for (int64_t i = 0; i < used; ++i) r.correct += slots[static_cast<size_t>(i)].correct;
     r.rows += bs;
-    return true;
+    if (per_batch == 2) return true;
+    run_update(k, 0);
+    first = false;
+    return k + 1 < n_batches;
   };
 
   Phases phases;
@@ -430,9 +454,9 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     T* x = xb[static_cast<size_t>(rank)].data();
     for (uint64_t s = 0; !phases.stopped(); s = phases.wait_past(s)) {
       const int64_t n = chunks_of(s);
-      const auto k = static_cast<int64_t>(s / 2);
+      const auto k = static_cast<int64_t>(s / per_batch);
       for (int64_t i; (i = phases.claim(s, n)) >= 0;) {
-        if (s % 2 == 0) run_rows(k, i, x);
+        if (rows_phase(s)) run_rows(k, i, x);
         else run_update(k, i);
         if (phases.finish(n)) {
           if (after(s)) phases.open(s + 1);
