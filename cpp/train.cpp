@@ -10,6 +10,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "blas.hpp"
@@ -56,10 +57,27 @@ class Phases {
   // one (it then sees every other member's writes: acq_rel on one counter).
   bool finish(int64_t n) { return done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n; }
 
+  // Claims, while phase s runs, a chunk of phase s + 1 ahead of time (a member
+  // with nothing left in s prepares its next chunk's data meanwhile): its index,
+  // or -1. The chunk is the caller's; it may run it only once s + 1 is open.
+  int64_t claim_next(uint64_t s, int64_t n) {
+    uint64_t v = early_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((v >> kChunkBits) != s + 1 || stopped()) return -1;
+      const auto i = static_cast<int64_t>(v & kChunkMask);
+      if (i >= n) return -1;
+      if (early_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return i;
+    }
+  }
+
   // Opens phase s (called by the finisher of s - 1 after its sequential step).
+  // Chunks of s claimed ahead are closed to further early claims in the same
+  // atomic step that counts them, so every chunk is claimed exactly once.
   void open(uint64_t s) {
     done_.store(0, std::memory_order_relaxed);  // ordered before the ticket's release
-    ticket_.store(s << kChunkBits);             // seq_cst, paired with wait_past's sleepers_
+    const uint64_t e = early_.exchange((s + 1) << kChunkBits);
+    const uint64_t ahead = (e >> kChunkBits) == s ? (e & kChunkMask) : 0;
+    ticket_.store(s << kChunkBits | ahead);  // seq_cst, paired with wait_past's sleepers_
     wake();
   }
   void stop() {
@@ -109,6 +127,7 @@ class Phases {
   }
 
   std::atomic<uint64_t> ticket_{0};
+  std::atomic<uint64_t> early_{uint64_t{1} << kChunkBits};  // phase + 1 << 24 | chunks of it claimed early
   std::atomic<int64_t> done_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stopped_{false};
@@ -376,7 +395,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   SgdOptions no_decay = a.opt;  // weight decay applies to w only
   no_decay.weight_decay = 0.0;
   bool first = a.first_step;  // written only in the sequential steps
-  std::atomic<int64_t> bad_row{-1};  // check_finite: a non-finite row some gather found
+  std::atomic<int64_t> bad_row[2] = {-1, -1};  // check_finite: a non-finite row of batch k (index k & 1)
 
   auto batch_rows = [&](int64_t k) { return std::min(a.batch_size, a.n_order - k * a.batch_size); };
   // Phase s belongs to batch s / per_batch; its rows phase comes first. A small W
@@ -386,20 +405,23 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   auto chunks_of = [&](uint64_t s) -> int64_t {
     return rows_phase(s) ? n_chunks(batch_rows(static_cast<int64_t>(s / per_batch)), plan.chunk) : plan.update_chunks;
   };
-  auto run_rows = [&](int64_t k, int64_t i, T* x) {
+  // Gathers the block of batch k's rows [r0, r0 + m) into x; false if one is not finite.
+  auto gather_block = [&](int64_t k, int64_t r0, int64_t m, T* x) {
+    const int64_t bad = gather_rows_of(a, a.order + k * a.batch_size + r0, Span{0, m}, x);
+    if (bad >= 0) bad_row[k & 1].store(bad, std::memory_order_relaxed);  // published by the chunk's finish()
+    return bad < 0;
+  };
+  // Row chunk i of batch k; `gathered`: its first block is in x already (claimed ahead).
+  auto run_rows = [&](int64_t k, int64_t i, T* x, bool gathered) {
     const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
     const Span rows = chunk(bs, plan.chunk, i);
     T* part = parts.data() + i * wsize;
     ChunkSlot& slot = slots[static_cast<size_t>(i)];
     slot = ChunkSlot{};
     for (int64_t r0 = rows.begin; r0 < rows.end; r0 += plan.block) {
-      const Span blk{r0, std::min(rows.end, r0 + plan.block)};
-      const int64_t m = blk.size();
-      const int64_t bad = gather_rows_of(a, idx + r0, Span{0, m}, x);
-      if (bad >= 0) {  // the step after this phase stops the epoch before any update
-        bad_row.store(bad, std::memory_order_relaxed);  // the phase's finish() publishes it
-        return;
-      }
+      const int64_t m = std::min(rows.end - r0, plan.block);
+      if (!(gathered && r0 == rows.begin) && !gather_block(k, r0, m, x))
+        return;  // the step after this phase stops the epoch before any update
       T* zr = z.data() + r0 * a.c;
       linear_forward<T>(x, a.w, a.b, m, a.d, a.c, zr);
       slot.loss += row_loss(zr, idx + r0, r0, m, bs, &slot.correct);
@@ -426,7 +448,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
       first = false;
       return k + 1 < n_batches;
     }
-    r.nonfinite_row = bad_row.load(std::memory_order_relaxed);
+    r.nonfinite_row = bad_row[k & 1].load(std::memory_order_relaxed);
     if (r.nonfinite_row >= 0) return false;  // a gathered row holds NaN/inf: stop before any update
     const int64_t bs = batch_rows(k), used = n_chunks(bs, plan.chunk);
     double loss = 0.0;  // summed in chunk order: the same for any team size
@@ -450,17 +472,26 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   run_team(nt, phases, [&](int rank) {
     const BlasThreads single(1);  // thread-local in OpenBLAS: every member pins its own calls
     T* x = xb[static_cast<size_t>(rank)].data();
+    int64_t ahead = -1;    // a chunk of phase s claimed while s - 1 ran, its first block in x
+    bool ahead_ok = true;  // ... and that block is finite
     for (uint64_t s = 0; !phases.stopped(); s = phases.wait_past(s)) {
       const int64_t n = chunks_of(s);
       const auto k = static_cast<int64_t>(s / per_batch);
-      for (int64_t i; (i = phases.claim(s, n)) >= 0;) {
-        if (rows_phase(s)) run_rows(k, i, x);
-        else run_update(k, i);
+      auto run = [&](int64_t i, bool gathered) {
+        if (!rows_phase(s)) run_update(k, i);
+        else if (ahead_ok || !gathered) run_rows(k, i, x, gathered);
         if (phases.finish(n)) {
           if (after(s)) phases.open(s + 1);
           else phases.stop();
         }
-      }
+      };
+      if (ahead >= 0) run(std::exchange(ahead, -1), true);
+      for (int64_t i; (i = phases.claim(s, n)) >= 0;) run(i, false);
+      // Nothing left here: while the others finish s (and the update runs), gather the
+      // first block of a chunk of the next batch. Its rows do not depend on W.
+      if (per_batch == 1 && nt > 1 && k + 1 < n_batches && (ahead = phases.claim_next(s, chunks_of(s + 1))) >= 0)
+        ahead_ok = gather_block(k + 1, chunk(batch_rows(k + 1), plan.chunk, ahead).begin,
+                                std::min(plan.block, chunk(batch_rows(k + 1), plan.chunk, ahead).size()), x);
     }
   });
   return r;
