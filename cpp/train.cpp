@@ -6,15 +6,18 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstddef>
+#include <cstring>
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "blas.hpp"
 #include "linear.hpp"
 #include "loader.hpp"
 #include "runtime.hpp"
+#include "simd.hpp"
 #include "softmax_xent.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -26,11 +29,11 @@ namespace {
 
 // ---- the epoch team ---------------------------------------------------------
 //
-// A batch's two GEMMs (256 x 784 x 10 each, ~100-150 us on one core) are too
-// small for BLAS's own threading (its threads are woken and parked per call) and
-// too small to start threads per batch. Instead the epoch runs on a team started
+// A batch's two GEMMs (256 x 784 x 10 each, ~40 us on one core) are too small
+// for BLAS's own threading (its threads are woken and parked per call) and too
+// small to start threads per batch. Instead the epoch runs on a team started
 // once per epoch call and joined before it returns. The epoch is a sequence of
-// phases (per batch: rows, then columns); each phase is cut into fixed chunks
+// phases (per batch: its rows, then for a big W its update); each is cut into fixed chunks
 // that members claim one at a time, and whoever completes a phase's last chunk
 // runs the short sequential step and opens the next phase. A member that the OS
 // has descheduled (a loaded machine) therefore never holds the others up unless
@@ -54,10 +57,27 @@ class Phases {
   // one (it then sees every other member's writes: acq_rel on one counter).
   bool finish(int64_t n) { return done_.fetch_add(1, std::memory_order_acq_rel) + 1 == n; }
 
+  // Claims, while phase s runs, a chunk of phase s + 1 ahead of time (a member
+  // with nothing left in s prepares its next chunk's data meanwhile): its index,
+  // or -1. The chunk is the caller's; it may run it only once s + 1 is open.
+  int64_t claim_next(uint64_t s, int64_t n) {
+    uint64_t v = early_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((v >> kChunkBits) != s + 1 || stopped()) return -1;
+      const auto i = static_cast<int64_t>(v & kChunkMask);
+      if (i >= n) return -1;
+      if (early_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return i;
+    }
+  }
+
   // Opens phase s (called by the finisher of s - 1 after its sequential step).
+  // Chunks of s claimed ahead are closed to further early claims in the same
+  // atomic step that counts them, so every chunk is claimed exactly once.
   void open(uint64_t s) {
     done_.store(0, std::memory_order_relaxed);  // ordered before the ticket's release
-    ticket_.store(s << kChunkBits);             // seq_cst, paired with wait_past's sleepers_
+    const uint64_t e = early_.exchange((s + 1) << kChunkBits);
+    const uint64_t ahead = (e >> kChunkBits) == s ? (e & kChunkMask) : 0;
+    ticket_.store(s << kChunkBits | ahead);  // seq_cst, paired with wait_past's sleepers_
     wake();
   }
   void stop() {
@@ -107,6 +127,7 @@ class Phases {
   }
 
   std::atomic<uint64_t> ticket_{0};
+  std::atomic<uint64_t> early_{uint64_t{1} << kChunkBits};  // phase + 1 << 24 | chunks of it claimed early
   std::atomic<int64_t> done_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stopped_{false};
@@ -140,8 +161,7 @@ void run_team(int n, Phases& phases, Member&& member) {
     if (e) std::rethrow_exception(e);
 }
 
-// Chunk c of [0, n) cut into pieces of `size` (a multiple of 16 elements for
-// columns: one cache line of float gW/W, so members never share a line).
+// Chunk c of [0, n) cut into pieces of `size`.
 struct Span {
   int64_t begin, end;
   int64_t size() const { return end - begin; }
@@ -149,19 +169,62 @@ struct Span {
 Span chunk(int64_t n, int64_t size, int64_t c) { return {std::min(n, c * size), std::min(n, (c + 1) * size)}; }
 int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 
-// Team size for an epoch: 1 (the plain single-thread loop) unless a batch holds
-// enough work that sharing it beats the hand-offs between phases (a few us each).
+// How an epoch cuts a batch, fixed by the shapes alone (never by the team size,
+// so every team size, 1 included, computes bit-identical results):
+// - blocks of `block` rows, the unit of every GEMM call. OpenBLAS (SciPy's) runs
+//   products with M*N*K <= 1e6 (and, for A transposed, M*N <= 1200) on its "small
+//   matrix" kernels, which skip the packing copies of both operands: measured on
+//   the 2-core Zen 4 dev machine, a 256 x 784 batch with c = 10 takes ~200 us for
+//   its forward and weight-gradient GEMMs as one call each, ~77 us as 64-row calls.
+//   So a block is 64 rows, or 32 or 16 when that keeps it under the limits.
+// - chunks of `chunk` rows (whole blocks), the unit team members claim. Each chunk
+//   accumulates its weight gradient into a partial [c, d] of its own; the update
+//   phase sums the partials in chunk order. Chunks are one block unless that would
+//   need more than kPartialBudget elements of partials (very large batches).
+// - `update` elements of W per chunk of the reduce-and-update phase.
+constexpr int64_t kBlockRows = 64;
+constexpr double kSmallGemm = 1e6;          // OpenBLAS small-kernel limit on M*N*K
+constexpr int64_t kSmallGemmTransMN = 1200;  // ... and on M*N with A transposed (the forward)
+constexpr int64_t kPartialBudget = int64_t{1} << 20;  // elements of partial gradients (at least 4 partials)
+constexpr int64_t kUpdateWork = int64_t{1} << 16;     // partial elements summed per update chunk
+
+struct ChunkPlan {
+  int64_t block = 1, chunk = 1, parts = 1, update = 1, update_chunks = 1;
+};
+
+ChunkPlan plan_chunks(int64_t bmax, int64_t d, int64_t c) {
+  ChunkPlan p;
+  p.block = kBlockRows;
+  for (int64_t rows = kBlockRows; rows >= 16; rows /= 2) {  // the largest block the small kernels take
+    if (static_cast<double>(rows) * static_cast<double>(c) * static_cast<double>(d) <= kSmallGemm &&
+        c * rows <= kSmallGemmTransMN) {
+      p.block = rows;
+      break;
+    }
+  }
+  p.block = std::max<int64_t>(1, std::min(p.block, bmax));
+  const int64_t blocks = n_chunks(bmax, p.block);
+  const int64_t max_parts =
+      std::min(Phases::kMaxChunks / 2, std::max<int64_t>(4, kPartialBudget / std::max<int64_t>(c * d, 1)));
+  p.chunk = p.block * n_chunks(blocks, max_parts);
+  p.parts = n_chunks(bmax, p.chunk);
+  const int64_t wsize = c * d;
+  p.update = std::max<int64_t>(16, (kUpdateWork / p.parts + 15) / 16 * 16);  // whole cache lines of float W
+  p.update = std::max(p.update, n_chunks(wsize, Phases::kMaxChunks / 2));
+  p.update_chunks = std::max<int64_t>(1, n_chunks(wsize, p.update));  // every phase needs a chunk, even for d = 0
+  return p;
+}
+
+// Team size for an epoch: 1 unless a batch holds enough work that sharing it
+// beats the hand-offs between phases (a few us each), and never more members
+// than a batch has chunks.
 constexpr int64_t kMinTeamWork = int64_t{1} << 18;  // multiply-adds + gathered elements per batch
-// Chunks when the team has more than one member: 64 rows (a 64 x 784 x 10 GEMM,
-// ~25 us) and 128 feature columns; small enough that a lone member can pick up
-// a descheduled partner's share, large enough for BLAS to stay efficient.
-constexpr int64_t kRowChunk = 64, kColChunk = 128;
 
 }  // namespace
 
 int epoch_team_size(int64_t bmax, int64_t d, int64_t c) {
   if (static_cast<double>(bmax) * static_cast<double>(d) * static_cast<double>(c + 1) < kMinTeamWork) return 1;
-  const int64_t by_shape = std::min(bmax / kRowChunk, d / kColChunk);  // >= 2 chunks of each kind
+  const int64_t by_shape = plan_chunks(bmax, d, c).parts;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), by_shape)));
 }
 
@@ -169,11 +232,25 @@ namespace {
 
 // True when every v in row[0, d) is finite: v - v is 0 for finite v and NaN for
 // inf/NaN, so the test is an integer AND over the row that vectorises.
+// The first epoch checks every row it gathers, so this runs over all of X: the
+// AVX2 variant does it at twice the width.
 template <class T>
-bool row_finite(const T* row, int64_t d) {
+FASTREG_INLINE bool row_finite_body(const T* row, int64_t d) {
   int ok = 1;
   for (int64_t j = 0; j < d; ++j) ok &= (row[j] - row[j]) == T(0);
   return ok != 0;
+}
+template <class T>
+bool row_finite_plain(const T* row, int64_t d) {
+  return row_finite_body(row, d);
+}
+template <class T>
+FASTREG_TARGET_AVX2 bool row_finite_avx2(const T* row, int64_t d) {
+  return row_finite_body(row, d);
+}
+template <class T>
+bool row_finite(const T* row, int64_t d) {
+  return active_simd() == Simd::avx2 ? row_finite_avx2(row, d) : row_finite_plain(row, d);
 }
 
 // A row chunk's results, one cache line each so members never share a line.
@@ -182,23 +259,62 @@ struct alignas(64) ChunkSlot {
   int64_t correct = 0;
 };
 
+// Rows are copied with software prefetches of the row kPrefetchRows further on,
+// one cache line per line copied: the rows are scattered, so the hardware
+// prefetchers (which stop at page boundaries) restart on every row, and a
+// gather from memory runs ~20% slower than a sequential copy without them.
+constexpr int64_t kPrefetchRows = 4;
+
+inline void prefetch_line(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
+// dst[0, bytes) = src[0, bytes), prefetching next[0, bytes) (may be null) as it goes.
+inline void copy_row_prefetching(char* dst, const char* src, const char* next, size_t bytes) {
+  size_t o = 0;
+  for (; o + 64 <= bytes; o += 64) {
+    if (next) prefetch_line(next + o);
+    std::memcpy(dst + o, src + o, 64);
+  }
+  if (next && o < bytes) prefetch_line(next + o);
+  std::memcpy(dst + o, src + o, bytes - o);
+}
+
 // Copies rows idx[b, e) of X into xb rows [b, e) (row-major T), scaling u8, on
-// the calling thread only. The gathered batch (256 x 784 floats = 800 KB) stays
-// in L2 for the forward and the backward GEMM, so X itself is read once per epoch.
+// the calling thread only, so X itself is read once per epoch and the copy
+// stays in this core's cache for the GEMMs that follow.
 // With check_finite, returns the X row of a gathered row holding NaN/inf, or -1.
 template <class T>
 int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb) {
   if (a.d == 0) return -1;  // nothing to copy (and the empty buffer may be a null pointer)
-  LoaderColumn col;
-  col.src = a.x;
-  col.row_len = a.d;
-  col.itemsize = a.source == Source::u8 ? 1 : static_cast<int64_t>(sizeof(T));
-  col.u8_to_f32 = a.source == Source::u8;
-  col.scale = a.scale;
-  col.gather(idx + rows.begin, rows.size(), xb + rows.begin * a.d, false);
-  if (a.check_finite && a.source != Source::u8)
-    for (int64_t i = rows.begin; i < rows.end; ++i)
-      if (!row_finite(xb + i * a.d, a.d)) return idx[i];
+  if (a.source == Source::u8) {  // 1 byte per element: a row is a few lines, converted by the loader
+    LoaderColumn col;
+    col.src = a.x;
+    col.row_len = a.d;
+    col.itemsize = 1;
+    col.u8_to_f32 = true;
+    col.scale = a.scale;
+    for (int64_t i = rows.begin; i < rows.end; i += kPrefetchRows) {  // groups of rows, prefetching the next group
+      for (int64_t j = i + kPrefetchRows; j < std::min(rows.end, i + 2 * kPrefetchRows); ++j)
+        for (int64_t o = 0; o < a.d; o += 64) prefetch_line(static_cast<const char*>(a.x) + idx[j] * a.d + o);
+      col.gather(idx + i, std::min(kPrefetchRows, rows.end - i), xb + i * a.d, false);
+    }
+    return -1;
+  }
+  const T* x = static_cast<const T*>(a.x);
+  const auto row_bytes = static_cast<size_t>(a.d) * sizeof(T);
+  for (int64_t i = rows.begin; i < std::min(rows.end, rows.begin + kPrefetchRows); ++i)  // the first rows too
+    for (size_t o = 0; o < row_bytes; o += 64) prefetch_line(reinterpret_cast<const char*>(x + idx[i] * a.d) + o);
+  for (int64_t i = rows.begin; i < rows.end; ++i) {
+    const T* next = i + kPrefetchRows < rows.end ? x + idx[i + kPrefetchRows] * a.d : nullptr;
+    copy_row_prefetching(reinterpret_cast<char*>(xb + i * a.d), reinterpret_cast<const char*>(x + idx[i] * a.d),
+                         reinterpret_cast<const char*>(next), row_bytes);
+    if (a.check_finite && !row_finite(xb + i * a.d, a.d)) return idx[i];  // checked while the copy is in L1
+  }
   return -1;
 }
 
@@ -246,18 +362,19 @@ double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64
   return loss;
 }
 
-// The batch loop shared by both models, as phases (batch k, rows R, features F):
-//   phase 0       gather batch 0's rows                 chunks: rows
-//   phase 2k + 1  z[R] = X[R] @ W^T + b, then the loss  chunks: rows
-//                 and d(mean loss)/d(z) in place over z[R] (row_loss)
-//      step:      check the batch loss is finite; gb, bias update, bookkeeping
-//   phase 2k + 2  gW[:, F] = G^T @ X[:, F] (X[:, F] is a  chunks: columns, then
-//                 strided view, ldb = d: no reduction)   rows of batch k + 1
-//                 and the SGD update of W[:, F]; gather
-//                 batch k+1 (other buffer) meanwhile
-// Every output element is the same dot product whatever the chunking, so the
-// team agrees with the single-thread loop to rounding, and is bit-identical for
-// any team size >= 2. A team of 1 uses one chunk per phase: today's plain loop.
+// The batch loop shared by both models, as phases (batch k, chunks of rows R):
+//   rows of k     for each block of R: gather its rows (into the member's own      chunks: rows
+//                 buffer, which stays in L2), z = X @ W^T + b, the loss and
+//                 d(mean loss)/d(z) in place over z (row_loss), then add the
+//                 block's G^T @ X to R's partial weight gradient
+//      step:      check the gathered rows and the batch loss are finite; bias
+//                 gradient and update, bookkeeping
+//   update of k   sum the partials in chunk order and update W (and momentum)  chunks: elements of W
+//                 (for a small W, one chunk: done in the step above instead, so
+//                 a batch costs the team a single hand-off)
+// The chunks are fixed by the shapes (plan_chunks), and every sum runs in a
+// fixed order, so the result does not depend on the team size or on which
+// member ran which chunk.
 //
 // row_loss(z, idx, r0, m, bs, correct) gets logits z [m, c] of rows r0..r0+m of
 // a batch of bs (X rows idx[0..m)); returns their summed loss, writes the
@@ -268,71 +385,73 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   const int64_t bmax = std::min(a.batch_size, a.n_order);
   if (bmax <= 0) return r;
   const int nt = epoch_team_size(bmax, a.d, a.c);
-  const int64_t n_batches = n_chunks(a.n_order, a.batch_size);
-  // Chunk sizes (a team of 1: the whole batch / all columns in one chunk).
-  const int64_t row_chunk = nt > 1 ? std::max(kRowChunk, n_chunks(bmax, Phases::kMaxChunks / 2)) : bmax;
-  const int64_t col_chunk =
-      nt > 1 ? std::max(kColChunk, n_chunks(a.d, Phases::kMaxChunks / 2) * 16) : std::max<int64_t>(a.d, 1);
-  const int64_t col_chunks = std::max<int64_t>(1, n_chunks(a.d, col_chunk));  // every phase needs a chunk, even for d = 0
-  std::vector<T> xb[2] = {std::vector<T>(static_cast<size_t>(bmax * a.d)),
-                          std::vector<T>(n_batches > 1 ? static_cast<size_t>(bmax * a.d) : 0)};
-  std::vector<T> z(static_cast<size_t>(bmax * a.c)), gw(static_cast<size_t>(a.c * a.d)), gb(static_cast<size_t>(a.c));
-  std::vector<ChunkSlot> slots(static_cast<size_t>(n_chunks(bmax, row_chunk)));
+  const ChunkPlan plan = plan_chunks(bmax, a.d, a.c);
+  const int64_t n_batches = n_chunks(a.n_order, a.batch_size), wsize = a.c * a.d;
+  std::vector<std::vector<T>> xb(static_cast<size_t>(nt));  // one gathered block per member
+  for (auto& v : xb) v.resize(static_cast<size_t>(plan.block * a.d));
+  std::vector<T> z(static_cast<size_t>(bmax * a.c)), gb(static_cast<size_t>(a.c));
+  std::vector<T> parts(static_cast<size_t>(plan.parts * wsize));  // one [c, d] weight gradient per chunk
+  std::vector<ChunkSlot> slots(static_cast<size_t>(plan.parts));
   SgdOptions no_decay = a.opt;  // weight decay applies to w only
   no_decay.weight_decay = 0.0;
   bool first = a.first_step;  // written only in the sequential steps
-  std::atomic<int64_t> bad_row{-1};  // check_finite: a non-finite row some gather found
-  auto gather = [&](const int64_t* idx, Span rows, T* xb) {
-    const int64_t bad = gather_rows_of(a, idx, rows, xb);
-    if (bad >= 0) bad_row.store(bad, std::memory_order_relaxed);  // the phase's finish() publishes it
-  };
+  std::atomic<int64_t> bad_row[2] = {-1, -1};  // check_finite: a non-finite row of batch k (index k & 1)
 
   auto batch_rows = [&](int64_t k) { return std::min(a.batch_size, a.n_order - k * a.batch_size); };
+  // Phase s belongs to batch s / per_batch; its rows phase comes first. A small W
+  // (one update chunk) is updated in the sequential step: one phase per batch.
+  const uint64_t per_batch = plan.update_chunks == 1 ? 1 : 2;
+  auto rows_phase = [&](uint64_t s) { return s % per_batch == 0; };
   auto chunks_of = [&](uint64_t s) -> int64_t {
-    if (s == 0) return n_chunks(batch_rows(0), row_chunk);
-    const auto k = static_cast<int64_t>((s - 1) / 2);
-    if (s % 2 == 1) return n_chunks(batch_rows(k), row_chunk);
-    return col_chunks + (k + 1 < n_batches ? n_chunks(batch_rows(k + 1), row_chunk) : 0);
+    return rows_phase(s) ? n_chunks(batch_rows(static_cast<int64_t>(s / per_batch)), plan.chunk) : plan.update_chunks;
   };
-  auto run_chunk = [&](uint64_t s, int64_t i) {
-    if (s == 0) return gather(a.order, chunk(batch_rows(0), row_chunk, i), xb[0].data());
-    const auto k = static_cast<int64_t>((s - 1) / 2);
+  // Gathers the block of batch k's rows [r0, r0 + m) into x; false if one is not finite.
+  auto gather_block = [&](int64_t k, int64_t r0, int64_t m, T* x) {
+    const int64_t bad = gather_rows_of(a, a.order + k * a.batch_size + r0, Span{0, m}, x);
+    if (bad >= 0) bad_row[k & 1].store(bad, std::memory_order_relaxed);  // published by the chunk's finish()
+    return bad < 0;
+  };
+  // Row chunk i of batch k; `gathered`: its first block is in x already (claimed ahead).
+  auto run_rows = [&](int64_t k, int64_t i, T* x, bool gathered) {
     const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
-    const T* x = xb[k & 1].data();
-    if (s % 2 == 1) {  // rows: forward and loss
-      const Span rows = chunk(bs, row_chunk, i);
-      T* zr = z.data() + rows.begin * a.c;
-      linear_forward<T>(x + rows.begin * a.d, a.w, a.b, rows.size(), a.d, a.c, zr);
-      ChunkSlot& slot = slots[static_cast<size_t>(i)];
-      slot.correct = 0;
-      slot.loss = row_loss(zr, idx + rows.begin, rows.begin, rows.size(), bs, &slot.correct);
-    } else if (i < col_chunks) {  // columns: weight gradient and update
-      const Span cols = chunk(a.d, col_chunk, i);
-      gemm<T>(true, false, a.c, cols.size(), bs, T(1), z.data(), a.c, x + cols.begin, a.d, T(0),
-              gw.data() + cols.begin, a.d);
-      for (int64_t j = 0; j < a.c; ++j) {
-        const int64_t o = j * a.d + cols.begin;
-        sgd_update<T>(a.w + o, gw.data() + o, a.w_buf ? a.w_buf + o : nullptr, cols.size(), a.opt, first);
-      }
-    } else {  // rows of the next batch into the other buffer
-      gather(idx + a.batch_size, chunk(batch_rows(k + 1), row_chunk, i - col_chunks), xb[(k + 1) & 1].data());
+    const Span rows = chunk(bs, plan.chunk, i);
+    T* part = parts.data() + i * wsize;
+    ChunkSlot& slot = slots[static_cast<size_t>(i)];
+    slot = ChunkSlot{};
+    for (int64_t r0 = rows.begin; r0 < rows.end; r0 += plan.block) {
+      const int64_t m = std::min(rows.end - r0, plan.block);
+      if (!(gathered && r0 == rows.begin) && !gather_block(k, r0, m, x))
+        return;  // the step after this phase stops the epoch before any update
+      T* zr = z.data() + r0 * a.c;
+      linear_forward<T>(x, a.w, a.b, m, a.d, a.c, zr);
+      slot.loss += row_loss(zr, idx + r0, r0, m, bs, &slot.correct);
+      gemm<T>(true, false, a.c, a.d, m, T(1), zr, a.c, x, a.d, r0 == rows.begin ? T(0) : T(1), part, a.d);
     }
+  };
+  // Sums batch k's partials over W's elements e (in chunk order, into the first
+  // partial) and applies the SGD update to those elements.
+  auto run_update = [&](int64_t k, int64_t i) {
+    const Span el = chunk(wsize, plan.update, i);
+    if (el.size() <= 0) return;
+    const int64_t used = n_chunks(batch_rows(k), plan.chunk);
+    T* g = parts.data() + el.begin;
+    for (int64_t p = 1; p < used; ++p) {
+      const T* gp = parts.data() + p * wsize + el.begin;
+      for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
+    }
+    sgd_update<T>(a.w + el.begin, g, a.w_buf ? a.w_buf + el.begin : nullptr, el.size(), a.opt, first);
   };
   // The sequential step after phase s; false ends the epoch.
   auto after = [&](uint64_t s) {
-    if (s % 2 == 0) {  // a gather phase: stop before a batch with a non-finite row is used
-      r.nonfinite_row = bad_row.load(std::memory_order_relaxed);
-      if (r.nonfinite_row >= 0) return false;
-    }
-    if (s == 0) return true;
-    const auto k = static_cast<int64_t>((s - 1) / 2);
-    const int64_t bs = batch_rows(k);
-    if (s % 2 == 0) {
+    const auto k = static_cast<int64_t>(s / per_batch);
+    if (!rows_phase(s)) {
       first = false;
       return k + 1 < n_batches;
     }
-    double loss = 0.0;  // summed in chunk order: the same for any team size >= 2
-    const int64_t used = n_chunks(bs, row_chunk);
+    r.nonfinite_row = bad_row[k & 1].load(std::memory_order_relaxed);
+    if (r.nonfinite_row >= 0) return false;  // a gathered row holds NaN/inf: stop before any update
+    const int64_t bs = batch_rows(k), used = n_chunks(bs, plan.chunk);
+    double loss = 0.0;  // summed in chunk order: the same for any team size
     for (int64_t i = 0; i < used; ++i) loss += slots[static_cast<size_t>(i)].loss;
     if (!std::isfinite(loss)) {
       r.finite = false;
@@ -343,21 +462,36 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     r.loss_sum += loss;
     for (int64_t i = 0; i < used; ++i) r.correct += slots[static_cast<size_t>(i)].correct;
     r.rows += bs;
-    return true;
+    if (per_batch == 2) return true;
+    run_update(k, 0);
+    first = false;
+    return k + 1 < n_batches;
   };
 
   Phases phases;
-  run_team(nt, phases, [&](int) {
+  run_team(nt, phases, [&](int rank) {
     const BlasThreads single(1);  // thread-local in OpenBLAS: every member pins its own calls
+    T* x = xb[static_cast<size_t>(rank)].data();
+    int64_t ahead = -1;    // a chunk of phase s claimed while s - 1 ran, its first block in x
+    bool ahead_ok = true;  // ... and that block is finite
     for (uint64_t s = 0; !phases.stopped(); s = phases.wait_past(s)) {
       const int64_t n = chunks_of(s);
-      for (int64_t i; (i = phases.claim(s, n)) >= 0;) {
-        run_chunk(s, i);
+      const auto k = static_cast<int64_t>(s / per_batch);
+      auto run = [&](int64_t i, bool gathered) {
+        if (!rows_phase(s)) run_update(k, i);
+        else if (ahead_ok || !gathered) run_rows(k, i, x, gathered);
         if (phases.finish(n)) {
           if (after(s)) phases.open(s + 1);
           else phases.stop();
         }
-      }
+      };
+      if (ahead >= 0) run(std::exchange(ahead, -1), true);
+      for (int64_t i; (i = phases.claim(s, n)) >= 0;) run(i, false);
+      // Nothing left here: while the others finish s (and the update runs), gather the
+      // first block of a chunk of the next batch. Its rows do not depend on W.
+      if (per_batch == 1 && nt > 1 && k + 1 < n_batches && (ahead = phases.claim_next(s, chunks_of(s + 1))) >= 0)
+        ahead_ok = gather_block(k + 1, chunk(batch_rows(k + 1), plan.chunk, ahead).begin,
+                                std::min(plan.block, chunk(batch_rows(k + 1), plan.chunk, ahead).size()), x);
     }
   });
   return r;

@@ -61,8 +61,9 @@ template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss loss);
 
 // Threads one epoch runs on for batches of up to `batch` rows, d features and
-// c outputs: 1 for small batches (the plain single-thread loop), else up to
-// num_threads(). Exposed so tests can tell which path an epoch takes.
+// c outputs: 1 for small batches, else up to num_threads() (at most one per row
+// chunk of a batch). Every team size runs the same chunks, with the same results.
+// Exposed so tests can tell how many threads an epoch uses.
 int epoch_team_size(int64_t batch, int64_t d, int64_t c);
 
 // ---- one minibatch at a time (data-parallel training) -----------------------

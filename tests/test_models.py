@@ -387,9 +387,10 @@ def test_softmax_epoch_two_threads_equals_one_thread(rng, threads, n, momentum, 
     threads(1)
     assert _core.epoch_team_size(batch, d, c) == 1
     one = SoftmaxRegression(**kw).fit(X, y)
-    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
-    np.testing.assert_allclose(two.intercept_, one.intercept_, rtol=1e-6, atol=1e-6 * np.abs(one.intercept_).max())
-    np.testing.assert_allclose(two.history_["train_loss"], one.history_["train_loss"], rtol=1e-6)
+    # the chunks and every sum's order are fixed by the shapes: bit-identical results
+    np.testing.assert_array_equal(two.coef_, one.coef_)
+    np.testing.assert_array_equal(two.intercept_, one.intercept_)
+    assert two.history_["train_loss"] == one.history_["train_loss"]
     assert two.history_["train_acc"] == one.history_["train_acc"]
 
 
@@ -428,8 +429,8 @@ def test_regression_two_threads_equals_one_thread_and_torch(rng, threads, loss):
     two = LinearRegression(**kw).fit(X, y)
     threads(1)
     one = LinearRegression(**kw).fit(X, y)
-    np.testing.assert_allclose(two.coef_, one.coef_, rtol=1e-6, atol=1e-6 * np.abs(one.coef_).max())
-    assert two.intercept_ == pytest.approx(one.intercept_, rel=1e-6, abs=1e-6 * float(np.abs(one.coef_).max()))
+    np.testing.assert_array_equal(two.coef_, one.coef_)
+    assert two.intercept_ == one.intercept_
     fns = {
         "squared": lambda p, t: ((p[:, 0] - t) ** 2 / 2).mean(),
         "huber": lambda p, t: torch.nn.functional.huber_loss(p[:, 0], t, delta=1.0),
@@ -438,6 +439,28 @@ def test_regression_two_threads_equals_one_thread_and_torch(rng, threads, loss):
     kw.pop("loss"), kw.pop("random_state")
     w_ref, _ = _torch_reference(X, y, seed, c=1, loss_fn=fns[loss], dtype=torch.float32, **kw)
     np.testing.assert_allclose(two.coef_, w_ref[0], rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_big_batch_epoch_sums_several_blocks_per_chunk(rng, threads, dtype):
+    # c * d = 50 * 2000: at most 10 partial gradients, so a 1024-row batch is cut into
+    # chunks of two 64-row blocks each; still the torch loop, and the same for 1 and 2 threads.
+    n, d, c = 1100, 2000, 50
+    X = rng.standard_normal((n, d)).astype(dtype) / 8
+    y = rng.integers(0, c, n)
+    seed = _seed(rng)
+    kw = dict(lr=0.5, batch_size=1024, epochs=2, momentum=0.9, weight_decay=1e-3)
+    threads(2)
+    assert _core.epoch_team_size(1024, d, c) == 2
+    two = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    threads(1)
+    one = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    np.testing.assert_array_equal(two.coef_, one.coef_)
+    w_ref, b_ref = _torch_reference(X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy,
+                                    dtype=torch.from_numpy(X).dtype, **kw)
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(two.coef_, w_ref, rtol=tol, atol=tol * np.abs(w_ref).max())
+    np.testing.assert_allclose(two.intercept_, b_ref, rtol=tol, atol=tol * np.abs(b_ref).max())
 
 
 def test_two_thread_epoch_divergence_stops_cleanly(rng, threads):
@@ -454,8 +477,9 @@ def test_epoch_team_size_rules(threads):
     threads(2)
     assert _core.epoch_team_size(10, 2, 1) == 1  # d2l 3.2: far too small to split
     assert _core.epoch_team_size(256, 784, 10) == 2
-    assert _core.epoch_team_size(256, 200, 10) == 1  # one chunk of 128 feature columns: nothing to share
-    assert _core.epoch_team_size(100, 784, 10) == 1  # one chunk of 64 rows
+    assert _core.epoch_team_size(64, 784, 10) == 1  # one chunk of 64 rows: nothing to share
+    assert _core.epoch_team_size(100, 784, 10) == 2  # chunks of 64 and 36 rows
+    assert _core.epoch_team_size(256, 200, 10) == 2  # the team splits rows, not feature columns
     threads(1)
     assert _core.epoch_team_size(256, 784, 10) == 1  # set_num_threads(1): the single-thread loop
     with pytest.raises(ValueError, match="must be >= 1"):
