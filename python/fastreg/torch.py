@@ -230,9 +230,9 @@ class SGD(torch.optim.Optimizer):
         lr, momentum, dampening, weight_decay, nesterov, maximize = opts
         with torch.no_grad():
             _torch_sgd([params[i] for i in keep], [grads[i] for i in keep],
-                                sub_bufs if sub_bufs is not None else [None] * len(keep), foreach=False, lr=lr,
-                                momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                nesterov=nesterov, maximize=maximize)
+                       sub_bufs if sub_bufs is not None else [None] * len(keep), foreach=False, lr=lr,
+                       momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                       maximize=maximize)
         if bufs is not None:
             for i, b in zip(keep, sub_bufs):
                 bufs[i] = b
@@ -244,7 +244,7 @@ class SGD(torch.optim.Optimizer):
 
     def step(self, closure=None):
         """Perform one optimisation step (closure re-evaluates the loss, as torch)."""
-        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks_or_profiler()):
+        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks_or_profiler():
             return self._hooked_update(closure)
         loss = self._update(closure)
         self._optimizer_step_code()
