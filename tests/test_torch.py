@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -95,6 +96,108 @@ def test_sgd_bad_hyperparameters_raise_like_torch(kwargs, match):
         torch.optim.SGD(_model().parameters(), **kwargs)
 
 
+def test_sgd_step_hooks_fire_and_profiler_sees_step_and_zero_grad():
+    lin = _model()
+    opt = ft.SGD(lin.parameters(), lr=0.1)
+    calls = []
+    opt.register_step_pre_hook(lambda o, args, kwargs: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append("post"))
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: calls.append("global"))
+    try:
+        torch.nn.functional.cross_entropy(lin(torch.randn(4, 12)), torch.tensor([0, 1, 2, 3])).backward()
+        before = lin.weight.detach().clone()
+        opt.step()
+    finally:
+        handle.remove()
+    assert calls == ["global", "pre", "post"]
+    assert not torch.equal(lin.weight.detach(), before)  # the hooked path still steps
+    with torch.profiler.profile() as prof:
+        opt.step()
+        opt.zero_grad()
+    names = {e.name for e in prof.events()}
+    assert "Optimizer.step#SGD.step" in names and "Optimizer.zero_grad#SGD.zero_grad" in names
+    assert all(p.grad is None for p in lin.parameters())
+
+
+def test_sgd_zero_grad_and_lr_scheduler_as_torch():
+    ours, ref = _model(), _model()
+    opt_ours, opt_ref = ft.SGD(ours.parameters(), lr=0.1), torch.optim.SGD(ref.parameters(), lr=0.1)
+    x, y = torch.randn(4, 12), torch.tensor([0, 1, 2, 3])
+    for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads = [p.grad for p in model.parameters()]
+        opt.zero_grad(set_to_none=False)  # zeroed in place, same tensors
+        assert all(p.grad is g and not g.any() for p, g in zip(model.parameters(), grads))
+        opt.zero_grad()
+        assert all(p.grad is None for p in model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        scheds = [torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in (opt_ours, opt_ref)]
+        for _ in range(3):
+            for model, opt, sched in zip((ours, ref), (opt_ours, opt_ref), scheds):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                sched.step()
+    assert opt_ours.param_groups[0]["lr"] == opt_ref.param_groups[0]["lr"] == 0.1 * 0.5**3
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_sgd_momentum_state_only_for_parameters_with_a_gradient():
+    lin = _model()
+    frozen = torch.nn.Parameter(torch.ones(3))
+    params = [lin.weight, frozen, lin.bias]
+    ours = ft.SGD(params, lr=0.1, momentum=0.9)
+    ref_params = [p.detach().clone().requires_grad_() for p in params]
+    ref = torch.optim.SGD(ref_params, lr=0.1, momentum=0.9)
+    x, y = torch.randn(4, 12), torch.tensor([0, 1, 2, 3])
+    for _ in range(3):
+        for (w, _, b), opt in ((params, ours), (ref_params, ref)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(x @ w.t() + b, y).backward()
+            opt.step()
+    assert ours.state_dict()["state"].keys() == ref.state_dict()["state"].keys() == {0, 2}
+    for a, b in zip(params, ref_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sgd_half_precision_falls_back_to_torch_with_a_warning(dtype):
+    ours, ref = _model(dtype=dtype), _model(dtype=dtype)
+    opt_ours = ft.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g).to(dtype) for p in ours.parameters()]
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            for p, gr in zip(model.parameters(), grads):
+                p.grad = gr.clone()
+            if opt is opt_ours:
+                with pytest.warns(ft.FastregFallbackWarning, match="SGD"):
+                    opt.step()
+            else:
+                opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(opt_ours.state_dict()["state"][0]["momentum_buffer"],
+                               opt_ref.state_dict()["state"][0]["momentum_buffer"], rtol=0, atol=0)
+
+
+def test_sgd_errors():
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = ft.SGD([p], lr=0.1)
+    p.grad = torch.ones(4).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    p.grad = p.detach()  # the binding refuses a gradient sharing the parameter's memory
+    with pytest.raises(ValueError, match="share memory"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(4))
+
+
 # ---- cross-entropy ---------------------------------------------------------------
 
 CE_OPTIONS = [
@@ -174,6 +277,72 @@ def test_cross_entropy_no_grad_non_contiguous_and_retain_graph(rng):
     first = x2.grad.clone()
     loss.backward()
     torch.testing.assert_close(x2.grad, 2 * first)
+
+
+def test_cross_entropy_saved_gradient_is_never_handed_out(rng):
+    """backward twice on a leaf: changing the first .grad (or a torch.autograd.grad
+    result) in place must not change what the retained graph gives next time."""
+    x, y, _ = _ce_inputs(rng, torch.float32, n=9, c=4)
+    ref = x.clone().requires_grad_()
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    for reduction in ("mean", "sum", "none"):
+        xl = x.clone().requires_grad_()
+        loss = ft.cross_entropy(xl, y, reduction=reduction)
+        out = loss if reduction != "none" else loss.sum()
+        out.backward(retain_graph=True)
+        first = xl.grad.clone()
+        xl.grad.mul_(7.0)
+        xl.grad.zero_()
+        out.backward(retain_graph=True)
+        torch.testing.assert_close(xl.grad, first)
+        (g1,) = torch.autograd.grad(out, xl, retain_graph=True)
+        g1.fill_(123.0)
+        (g2,) = torch.autograd.grad(out, xl)
+        torch.testing.assert_close(g2, first)
+    torch.testing.assert_close(first * 1, ref.grad * (1 if reduction == "mean" else 9))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_without_a_graph(rng, reduction):
+    """no_grad, or an input that does not require grad: torch's value, no graph."""
+    x, y, w = _ce_inputs(rng, torch.float64, n=11, c=6)
+    want = torch.nn.functional.cross_entropy(x, y, weight=w, reduction=reduction, label_smoothing=0.1)
+    xr = x.clone().requires_grad_()
+    with torch.no_grad():
+        got = ft.cross_entropy(xr, y, weight=w, reduction=reduction, label_smoothing=0.1)
+    assert got.grad_fn is None and not got.requires_grad
+    torch.testing.assert_close(got, want)
+    got = ft.cross_entropy(x, y, weight=w, reduction=reduction, label_smoothing=0.1)
+    assert got.grad_fn is None and got.dtype == x.dtype and got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    with torch.inference_mode():
+        torch.testing.assert_close(ft.cross_entropy(xr, y, weight=w, reduction=reduction, label_smoothing=0.1), want)
+
+
+def test_cross_entropy_non_contiguous_target_and_weight(rng):
+    x, y, w = _ce_inputs(rng, torch.float32, n=10, c=5)
+    y2 = torch.stack([y, y], dim=1)[:, 0]  # a strided view
+    w2 = torch.stack([w, w], dim=1)[:, 1]
+    assert not y2.is_contiguous() and not w2.is_contiguous()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = ft.cross_entropy(xa, y2, weight=w2)
+    b = torch.nn.functional.cross_entropy(xb, y, weight=w)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cross_entropy_half_precision_falls_back_to_torch_with_a_warning(rng, dtype):
+    x, y, _ = _ce_inputs(rng, torch.float32, n=6, c=4)
+    xa, xb = x.to(dtype).requires_grad_(), x.to(dtype).requires_grad_()
+    with pytest.warns(ft.FastregFallbackWarning, match="cross_entropy"):
+        a = ft.CrossEntropyLoss()(xa, y)
+    b = torch.nn.functional.cross_entropy(xb, y)
+    a.backward()
+    b.backward()
+    assert a.dtype == dtype and torch.equal(a, b) and torch.equal(xa.grad, xb.grad)
 
 
 def test_cross_entropy_trains_through_a_linear_layer(rng):

@@ -12,13 +12,13 @@ inputs) are handed to torch itself, so results and exceptions stay torch's.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import optim as _optim
+from . import _core
 
 __all__ = ["SGD", "CrossEntropyLoss", "FastregFallbackWarning", "cross_entropy"]
 
@@ -30,67 +30,81 @@ class FastregFallbackWarning(UserWarning):
     """fastreg handed a call to torch because it has no fast kernel for these inputs."""
 
 
+_optimizer_module = importlib.import_module("torch.optim.optimizer")  # holds the global step hooks
+_profiler_enabled = torch._C._autograd._profiler_enabled
+_torch_sgd = importlib.import_module("torch.optim.sgd").sgd  # torch's functional update, for the fallback
+
+
+def _global_step_hooks_or_profiler() -> bool:
+    return bool(_optimizer_module._global_optimizer_pre_hooks or _optimizer_module._global_optimizer_post_hooks
+                or _profiler_enabled())
+
+
 def _warn_fallback(what: str, why: str) -> None:
     warnings.warn(f"fastreg.torch.{what}: {why}; using torch's implementation", FastregFallbackWarning,
                   stacklevel=3)
 
 
-def _ops():
-    from . import ops  # the fused NumPy-level kernels
-
-    return ops
+def _run_kernel(x, target, weight, ignore_index, reduction, label_smoothing, grad):
+    """The fused kernel on CPU tensors that _fast_path_ok accepted (x detached): returns
+    the loss as a tensor and, when `grad` (a contiguous tensor like x) is given, writes
+    d(loss)/d(x) into it. Memory is shared with NumPy, never copied, except to make a
+    non-contiguous input contiguous. The binding checks everything else."""
+    if not x.is_contiguous():
+        x = x.contiguous()
+    if not target.is_contiguous():
+        target = target.contiguous()
+    w = None if weight is None else weight.contiguous().numpy()
+    g = None if grad is None else grad.numpy()
+    if reduction == "none":
+        rows = torch.empty(x.shape[0], dtype=x.dtype)
+        _core.cross_entropy(x.numpy(), target.numpy(), w, ignore_index, reduction, label_smoothing, g, rows.numpy())
+        return rows
+    loss = _core.cross_entropy(x.numpy(), target.numpy(), w, ignore_index, reduction, label_smoothing, g, None)
+    return torch.scalar_tensor(loss, dtype=x.dtype)
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
-    """Forward runs the fused loss+gradient kernel and saves the gradient, so
+    """Forward runs the fused loss+gradient kernel and keeps the gradient, so
     backward is one multiply by grad_output."""
 
     @staticmethod
     def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
-        x = logits.detach()
-        if not x.is_contiguous():
-            x = x.contiguous()
-        t = target.detach()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        w = None if weight is None else weight.detach().contiguous().numpy()
-        kwargs = dict(weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
-        if logits.requires_grad:
-            grad = torch.empty_like(x, memory_format=torch.contiguous_format)
-            loss, _ = _ops().cross_entropy_with_grad(x.numpy(), t.numpy(), out=grad.numpy(), **kwargs)
-            ctx.save_for_backward(grad)
-        else:
-            loss = _ops().cross_entropy(x.numpy(), t.numpy(), **kwargs)
-        ctx.reduction = reduction
-        return torch.as_tensor(np.asarray(loss, dtype=x.numpy().dtype))
+        x = logits.detach()  # .numpy() refuses a tensor that requires grad
+        grad = torch.empty_like(x, memory_format=torch.contiguous_format)
+        loss = _run_kernel(x, target, weight, ignore_index, reduction, label_smoothing, grad)
+        # An attribute rather than save_for_backward (cheaper): the gradient is neither an
+        # input nor an output, and nothing writes to it after this point, so backward can
+        # run any number of times (retain_graph=True) and always sees the same values.
+        ctx.grad = grad
+        ctx.rows = reduction == "none"
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad,) = ctx.saved_tensors
-        if ctx.reduction == "none":
-            g = grad * grad_output.unsqueeze(1)
-        else:
-            g = grad * grad_output
-        return g, None, None, None, None, None
+        scale = grad_output.unsqueeze(1) if ctx.rows else grad_output
+        # Always a fresh tensor: handing out ctx.grad itself would let a caller of
+        # torch.autograd.grad modify what a retained graph's next backward returns.
+        return ctx.grad * scale, None, None, None, None, None
 
 
 def _fast_path_ok(input, target, weight, reduction, label_smoothing) -> bool:
     """True when the fused CPU kernel covers these inputs; anything else goes to
-    torch, which computes the same thing or raises its own exception."""
+    torch, which computes the same thing or raises its own exception. Cheapest
+    checks first: this runs on every call."""
     if not isinstance(input, torch.Tensor) or not isinstance(target, torch.Tensor):
         return False
-    if input.dim() != 2 or input.dtype not in _FAST_DTYPES or input.device.type != "cpu":
+    if input.dtype not in _FAST_DTYPES or not input.is_cpu or input.dim() != 2:
         return False
-    if target.device.type != "cpu" or target.requires_grad:
+    if not target.is_cpu or target.requires_grad:
         return False
     if target.dtype == torch.int64:
-        if target.shape != input.shape[:1]:
+        if target.dim() != 1 or target.shape[0] != input.shape[0]:
             return False
     elif target.dtype != input.dtype or target.shape != input.shape:
         return False
     if weight is not None and (not isinstance(weight, torch.Tensor) or weight.shape != input.shape[1:]
-                               or weight.dtype != input.dtype or weight.device.type != "cpu"
-                               or weight.requires_grad):
+                               or weight.dtype != input.dtype or not weight.is_cpu or weight.requires_grad):
         return False
     if reduction not in _REDUCTIONS:
         return False
@@ -105,18 +119,23 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     or class probabilities [N, C]. Autograd-aware: the fused kernel computes the
     gradient during the forward pass.
     """
+    if _fast_path_ok(input, target, weight, reduction, label_smoothing):
+        if input.requires_grad and torch.is_grad_enabled():
+            return _FusedCrossEntropy.apply(input, target, weight, int(ignore_index), reduction,
+                                            float(label_smoothing))
+        # No graph to build: the loss alone, without the autograd Function's cost.
+        return _run_kernel(input.detach(), target, weight, int(ignore_index), reduction, float(label_smoothing),
+                           None)
     devices = {t.device for t in (input, target, weight) if isinstance(t, torch.Tensor)}
     if len(devices) > 1:
         raise RuntimeError(
             "Expected all tensors to be on the same device, but found at least two devices: "
             + ", ".join(sorted(str(d) for d in devices))
         )
-    if not _fast_path_ok(input, target, weight, reduction, label_smoothing):
-        if isinstance(input, torch.Tensor) and (input.is_cuda or input.dtype in (torch.float16, torch.bfloat16)):
-            _warn_fallback("cross_entropy", f"no fused kernel for {input.dtype} on {input.device} yet")
-        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                               label_smoothing=label_smoothing)
-    return _FusedCrossEntropy.apply(input, target, weight, int(ignore_index), reduction, float(label_smoothing))
+    if isinstance(input, torch.Tensor) and (input.is_cuda or input.dtype in (torch.float16, torch.bfloat16)):
+        _warn_fallback("cross_entropy", f"no fused kernel for {input.dtype} on {input.device} yet")
+    return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
 
 
 class CrossEntropyLoss(torch.nn.Module):
@@ -135,8 +154,7 @@ class CrossEntropyLoss(torch.nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
-        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                             reduction=self.reduction, label_smoothing=self.label_smoothing)
+        return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
@@ -169,34 +187,77 @@ class SGD(torch.optim.Optimizer):
             group.setdefault("nesterov", False)
             group.setdefault("maximize", False)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Perform one optimisation step (closure re-evaluates the loss, as torch)."""
+    def _update(self, closure=None):
+        """One optimisation step (closure re-evaluates the loss, as torch)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, bufs = [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("fastreg.torch.SGD does not support sparse gradients")
-                params.append(p)
-                grads.append(p.grad)
-                bufs.append(self.state[p].get("momentum_buffer") if group["momentum"] != 0 else None)
-            if not params:
-                continue
-            opts = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                        weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                        maximize=group["maximize"])
-            if any(p.device.type != "cpu" or p.dtype not in _FAST_DTYPES for p in params):
-                _warn_fallback("SGD.step", "no fused kernel for these parameters' device/dtype yet")
-                torch.optim.sgd.sgd(params, grads, bufs, foreach=False, **opts)
+            momentum = group["momentum"]
+            params = group["params"]
+            if momentum != 0:  # torch's bookkeeping: state only for parameters that have a gradient
+                params = [p for p in params if p.grad is not None]
+                bufs = [self.state[p].get("momentum_buffer") for p in params]
             else:
-                _optim.sgd_step(params, grads, bufs if group["momentum"] != 0 else None, **opts)
-            if group["momentum"] != 0:
+                bufs = None
+            grads = [p.grad for p in params]  # a None gradient: the kernel skips its parameter, as torch
+            opts = (group["lr"], momentum, group["dampening"], group["weight_decay"], group["nesterov"],
+                    group["maximize"])
+            try:
+                # One call for the whole group; it checks every entry before writing any.
+                _core.sgd_update_many(params, grads, bufs, *opts)
+            except (TypeError, ValueError) as err:
+                self._fallback(params, grads, bufs, opts, err)
+            if bufs is not None:  # the first step created the buffers in place in `bufs`
                 for p, buf in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = buf
         return loss
+
+    @staticmethod
+    def _fallback(params, grads, bufs, opts, err):
+        """The fused update refused the group (having written nothing): torch's own update
+        when it holds parameters fastreg has no kernel for (CUDA, half precision), else
+        the error itself."""
+        live = [(p, g) for p, g in zip(params, grads) if g is not None]
+        if any(g.is_sparse for _, g in live):
+            raise RuntimeError("fastreg.torch.SGD does not support sparse gradients") from None
+        if not any(not p.is_cpu or p.dtype not in _FAST_DTYPES for p, _ in live):
+            raise err
+        _warn_fallback("SGD.step", "no fused kernel for these parameters' device/dtype yet")
+        keep = [i for i, g in enumerate(grads) if g is not None]
+        sub_bufs = None if bufs is None else [bufs[i] for i in keep]
+        lr, momentum, dampening, weight_decay, nesterov, maximize = opts
+        with torch.no_grad():
+            _torch_sgd([params[i] for i in keep], [grads[i] for i in keep],
+                       sub_bufs if sub_bufs is not None else [None] * len(keep), foreach=False, lr=lr,
+                       momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                       maximize=maximize)
+        if bufs is not None:
+            for i, b in zip(keep, sub_bufs):
+                bufs[i] = b
+
+    # torch wraps every Optimizer subclass's step in a profiler record_function plus the
+    # step-hook loops; record_function alone costs ~10 us a call. Here both are paid only
+    # when needed: a profiler running or a hook registered takes torch's own wrapper.
+    _hooked_update = torch.optim.Optimizer.profile_hook_step(_update)
+
+    def step(self, closure=None):
+        """Perform one optimisation step (closure re-evaluates the loss, as torch)."""
+        if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks_or_profiler():
+            return self._hooked_update(closure)
+        loss = self._update(closure)
+        self._optimizer_step_code()
+        return loss
+
+    step.hooked = True  # tells Optimizer.__init__ not to wrap step again
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As torch's; with set_to_none (the default) and no profiler running, without
+        torch's record_function (~10 us a call)."""
+        if not set_to_none or _profiler_enabled():
+            return super().zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
