@@ -185,21 +185,60 @@ FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64
 // With few classes the per-row work above is mostly overhead (horizontal max and
 // sum, a scalar exp tail, a std::log, per row). Below kLaneMaxC the rows are
 // instead taken W at a time, lane l holding row l: every column j is one vector
-// (a strided gather), so the max, the sums, the log and the loss are plain
-// vertical operations and nothing is reduced across lanes. The per-row result is
+// (W x W tiles transposed in registers), so the max, the sums, the log and the
+// loss are plain vertical operations and nothing is reduced across lanes. The per-row result is
 // the same math as xent_rows; the sum of exps is kept as t = s - 1 (the max
 // entries contribute e - 1 = 0 exactly, the others e) and the row's log is
 // log1p(t), so a confident row (t tiny) keeps its small loss accurate.
 constexpr int64_t kLaneMaxC = 16;
 
+// cols[j * W + r] = p[r * c + j] for the W rows at p (row stride c), j < c: W x W
+// tiles at columns 0, W, 2W, ..., and when W does not divide c a last one at
+// c - W overlapping the one before (c < W: one tile of masked loads). Nothing is
+// read outside the W rows.
+template <class V>
+FASTREG_INLINE void rows_to_cols(const typename V::T* p, int64_t c, typename V::T* cols) {
+  constexpr int64_t W = V::W;
+  typename V::R tile[W];
+  if (c < W) {
+    V::load_tile_part(p, c, c, tile);
+    for (int64_t k = 0; k < c; ++k) V::store(cols + k * W, tile[k]);
+    return;
+  }
+  for (int64_t s = 0;; s += W) {
+    if (s + W > c) s = c - W;
+    V::load_tile(p + s, c, tile);
+    for (int64_t k = 0; k < W; ++k) V::store(cols + (s + k) * W, tile[k]);
+    if (s + W == c) return;
+  }
+}
+
+// The inverse: p[r * c + j] = cols[j * W + r]. Overlapping tiles store the same
+// values twice; nothing is written outside the W rows.
+template <class V>
+FASTREG_INLINE void cols_to_rows(const typename V::T* cols, int64_t c, typename V::T* p) {
+  constexpr int64_t W = V::W;
+  typename V::R tile[W];
+  if (c < W) {
+    for (int64_t k = 0; k < c; ++k) tile[k] = V::load(cols + k * W);
+    for (int64_t k = c; k < W; ++k) tile[k] = V::zero();
+    V::store_tile_part(p, c, c, tile);
+    return;
+  }
+  for (int64_t s = 0;; s += W) {
+    if (s + W > c) s = c - W;
+    for (int64_t k = 0; k < W; ++k) tile[k] = V::load(cols + (s + k) * W);
+    V::store_tile(p + s, c, tile);
+    if (s + W == c) return;
+  }
+}
+
 // W rows starting at x (row stride c; t and g alike: g receives all W rows),
-// labels y[0..W). buf holds 3 * c * W scratch values;
-// oidx the c * W gather indices that turn the column layout back into rows.
-// row_out gets W losses.
+// labels y[0..W). buf holds 3 * c * W scratch values; row_out gets W losses.
 template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
 FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const typename V::T* x, const int64_t* y,
                                     const typename V::T* t, typename V::T* g, double r, double wsum,
-                                    double* row_out, typename V::T* buf, const int32_t* oidx) {
+                                    double* row_out, typename V::T* buf) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int64_t W = V::W;
@@ -214,12 +253,10 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   R vy = V::set1(-1), vvalid = V::set1(1);
   if constexpr (!kProb) V::labels(y, a.ignore_index, vy, vvalid);
 
+  rows_to_cols<V>(x, c, xt);
+  if constexpr (kProb) rows_to_cols<V>(t, c, ut);
   R m = V::set1(-std::numeric_limits<T>::infinity());
-  for (int64_t j = 0; j < c; ++j) {
-    const R xj = V::gather(x + j, c);
-    V::store(xt + j * W, xj);
-    m = V::max(m, xj);
-  }
+  for (int64_t j = 0; j < c; ++j) m = V::max(m, V::load(xt + j * W));
 
   const T ct = static_cast<T>(1.0 - a.label_smoothing);
   const T c0 = static_cast<T>(a.label_smoothing / static_cast<double>(c));
@@ -235,7 +272,7 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
     acc = V::add(acc, V::sub(e, one));
     cnt = V::add(cnt, one);
     if constexpr (kProb) {
-      R u = V::fmadd(V::gather(t + j, c), V::set1(ct), V::set1(c0));
+      R u = V::fmadd(V::load(ut + j * W), V::set1(ct), V::set1(c0));
       if constexpr (kW) u = V::mul(u, V::set1(w[j]));
       V::store(ut + j * W, u);
       dot = V::add(dot, V::mul_nz(u, d));
@@ -290,9 +327,7 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
     }
     V::store(et + j * W, gj);
   }
-  // Back to row-major: the W rows are c * W contiguous values, each vector of W
-  // of them gathered from the column buffer (no scatter in AVX2).
-  for (int64_t k = 0; k < c; ++k) V::store(g + k * W, V::gather_idx(et, oidx + k * W));
+  cols_to_rows<V>(et, c, g);
 }
 
 template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
@@ -302,15 +337,11 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
   constexpr int64_t W = V::W;
   const int64_t c = a.c;
   alignas(32) T buf[3 * kLaneMaxC * W];
-  // Element q of a block's row-major output is row q / c, column q % c: in the
-  // column buffer, (q % c) * W + q / c.
-  int32_t oidx[kLaneMaxC * W];
-  for (int64_t q = 0; q < c * W; ++q) oidx[q] = static_cast<int32_t>((q % c) * W + q / c);
   int64_t i = b;
   for (; i + W <= e; i += W)
     xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
                                                   kProb ? a.target_probs + i * c : nullptr,
-                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf, oidx);
+                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf);
   if (i == e) return;
   // Last rows: copied into W zero-padded rows (labels padded with ignore_index),
   // so the block never reads or writes past the arrays; only the real rows are
@@ -325,8 +356,7 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
     std::fill(ypad, ypad + W, a.ignore_index);
     std::copy(a.target + i, a.target + e, ypad);
   }
-  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf,
-                                                oidx);
+  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf);
   std::copy(lpad, lpad + k, row_out + i);
   if (kGrad) std::copy(gpad, gpad + k * c, a.grad + i * c);
 }
