@@ -192,24 +192,24 @@ FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64
 // log1p(t), so a confident row (t tiny) keeps its small loss accurate.
 constexpr int64_t kLaneMaxC = 16;
 
-// cols[j * W + r] = p[r * c + j] for the W rows at p (row stride c), j < c: W x W
-// tiles at columns 0, W, 2W, ..., and when W does not divide c a last one at
-// c - W overlapping the one before (c < W: one tile of masked loads). Nothing is
-// read outside the W rows.
+// cols[j * W + r] = p[r * c + j] for the W rows at p (row stride c), j < c:
+// tiles of TW columns at 0, TW, 2TW, ..., and when TW does not divide c a last
+// one at c - TW overlapping the one before (c < TW: one tile of masked loads).
+// Nothing is read outside the W rows.
 template <class V>
 FASTREG_INLINE void rows_to_cols(const typename V::T* p, int64_t c, typename V::T* cols) {
-  constexpr int64_t W = V::W;
-  typename V::R tile[W];
-  if (c < W) {
+  constexpr int64_t W = V::W, TW = V::TW;
+  typename V::R tile[TW];
+  if (c < TW) {
     V::load_tile_part(p, c, c, tile);
     for (int64_t k = 0; k < c; ++k) V::store(cols + k * W, tile[k]);
     return;
   }
-  for (int64_t s = 0;; s += W) {
-    if (s + W > c) s = c - W;
+  for (int64_t s = 0;; s += TW) {
+    if (s + TW > c) s = c - TW;
     V::load_tile(p + s, c, tile);
-    for (int64_t k = 0; k < W; ++k) V::store(cols + (s + k) * W, tile[k]);
-    if (s + W == c) return;
+    for (int64_t k = 0; k < TW; ++k) V::store(cols + (s + k) * W, tile[k]);
+    if (s + TW == c) return;
   }
 }
 
@@ -217,21 +217,91 @@ FASTREG_INLINE void rows_to_cols(const typename V::T* p, int64_t c, typename V::
 // values twice; nothing is written outside the W rows.
 template <class V>
 FASTREG_INLINE void cols_to_rows(const typename V::T* cols, int64_t c, typename V::T* p) {
-  constexpr int64_t W = V::W;
-  typename V::R tile[W];
-  if (c < W) {
+  constexpr int64_t W = V::W, TW = V::TW;
+  typename V::R tile[TW];
+  if (c < TW) {
     for (int64_t k = 0; k < c; ++k) tile[k] = V::load(cols + k * W);
-    for (int64_t k = c; k < W; ++k) tile[k] = V::zero();
+    for (int64_t k = c; k < TW; ++k) tile[k] = V::zero();
     V::store_tile_part(p, c, c, tile);
     return;
   }
-  for (int64_t s = 0;; s += W) {
-    if (s + W > c) s = c - W;
-    for (int64_t k = 0; k < W; ++k) tile[k] = V::load(cols + (s + k) * W);
+  for (int64_t s = 0;; s += TW) {
+    if (s + TW > c) s = c - TW;
+    for (int64_t k = 0; k < TW; ++k) tile[k] = V::load(cols + (s + k) * W);
     V::store_tile(p + s, c, tile);
-    if (s + W == c) return;
+    if (s + TW == c) return;
   }
 }
+
+// Two vectors side by side: a lane block of 2 V::W rows, as two independent
+// dependency chains that the out-of-order core overlaps (one block's chain,
+// max -> exps -> sum -> log1p -> divide -> gradient, is longer than its window).
+template <class V>
+struct Pair {
+  using T = typename V::T;
+  using H = typename V::R;
+  struct R {
+    H lo, hi;
+  };
+  static constexpr int64_t W = 2 * V::W, TW = V::TW;
+  static FASTREG_INLINE R load(const T* p) { return {V::load(p), V::load(p + V::W)}; }
+  static FASTREG_INLINE void store(T* p, R v) {
+    V::store(p, v.lo);
+    V::store(p + V::W, v.hi);
+  }
+  static FASTREG_INLINE R set1(T v) { return {V::set1(v), V::set1(v)}; }
+  static FASTREG_INLINE R zero() { return {V::zero(), V::zero()}; }
+#define FASTREG_PAIR_OP2(name) \
+  static FASTREG_INLINE R name(R a, R b) { return {V::name(a.lo, b.lo), V::name(a.hi, b.hi)}; }
+  FASTREG_PAIR_OP2(add)
+  FASTREG_PAIR_OP2(sub)
+  FASTREG_PAIR_OP2(mul)
+  FASTREG_PAIR_OP2(max)
+  FASTREG_PAIR_OP2(div)
+  FASTREG_PAIR_OP2(mul_nz)
+  FASTREG_PAIR_OP2(ge_one)
+  FASTREG_PAIR_OP2(mask_nz)
+#undef FASTREG_PAIR_OP2
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return {V::fmadd(a.lo, b.lo, c.lo), V::fmadd(a.hi, b.hi, c.hi)}; }
+  static FASTREG_INLINE R exp(R v) { return {V::exp(v.lo), V::exp(v.hi)}; }
+  static FASTREG_INLINE R log1p(R v) { return {V::log1p(v.lo), V::log1p(v.hi)}; }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return {V::select_eq(a.lo, b.lo, v.lo, other.lo), V::select_eq(a.hi, b.hi, v.hi, other.hi)};
+  }
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    V::labels(y, ignore, vy.lo, valid.lo);
+    V::labels(y + V::W, ignore, vy.hi, valid.hi);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) {
+    V::store_double(p, v.lo);
+    V::store_double(p + V::W, v.hi);
+  }
+  // A tile is V's tile of the first V::W rows beside that of the next V::W.
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    H a[TW], b[TW];
+    V::load_tile(p, stride, a);
+    V::load_tile(p + V::W * stride, stride, b);
+    for (int64_t k = 0; k < TW; ++k) cols[k] = {a[k], b[k]};
+  }
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    H a[TW], b[TW];
+    for (int64_t k = 0; k < TW; ++k) a[k] = cols[k].lo, b[k] = cols[k].hi;
+    V::store_tile(p, stride, a);
+    V::store_tile(p + V::W * stride, stride, b);
+  }
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    H a[TW], b[TW];
+    V::load_tile_part(p, stride, width, a);
+    V::load_tile_part(p + V::W * stride, stride, width, b);
+    for (int64_t k = 0; k < TW; ++k) cols[k] = {a[k], b[k]};
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    H a[TW], b[TW];
+    for (int64_t k = 0; k < TW; ++k) a[k] = cols[k].lo, b[k] = cols[k].hi;
+    V::store_tile_part(p, stride, width, a);
+    V::store_tile_part(p + V::W * stride, stride, width, b);
+  }
+};
 
 // W rows starting at x (row stride c; t and g alike: g receives all W rows),
 // labels y[0..W). buf holds 3 * c * W scratch values; row_out gets W losses.
@@ -365,12 +435,13 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
 template <class T>
 void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsum, double* row_out) {
   using V = Vec<T>;
+  using LaneV = std::conditional_t<(V::W > 1), Pair<V>, V>;  // scalar: one row at a time
   const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
   const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
   const bool lanes = a.c <= kLaneMaxC;
 #define FASTREG_XENT_CASE(W_, P_, S_, G_) \
   if (w == W_ && prob == P_ && smooth == S_ && grad == G_)                                      \
-    return lanes ? xent_lanes<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
+    return lanes ? xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
                  : xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
 #define FASTREG_XENT_CASES(W_, P_)        \
   FASTREG_XENT_CASE(W_, P_, false, false) \

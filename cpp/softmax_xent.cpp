@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "simd.hpp"
@@ -22,7 +23,7 @@ template <class T_>
 struct Vec {
   using T = T_;
   using R = T;
-  static constexpr int64_t W = 1;
+  static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
   static FASTREG_INLINE R load(const T* p) { return *p; }
   static FASTREG_INLINE void store(T* p, R v) { *p = v; }
   static FASTREG_INLINE R set1(T v) { return v; }
@@ -72,7 +73,7 @@ template <>
 struct Vec<float> {
   using T = float;
   using R = __m256;
-  static constexpr int64_t W = 8;
+  static constexpr int64_t W = 8, TW = 8;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_ps(v); }
@@ -185,7 +186,7 @@ template <>
 struct Vec<double> {
   using T = double;
   using R = __m256d;
-  static constexpr int64_t W = 4;
+  static constexpr int64_t W = 4, TW = 4;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_pd(v); }
