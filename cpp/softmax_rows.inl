@@ -50,11 +50,11 @@ FASTREG_INLINE T coef_scalar(int64_t j, const T* w, const T* t, T ct, T c0) {
   return u;
 }
 
-// One sweep over a row: the sum of exp(k (x_j - m)), optionally storing the
-// exps in e (may equal x) and accumulating sum u_j (x_j - m). Where u_j is a
-// target probability, a zero u_j contributes 0 even against a -inf logit
-// (0 * log 0 = 0, the mathematical limit).
-template <class V, bool kStore, bool kDot, bool kW, bool kT>
+// One sweep over a row: the sum of exp(k (x_j - m)) (k = 1 unless kScale),
+// optionally storing the exps in e (may equal x) and accumulating
+// sum u_j (x_j - m). Where u_j is a target probability, a zero u_j contributes
+// 0 even against a -inf logit (0 * log 0 = 0, the mathematical limit).
+template <class V, bool kStore, bool kDot, bool kW, bool kT, bool kScale = false>
 FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T m, typename V::T k,
                                 typename V::T* e, const typename V::T* w, const typename V::T* t,
                                 typename V::T ct, typename V::T c0) {
@@ -70,7 +70,7 @@ FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T
     R as = V::zero(), ad = V::zero(), au = V::zero();
     for (; j < end; j += W) {
       const R d = V::sub(V::load(x + j), vm);
-      const R ev = V::exp(V::mul(d, vk));
+      const R ev = V::exp_shifted(kScale ? V::mul(d, vk) : d);
       if constexpr (kStore) V::store(e + j, ev);
       as = V::add(as, ev);
       if constexpr (kDot) {
@@ -89,7 +89,7 @@ FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T
   }
   for (; j < c; ++j) {  // tail (fewer than W elements)
     const T d = x[j] - m;
-    const T ev = exp_scalar<T>(d * k);
+    const T ev = exp_shifted_scalar(kScale ? d * k : d);
     if constexpr (kStore) e[j] = ev;
     out.s += ev;
     if constexpr (kDot) {
@@ -263,7 +263,7 @@ struct Pair {
   FASTREG_PAIR_OP2(mask_nz)
 #undef FASTREG_PAIR_OP2
   static FASTREG_INLINE R fmadd(R a, R b, R c) { return {V::fmadd(a.lo, b.lo, c.lo), V::fmadd(a.hi, b.hi, c.hi)}; }
-  static FASTREG_INLINE R exp(R v) { return {V::exp(v.lo), V::exp(v.hi)}; }
+  static FASTREG_INLINE R exp_shifted(R v) { return {V::exp_shifted(v.lo), V::exp_shifted(v.hi)}; }
   static FASTREG_INLINE R log1p(R v) { return {V::log1p(v.lo), V::log1p(v.hi)}; }
   static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
     return {V::select_eq(a.lo, b.lo, v.lo, other.lo), V::select_eq(a.hi, b.hi, v.hi, other.hi)};
@@ -335,7 +335,7 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   for (int64_t j = 0; j < c; ++j) {
     const R xj = V::load(xt + j * W);
     const R d = V::sub(xj, m);
-    const R e = V::exp(d);
+    const R e = V::exp_shifted(d);
     V::store(et + j * W, e);
     // acc + (cnt - 1) = s - 1; NaN entries fail the >= and reach acc.
     const R one = V::ge_one(xj, m);
@@ -489,16 +489,21 @@ void logsumexp_range(const T* x, T* out, int64_t c, double temperature, int64_t 
       out[i] = nan ? std::numeric_limits<T>::quiet_NaN() : m;
       continue;
     }
-    const RowSums rs = row_sums<V, false, false, false, false>(xr, c, m, static_cast<T>(1.0 / temperature), nullptr,
-                                                                nullptr, nullptr, T(0), T(0));
+    const RowSums rs = row_sums<V, false, false, false, false, true>(xr, c, m, static_cast<T>(1.0 / temperature),
+                                                                      nullptr, nullptr, nullptr, T(0), T(0));
     out[i] = static_cast<T>(static_cast<double>(m) + temperature * std::log(rs.s));
   }
 }
 
 template <class T>
-void vexp_range(const T* x, T* out, int64_t b, int64_t e) {
+void vexp_range(const T* x, T* out, int64_t b, int64_t e, bool shifted) {
   using V = Vec<T>;
   int64_t j = b;
+  if (shifted) {
+    for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp_shifted(V::load(x + j)));
+    for (; j < e; ++j) out[j] = exp_shifted_scalar(x[j]);
+    return;
+  }
   for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp(V::load(x + j)));
   for (; j < e; ++j) out[j] = exp_scalar<T>(x[j]);
 }

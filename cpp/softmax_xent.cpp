@@ -35,6 +35,7 @@ struct Vec {
   static FASTREG_INLINE R max(R a, R b) { return b > a ? b : a; }
   static FASTREG_INLINE R mul_nz(R u, R d) { return u == T(0) ? T(0) : u * d; }
   static FASTREG_INLINE R exp(R v) { return exp_scalar<T>(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_scalar(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_scalar<T>(v); }
   static FASTREG_INLINE R div(R a, R b) { return a / b; }
   // A W x W tile (here 1 x 1): see the AVX2 policy.
@@ -87,6 +88,7 @@ struct Vec<float> {
     return _mm256_and_ps(_mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_NEQ_UQ), _mm256_mul_ps(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx2(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
   static FASTREG_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
   // The 8 x 8 tile of rows p + r * stride, r < 8 (8 values each) transposed:
@@ -200,6 +202,7 @@ struct Vec<double> {
     return _mm256_and_pd(_mm256_cmp_pd(u, _mm256_setzero_pd(), _CMP_NEQ_UQ), _mm256_mul_pd(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx2(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
   static FASTREG_INLINE R div(R a, R b) { return _mm256_div_pd(a, b); }
   // 4 x 4 tiles, as Vec<float>'s 8 x 8 ones.
@@ -404,14 +407,14 @@ void logsumexp_rows(const T* x, T* out, int64_t n, int64_t c, double temperature
 }
 
 template <class T>
-void vexp(const T* x, T* out, int64_t n) {
+void vexp(const T* x, T* out, int64_t n, bool shifted) {
   const bool avx2 = use_avx2();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e);
+    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
 #endif
     (void)avx2;
-    scalar_rows::vexp_range<T>(x, out, b, e);
+    scalar_rows::vexp_range<T>(x, out, b, e, shifted);
   });
 }
 
@@ -431,7 +434,7 @@ void vlog1p(const T* x, T* out, int64_t n) {
   template double softmax_cross_entropy<T>(const XentArgs<T>&);                \
   template void softmax_rows<T>(const T*, T*, int64_t, int64_t, bool);         \
   template void logsumexp_rows<T>(const T*, T*, int64_t, int64_t, double);     \
-  template void vexp<T>(const T*, T*, int64_t);                                \
+  template void vexp<T>(const T*, T*, int64_t, bool);                          \
   template void vlog1p<T>(const T*, T*, int64_t);
 FASTREG_INSTANTIATE(float)
 FASTREG_INSTANTIATE(double)

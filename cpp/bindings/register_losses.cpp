@@ -196,8 +196,10 @@ void logsumexp(const py::object& x_obj, const py::object& out_obj, double temper
   }
 }
 
-// exp (or log1p, for x >= 0) of a whole array with the active SIMD level.
-void elementwise(const py::object& x_obj, const py::object& out_obj, bool log1p) {
+// exp (or the kernels' exp of shifted logits, or log1p for x >= 0) of a whole
+// array with the active SIMD level.
+enum class Elementwise { exp, exp_shifted, log1p };
+void elementwise(const py::object& x_obj, const py::object& out_obj, Elementwise f) {
   py::array x = check_float_input(x_obj, "x");
   py::array out = check_out(out_obj, "out", x, {{&x, "x"}}, &x);
   require_same_shape(x, "x", out, "out");
@@ -206,12 +208,12 @@ void elementwise(const py::object& x_obj, const py::object& out_obj, bool log1p)
     const float* xp = ptr<float>(x);
     float* op = mptr<float>(out);
     py::gil_scoped_release release;
-    log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n);
+    f == Elementwise::log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n, f == Elementwise::exp_shifted);
   } else {
     const double* xp = ptr<double>(x);
     double* op = mptr<double>(out);
     py::gil_scoped_release release;
-    log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n);
+    f == Elementwise::log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n, f == Elementwise::exp_shifted);
   }
 }
 
@@ -296,10 +298,15 @@ void register_losses(py::module_& m) {
   m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("temperature") = 1.0,
         "Row-wise temperature * log(sum(exp(x / temperature))) of a C-contiguous [N, C] array into out [N].");
   m.def(
-      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, false); }, py::arg("x"),
+      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp); }, py::arg("x"),
       py::arg("out"), "exp of a C-contiguous float array with the active SIMD level (accuracy tests).");
   m.def(
-      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, true); }, py::arg("x"),
+      "vexp_shifted", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp_shifted); },
+      py::arg("x"), py::arg("out"),
+      "The row kernels' exp of shifted logits (inputs <= 0) of a C-contiguous float array with the active SIMD "
+      "level (accuracy tests).");
+  m.def(
+      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::log1p); }, py::arg("x"),
       py::arg("out"),
       "log1p of a C-contiguous float array of values >= 0 with the active SIMD level (accuracy tests).");
   m.def("regression_loss", &regression, py::arg("kind"), py::arg("input"), py::arg("target"), py::arg("param"),
