@@ -386,6 +386,48 @@ def test_fast_path_and_general_path_agree(rng):
         ops.cross_entropy_with_grad(x, y, out=out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
+    # _core.cross_entropy_fast runs plain C-contiguous arrays with int64 labels in one call and
+    # returns None where ops must convert first; what it returns equals the general path's.
+    x, y = _make_xent(rng, dtype, False, n=37, c=7)
+    w = (rng.random(7) + 0.1).astype(dtype)
+    y3 = np.where(y == -100, 3, y)  # ignore_index 3, a valid class
+    for y, kw in [(y, dict()), (y, dict(weight=w, reduction="sum")), (y, dict(reduction="none", label_smoothing=0.3)),
+                  (y3, dict(ignore_index=3, weight=w))]:
+        args = (kw.get("weight"), kw.get("ignore_index", -100), kw.get("reduction", "mean"),
+                kw.get("label_smoothing", 0.0))
+        out = np.empty_like(x)
+        fast_loss, fast_g = _core.cross_entropy_fast(x, y, *args, out, True)
+        assert fast_g is out
+        fast_only = _core.cross_entropy_fast(x, y, *args, None, False)
+        slow_loss, slow_g = ops.cross_entropy_with_grad(torch.tensor(x), torch.tensor(y), **kw)  # general path
+        assert type(fast_only) is type(fast_loss) and type(fast_loss) in (np.ndarray, np.dtype(dtype).type)
+        np.testing.assert_array_equal(fast_loss, slow_loss.numpy())
+        np.testing.assert_array_equal(fast_only, fast_loss)
+        np.testing.assert_array_equal(fast_g, slow_g.numpy())
+        loss, g = ops.cross_entropy_with_grad(x, y, **kw)
+        assert np.asarray(loss).dtype == dtype and g.dtype == dtype and g.shape == x.shape
+        np.testing.assert_array_equal(loss, fast_loss)
+    # Anything that needs a conversion goes to the general path (None), never a wrong answer.
+    args = (None, -100, "mean", 0.0, None, True)
+    for xx, yy in [(torch.tensor(x), y), (x, torch.tensor(y)), (x, y.astype(np.int32)), (x[:, ::2], y),
+                   (x[0], y[:1]), (np.asfortranarray(x), y)]:
+        assert _core.cross_entropy_fast(xx, yy, *args) is None
+    for ii, ls in [(True, 0.0), (np.int64(-100), 0.0), (-100, 0), (-100, np.float64(0.1)), (2**70, 0.0)]:
+        assert _core.cross_entropy_fast(x, y, None, ii, "mean", ls, None, True) is None
+    assert _core.cross_entropy_fast(x, y, None, -100, 3, 0.0, None, True) is None
+    # Bad values are still caught (by the same C++ checks as the general path).
+    bad = y.copy()
+    bad[5] = 7
+    with pytest.raises(IndexError, match="Target 7 at row 5"):
+        _core.cross_entropy_fast(x, bad, *args)
+    with pytest.raises(ValueError, match="reduction"):
+        _core.cross_entropy_fast(x, y, None, -100, "avg", 0.0, None, True)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _core.cross_entropy_fast(x, y, None, -100, "mean", 1.5, None, True)
+
+
 # ---------------- softmax family ----------------
 
 
