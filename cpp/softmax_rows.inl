@@ -50,11 +50,11 @@ FASTREG_INLINE T coef_scalar(int64_t j, const T* w, const T* t, T ct, T c0) {
   return u;
 }
 
-// One sweep over a row: the sum of exp(k (x_j - m)), optionally storing the
-// exps in e (may equal x) and accumulating sum u_j (x_j - m). Where u_j is a
-// target probability, a zero u_j contributes 0 even against a -inf logit
-// (0 * log 0 = 0, the mathematical limit).
-template <class V, bool kStore, bool kDot, bool kW, bool kT>
+// One sweep over a row: the sum of exp(k (x_j - m)) (k = 1 unless kScale),
+// optionally storing the exps in e (may equal x) and accumulating
+// sum u_j (x_j - m). Where u_j is a target probability, a zero u_j contributes
+// 0 even against a -inf logit (0 * log 0 = 0, the mathematical limit).
+template <class V, bool kStore, bool kDot, bool kW, bool kT, bool kScale = false>
 FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T m, typename V::T k,
                                 typename V::T* e, const typename V::T* w, const typename V::T* t,
                                 typename V::T ct, typename V::T c0) {
@@ -70,7 +70,7 @@ FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T
     R as = V::zero(), ad = V::zero(), au = V::zero();
     for (; j < end; j += W) {
       const R d = V::sub(V::load(x + j), vm);
-      const R ev = V::exp(V::mul(d, vk));
+      const R ev = V::exp_shifted(kScale ? V::mul(d, vk) : d);
       if constexpr (kStore) V::store(e + j, ev);
       as = V::add(as, ev);
       if constexpr (kDot) {
@@ -89,7 +89,7 @@ FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T
   }
   for (; j < c; ++j) {  // tail (fewer than W elements)
     const T d = x[j] - m;
-    const T ev = exp_scalar<T>(d * k);
+    const T ev = exp_shifted_scalar(kScale ? d * k : d);
     if constexpr (kStore) e[j] = ev;
     out.s += ev;
     if constexpr (kDot) {
@@ -185,21 +185,130 @@ FASTREG_INLINE void xent_rows(const XentArgs<typename V::T>& a, int64_t b, int64
 // With few classes the per-row work above is mostly overhead (horizontal max and
 // sum, a scalar exp tail, a std::log, per row). Below kLaneMaxC the rows are
 // instead taken W at a time, lane l holding row l: every column j is one vector
-// (a strided gather), so the max, the sums, the log and the loss are plain
-// vertical operations and nothing is reduced across lanes. The per-row result is
+// (W x W tiles transposed in registers), so the max, the sums, the log and the
+// loss are plain vertical operations and nothing is reduced across lanes. The per-row result is
 // the same math as xent_rows; the sum of exps is kept as t = s - 1 (the max
 // entries contribute e - 1 = 0 exactly, the others e) and the row's log is
 // log1p(t), so a confident row (t tiny) keeps its small loss accurate.
 constexpr int64_t kLaneMaxC = 16;
 
+// cols[j * W + r] = p[r * c + j] for the W rows at p (row stride c), j < c:
+// tiles of TW columns at 0, TW, 2TW, ..., and when TW does not divide c a last
+// one at c - TW overlapping the one before (c < TW: one tile of masked loads).
+// Nothing is read outside the W rows.
+template <class V>
+FASTREG_INLINE void rows_to_cols(const typename V::T* p, int64_t c, typename V::T* cols) {
+  constexpr int64_t W = V::W, TW = V::TW;
+  typename V::R tile[TW];
+  if (c < TW) {
+    V::load_tile_part(p, c, c, tile);
+    for (int64_t k = 0; k < c; ++k) V::store(cols + k * W, tile[k]);
+    return;
+  }
+  for (int64_t s = 0;; s += TW) {
+    if (s + TW > c) s = c - TW;
+    V::load_tile(p + s, c, tile);
+    for (int64_t k = 0; k < TW; ++k) V::store(cols + (s + k) * W, tile[k]);
+    if (s + TW == c) return;
+  }
+}
+
+// The inverse: p[r * c + j] = cols[j * W + r]. Overlapping tiles store the same
+// values twice; nothing is written outside the W rows.
+template <class V>
+FASTREG_INLINE void cols_to_rows(const typename V::T* cols, int64_t c, typename V::T* p) {
+  constexpr int64_t W = V::W, TW = V::TW;
+  typename V::R tile[TW];
+  if (c < TW) {
+    for (int64_t k = 0; k < c; ++k) tile[k] = V::load(cols + k * W);
+    for (int64_t k = c; k < TW; ++k) tile[k] = V::zero();
+    V::store_tile_part(p, c, c, tile);
+    return;
+  }
+  for (int64_t s = 0;; s += TW) {
+    if (s + TW > c) s = c - TW;
+    for (int64_t k = 0; k < TW; ++k) tile[k] = V::load(cols + (s + k) * W);
+    V::store_tile(p + s, c, tile);
+    if (s + TW == c) return;
+  }
+}
+
+// Two vectors side by side: a lane block of 2 V::W rows, as two independent
+// dependency chains that the out-of-order core overlaps (one block's chain,
+// max -> exps -> sum -> log1p -> divide -> gradient, is longer than its window).
+template <class V>
+struct Pair {
+  using T = typename V::T;
+  using H = typename V::R;
+  struct R {
+    H lo, hi;
+  };
+  static constexpr int64_t W = 2 * V::W, TW = V::TW;
+  static FASTREG_INLINE R load(const T* p) { return {V::load(p), V::load(p + V::W)}; }
+  static FASTREG_INLINE void store(T* p, R v) {
+    V::store(p, v.lo);
+    V::store(p + V::W, v.hi);
+  }
+  static FASTREG_INLINE R set1(T v) { return {V::set1(v), V::set1(v)}; }
+  static FASTREG_INLINE R zero() { return {V::zero(), V::zero()}; }
+#define FASTREG_PAIR_OP2(name) \
+  static FASTREG_INLINE R name(R a, R b) { return {V::name(a.lo, b.lo), V::name(a.hi, b.hi)}; }
+  FASTREG_PAIR_OP2(add)
+  FASTREG_PAIR_OP2(sub)
+  FASTREG_PAIR_OP2(mul)
+  FASTREG_PAIR_OP2(max)
+  FASTREG_PAIR_OP2(div)
+  FASTREG_PAIR_OP2(mul_nz)
+  FASTREG_PAIR_OP2(ge_one)
+  FASTREG_PAIR_OP2(mask_nz)
+#undef FASTREG_PAIR_OP2
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return {V::fmadd(a.lo, b.lo, c.lo), V::fmadd(a.hi, b.hi, c.hi)}; }
+  static FASTREG_INLINE R exp_shifted(R v) { return {V::exp_shifted(v.lo), V::exp_shifted(v.hi)}; }
+  static FASTREG_INLINE R log1p(R v) { return {V::log1p(v.lo), V::log1p(v.hi)}; }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return {V::select_eq(a.lo, b.lo, v.lo, other.lo), V::select_eq(a.hi, b.hi, v.hi, other.hi)};
+  }
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    V::labels(y, ignore, vy.lo, valid.lo);
+    V::labels(y + V::W, ignore, vy.hi, valid.hi);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) {
+    V::store_double(p, v.lo);
+    V::store_double(p + V::W, v.hi);
+  }
+  // A tile is V's tile of the first V::W rows beside that of the next V::W.
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    H a[TW], b[TW];
+    V::load_tile(p, stride, a);
+    V::load_tile(p + V::W * stride, stride, b);
+    for (int64_t k = 0; k < TW; ++k) cols[k] = {a[k], b[k]};
+  }
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    H a[TW], b[TW];
+    for (int64_t k = 0; k < TW; ++k) a[k] = cols[k].lo, b[k] = cols[k].hi;
+    V::store_tile(p, stride, a);
+    V::store_tile(p + V::W * stride, stride, b);
+  }
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    H a[TW], b[TW];
+    V::load_tile_part(p, stride, width, a);
+    V::load_tile_part(p + V::W * stride, stride, width, b);
+    for (int64_t k = 0; k < TW; ++k) cols[k] = {a[k], b[k]};
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    H a[TW], b[TW];
+    for (int64_t k = 0; k < TW; ++k) a[k] = cols[k].lo, b[k] = cols[k].hi;
+    V::store_tile_part(p, stride, width, a);
+    V::store_tile_part(p + V::W * stride, stride, width, b);
+  }
+};
+
 // W rows starting at x (row stride c; t and g alike: g receives all W rows),
-// labels y[0..W). buf holds 3 * c * W scratch values;
-// oidx the c * W gather indices that turn the column layout back into rows.
-// row_out gets W losses.
+// labels y[0..W). buf holds 3 * c * W scratch values; row_out gets W losses.
 template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
 FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const typename V::T* x, const int64_t* y,
                                     const typename V::T* t, typename V::T* g, double r, double wsum,
-                                    double* row_out, typename V::T* buf, const int32_t* oidx) {
+                                    double* row_out, typename V::T* buf) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int64_t W = V::W;
@@ -214,12 +323,10 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   R vy = V::set1(-1), vvalid = V::set1(1);
   if constexpr (!kProb) V::labels(y, a.ignore_index, vy, vvalid);
 
+  rows_to_cols<V>(x, c, xt);
+  if constexpr (kProb) rows_to_cols<V>(t, c, ut);
   R m = V::set1(-std::numeric_limits<T>::infinity());
-  for (int64_t j = 0; j < c; ++j) {
-    const R xj = V::gather(x + j, c);
-    V::store(xt + j * W, xj);
-    m = V::max(m, xj);
-  }
+  for (int64_t j = 0; j < c; ++j) m = V::max(m, V::load(xt + j * W));
 
   const T ct = static_cast<T>(1.0 - a.label_smoothing);
   const T c0 = static_cast<T>(a.label_smoothing / static_cast<double>(c));
@@ -228,14 +335,14 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   for (int64_t j = 0; j < c; ++j) {
     const R xj = V::load(xt + j * W);
     const R d = V::sub(xj, m);
-    const R e = V::exp(d);
+    const R e = V::exp_shifted(d);
     V::store(et + j * W, e);
     // acc + (cnt - 1) = s - 1; NaN entries fail the >= and reach acc.
     const R one = V::ge_one(xj, m);
     acc = V::add(acc, V::sub(e, one));
     cnt = V::add(cnt, one);
     if constexpr (kProb) {
-      R u = V::fmadd(V::gather(t + j, c), V::set1(ct), V::set1(c0));
+      R u = V::fmadd(V::load(ut + j * W), V::set1(ct), V::set1(c0));
       if constexpr (kW) u = V::mul(u, V::set1(w[j]));
       V::store(ut + j * W, u);
       dot = V::add(dot, V::mul_nz(u, d));
@@ -290,9 +397,7 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
     }
     V::store(et + j * W, gj);
   }
-  // Back to row-major: the W rows are c * W contiguous values, each vector of W
-  // of them gathered from the column buffer (no scatter in AVX2).
-  for (int64_t k = 0; k < c; ++k) V::store(g + k * W, V::gather_idx(et, oidx + k * W));
+  cols_to_rows<V>(et, c, g);
 }
 
 template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
@@ -302,15 +407,11 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
   constexpr int64_t W = V::W;
   const int64_t c = a.c;
   alignas(32) T buf[3 * kLaneMaxC * W];
-  // Element q of a block's row-major output is row q / c, column q % c: in the
-  // column buffer, (q % c) * W + q / c.
-  int32_t oidx[kLaneMaxC * W];
-  for (int64_t q = 0; q < c * W; ++q) oidx[q] = static_cast<int32_t>((q % c) * W + q / c);
   int64_t i = b;
   for (; i + W <= e; i += W)
     xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
                                                   kProb ? a.target_probs + i * c : nullptr,
-                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf, oidx);
+                                                  kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf);
   if (i == e) return;
   // Last rows: copied into W zero-padded rows (labels padded with ignore_index),
   // so the block never reads or writes past the arrays; only the real rows are
@@ -325,8 +426,7 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
     std::fill(ypad, ypad + W, a.ignore_index);
     std::copy(a.target + i, a.target + e, ypad);
   }
-  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf,
-                                                oidx);
+  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf);
   std::copy(lpad, lpad + k, row_out + i);
   if (kGrad) std::copy(gpad, gpad + k * c, a.grad + i * c);
 }
@@ -335,12 +435,13 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
 template <class T>
 void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsum, double* row_out) {
   using V = Vec<T>;
+  using LaneV = std::conditional_t<(V::W > 1), Pair<V>, V>;  // scalar: one row at a time
   const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
   const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
   const bool lanes = a.c <= kLaneMaxC;
 #define FASTREG_XENT_CASE(W_, P_, S_, G_) \
   if (w == W_ && prob == P_ && smooth == S_ && grad == G_)                                      \
-    return lanes ? xent_lanes<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
+    return lanes ? xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
                  : xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
 #define FASTREG_XENT_CASES(W_, P_)        \
   FASTREG_XENT_CASE(W_, P_, false, false) \
@@ -388,16 +489,21 @@ void logsumexp_range(const T* x, T* out, int64_t c, double temperature, int64_t 
       out[i] = nan ? std::numeric_limits<T>::quiet_NaN() : m;
       continue;
     }
-    const RowSums rs = row_sums<V, false, false, false, false>(xr, c, m, static_cast<T>(1.0 / temperature), nullptr,
-                                                                nullptr, nullptr, T(0), T(0));
+    const RowSums rs = row_sums<V, false, false, false, false, true>(xr, c, m, static_cast<T>(1.0 / temperature),
+                                                                      nullptr, nullptr, nullptr, T(0), T(0));
     out[i] = static_cast<T>(static_cast<double>(m) + temperature * std::log(rs.s));
   }
 }
 
 template <class T>
-void vexp_range(const T* x, T* out, int64_t b, int64_t e) {
+void vexp_range(const T* x, T* out, int64_t b, int64_t e, bool shifted) {
   using V = Vec<T>;
   int64_t j = b;
+  if (shifted) {
+    for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp_shifted(V::load(x + j)));
+    for (; j < e; ++j) out[j] = exp_shifted_scalar(x[j]);
+    return;
+  }
   for (; j + V::W <= e; j += V::W) V::store(out + j, V::exp(V::load(x + j)));
   for (; j < e; ++j) out[j] = exp_scalar<T>(x[j]);
 }

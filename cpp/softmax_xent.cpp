@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "simd.hpp"
@@ -21,7 +23,7 @@ template <class T_>
 struct Vec {
   using T = T_;
   using R = T;
-  static constexpr int64_t W = 1;
+  static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
   static FASTREG_INLINE R load(const T* p) { return *p; }
   static FASTREG_INLINE void store(T* p, R v) { *p = v; }
   static FASTREG_INLINE R set1(T v) { return v; }
@@ -33,10 +35,14 @@ struct Vec {
   static FASTREG_INLINE R max(R a, R b) { return b > a ? b : a; }
   static FASTREG_INLINE R mul_nz(R u, R d) { return u == T(0) ? T(0) : u * d; }
   static FASTREG_INLINE R exp(R v) { return exp_scalar<T>(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_scalar(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_scalar<T>(v); }
   static FASTREG_INLINE R div(R a, R b) { return a / b; }
-  static FASTREG_INLINE R gather(const T* p, int64_t) { return *p; }
-  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) { return p[*idx]; }
+  // A W x W tile (here 1 x 1): see the AVX2 policy.
+  static FASTREG_INLINE void load_tile(const T* p, int64_t, R* cols) { cols[0] = *p; }
+  static FASTREG_INLINE void store_tile(T* p, int64_t, const R* cols) { *p = cols[0]; }
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t, int64_t, R* cols) { cols[0] = *p; }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t, int64_t, const R* cols) { *p = cols[0]; }
   // Label of each lane as T, or -1 where it equals `ignore` (then also valid = 0).
   static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
     const bool ok = *y != ignore;
@@ -68,7 +74,7 @@ template <>
 struct Vec<float> {
   using T = float;
   using R = __m256;
-  static constexpr int64_t W = 8;
+  static constexpr int64_t W = 8, TW = 8;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_ps(v); }
@@ -82,19 +88,56 @@ struct Vec<float> {
     return _mm256_and_ps(_mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_NEQ_UQ), _mm256_mul_ps(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx2(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
   static FASTREG_INLINE R div(R a, R b) { return _mm256_div_ps(a, b); }
-  static FASTREG_INLINE R gather(const T* p, int64_t stride) {  // lane l: p[l * stride]
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(static_cast<int>(stride)));
-    // The masked form with an explicit source: GCC 12 warns on the unmasked one's undefined source.
-    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, all, 4);
+  // The 8 x 8 tile of rows p + r * stride, r < 8 (8 values each) transposed:
+  // cols[k] lane r = p[r * stride + k]. In-register shuffles: Zen 4's vgatherdps
+  // costs several times more per value.
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    R rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = _mm256_loadu_ps(p + r * stride);
+    transpose8(rows, cols);
   }
-  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) {  // lane l: p[idx[l]]
-    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    const __m256i vi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
-    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, vi, all, 4);
+  // The inverse: row r of the tile (8 values at p + r * stride) = lane r of cols[0..8).
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    R rows[8];
+    transpose8(cols, rows);
+    for (int r = 0; r < 8; ++r) _mm256_storeu_ps(p + r * stride, rows[r]);
+  }
+  // Rows of only `width` < 8 values: masked loads and stores, nothing touched past them.
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    const __m256i mask = part_mask(width);
+    R rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = _mm256_maskload_ps(p + r * stride, mask);
+    transpose8(rows, cols);
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    const __m256i mask = part_mask(width);
+    R rows[8];
+    transpose8(cols, rows);
+    for (int r = 0; r < 8; ++r) _mm256_maskstore_ps(p + r * stride, mask, rows[r]);
+  }
+  static FASTREG_INLINE __m256i part_mask(int64_t width) {  // lanes [0, width) set
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static FASTREG_INLINE void transpose8(const R* in, R* out) {
+    const R t0 = _mm256_unpacklo_ps(in[0], in[1]), t1 = _mm256_unpackhi_ps(in[0], in[1]);
+    const R t2 = _mm256_unpacklo_ps(in[2], in[3]), t3 = _mm256_unpackhi_ps(in[2], in[3]);
+    const R t4 = _mm256_unpacklo_ps(in[4], in[5]), t5 = _mm256_unpackhi_ps(in[4], in[5]);
+    const R t6 = _mm256_unpacklo_ps(in[6], in[7]), t7 = _mm256_unpackhi_ps(in[6], in[7]);
+    const R u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const R u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const R u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const R u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    out[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    out[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    out[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    out[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    out[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    out[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    out[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    out[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
   }
   // 8 int64 labels -> floats (-1 where ignored) and a 1/0 validity vector, without
   // scalar stores that a vector load would then have to wait for. Labels were
@@ -145,7 +188,7 @@ template <>
 struct Vec<double> {
   using T = double;
   using R = __m256d;
-  static constexpr int64_t W = 4;
+  static constexpr int64_t W = 4, TW = 4;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_pd(v); }
@@ -159,17 +202,42 @@ struct Vec<double> {
     return _mm256_and_pd(_mm256_cmp_pd(u, _mm256_setzero_pd(), _CMP_NEQ_UQ), _mm256_mul_pd(u, d));
   }
   static FASTREG_INLINE R exp(R v) { return exp_avx2(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx2(v); }
   static FASTREG_INLINE R log1p(R v) { return log1p_avx2(v); }
   static FASTREG_INLINE R div(R a, R b) { return _mm256_div_pd(a, b); }
-  static FASTREG_INLINE R gather(const T* p, int64_t stride) {  // lane l: p[l * stride]
-    const __m128i idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(static_cast<int>(stride)));
-    const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
-    return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, idx, all, 8);
+  // 4 x 4 tiles, as Vec<float>'s 8 x 8 ones.
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    R rows[4];
+    for (int r = 0; r < 4; ++r) rows[r] = _mm256_loadu_pd(p + r * stride);
+    transpose4(rows, cols);
   }
-  static FASTREG_INLINE R gather_idx(const T* p, const int32_t* idx) {
-    const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
-    const __m128i vi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(idx));
-    return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), p, vi, all, 8);
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    R rows[4];
+    transpose4(cols, rows);
+    for (int r = 0; r < 4; ++r) _mm256_storeu_pd(p + r * stride, rows[r]);
+  }
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    const __m256i mask = part_mask(width);
+    R rows[4];
+    for (int r = 0; r < 4; ++r) rows[r] = _mm256_maskload_pd(p + r * stride, mask);
+    transpose4(rows, cols);
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    const __m256i mask = part_mask(width);
+    R rows[4];
+    transpose4(cols, rows);
+    for (int r = 0; r < 4; ++r) _mm256_maskstore_pd(p + r * stride, mask, rows[r]);
+  }
+  static FASTREG_INLINE __m256i part_mask(int64_t width) {
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(width), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static FASTREG_INLINE void transpose4(const R* in, R* out) {
+    const R t0 = _mm256_unpacklo_pd(in[0], in[1]), t1 = _mm256_unpackhi_pd(in[0], in[1]);
+    const R t2 = _mm256_unpacklo_pd(in[2], in[3]), t3 = _mm256_unpackhi_pd(in[2], in[3]);
+    out[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    out[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    out[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    out[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
   }
   static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
@@ -213,6 +281,53 @@ bool use_avx2() { return FASTREG_HAVE_AVX2_KERNELS && active_simd() == Simd::avx
 // Rows per thread chunk: ~64K elements, below which a thread costs more than it saves.
 int64_t row_grain(int64_t c) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(c, 1)); }
 
+// Index of the first label outside [0, c) that is not ignore_index, or -1. The
+// common all-valid case is one branch-free (vectorisable) sweep; only a failure
+// looks for the row to name.
+int64_t first_bad_label(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
+  bool any_bad = false;
+  for (int64_t i = 0; i < n; ++i) any_bad |= (static_cast<uint64_t>(y[i]) >= static_cast<uint64_t>(c)) & (y[i] != ignore);
+  if (!any_bad) return -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (static_cast<uint64_t>(y[i]) >= static_cast<uint64_t>(c) && y[i] != ignore) return i;
+  return -1;
+}
+
+[[noreturn]] __attribute__((noinline, cold)) void throw_bad_label(int64_t y, int64_t row, int64_t c, int64_t ignore) {
+  throw std::out_of_range("Target " + std::to_string(y) + " at row " + std::to_string(row) +
+                          " is out of bounds: class indices must be in [0, " + std::to_string(c) +
+                          ") or equal ignore_index (" + std::to_string(ignore) + ")");
+}
+
+int64_t kept_rows(const int64_t* y, int64_t n, int64_t ignore) {
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) kept += y[i] != ignore;
+  return kept;
+}
+
+template <class T>
+double kept_weight(const int64_t* y, int64_t n, int64_t ignore, const T* w) {
+  double sum = 0;  // in a register: the loop is one add per row (labels already checked)
+  for (int64_t i = 0; i < n; ++i)
+    if (y[i] != ignore) sum += static_cast<double>(w[y[i]]);
+  return sum;
+}
+
+// sum_i v[i] with four interleaved partial sums (a short dependency chain), then
+// the tail: the same association for every thread count.
+double ordered_sum(const double* v, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += v[i];
+    s1 += v[i + 1];
+    s2 += v[i + 2];
+    s3 += v[i + 3];
+  }
+  for (; i < n; ++i) s0 += v[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
 }  // namespace
 
 template <class T>
@@ -227,16 +342,10 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
   // mean's denominator, the summed weight of the rows that are not ignored.
   double denom = static_cast<double>(a.n);
   if (a.target) {
-    denom = 0;
-    for (int64_t i = 0; i < a.n; ++i) {
-      const int64_t y = a.target[i];
-      if (y == a.ignore_index) continue;
-      if (y < 0 || y >= a.c)
-        throw std::out_of_range("Target " + std::to_string(y) + " at row " + std::to_string(i) +
-                                " is out of bounds: class indices must be in [0, " + std::to_string(a.c) +
-                                ") or equal ignore_index (" + std::to_string(a.ignore_index) + ")");
-      denom += a.weight ? static_cast<double>(a.weight[y]) : 1.0;
-    }
+    const int64_t first_bad = first_bad_label(a.target, a.n, a.c, a.ignore_index);
+    if (first_bad >= 0) throw_bad_label(a.target[first_bad], first_bad, a.c, a.ignore_index);
+    denom = a.weight ? kept_weight(a.target, a.n, a.ignore_index, a.weight)
+                     : static_cast<double>(kept_rows(a.target, a.n, a.ignore_index));
   }
   double wsum = static_cast<double>(a.c);
   if (a.weight) {
@@ -246,22 +355,28 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
   const bool mean = a.reduction == Reduction::mean;
   const double r = mean ? a.grad_scale / denom : a.grad_scale;
 
-  std::vector<double> rows(static_cast<size_t>(a.n));
+  // Per-row losses in double; small batches keep them on the stack (no allocation).
+  constexpr int64_t kStackRows = 1024;
+  double stack_rows[kStackRows];
+  std::unique_ptr<double[]> heap_rows;
+  double* rows = stack_rows;
+  if (a.n > kStackRows) {
+    heap_rows.reset(new double[static_cast<size_t>(a.n)]);  // every entry is written by the kernel
+    rows = heap_rows.get();
+  }
   const bool avx2 = use_avx2();
   parallel_for(a.n, row_grain(a.c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows.data());
+    if (avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
 #endif
     (void)avx2;
-    scalar_rows::xent_range<T>(a, b, e, r, wsum, rows.data());
+    scalar_rows::xent_range<T>(a, b, e, r, wsum, rows);
   });
-  // Summed in row order after the parallel part: the result does not depend on
-  // the thread count.
-  double total = 0;
-  for (int64_t i = 0; i < a.n; ++i) {
-    total += rows[static_cast<size_t>(i)];
-    if (a.row_loss) a.row_loss[i] = static_cast<T>(rows[static_cast<size_t>(i)]);
-  }
+  if (a.row_loss)
+    for (int64_t i = 0; i < a.n; ++i) a.row_loss[i] = static_cast<T>(rows[i]);
+  // Summed after the parallel part, in a fixed order: the result does not depend
+  // on the thread count.
+  const double total = ordered_sum(rows, a.n);
   return mean ? total / denom : total;
 }
 
@@ -292,14 +407,14 @@ void logsumexp_rows(const T* x, T* out, int64_t n, int64_t c, double temperature
 }
 
 template <class T>
-void vexp(const T* x, T* out, int64_t n) {
+void vexp(const T* x, T* out, int64_t n, bool shifted) {
   const bool avx2 = use_avx2();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e);
+    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
 #endif
     (void)avx2;
-    scalar_rows::vexp_range<T>(x, out, b, e);
+    scalar_rows::vexp_range<T>(x, out, b, e, shifted);
   });
 }
 
@@ -319,7 +434,7 @@ void vlog1p(const T* x, T* out, int64_t n) {
   template double softmax_cross_entropy<T>(const XentArgs<T>&);                \
   template void softmax_rows<T>(const T*, T*, int64_t, int64_t, bool);         \
   template void logsumexp_rows<T>(const T*, T*, int64_t, int64_t, double);     \
-  template void vexp<T>(const T*, T*, int64_t);                                \
+  template void vexp<T>(const T*, T*, int64_t, bool);                          \
   template void vlog1p<T>(const T*, T*, int64_t);
 FASTREG_INSTANTIATE(float)
 FASTREG_INSTANTIATE(double)

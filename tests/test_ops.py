@@ -386,6 +386,48 @@ def test_fast_path_and_general_path_agree(rng):
         ops.cross_entropy_with_grad(x, y, out=out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
+    # _core.cross_entropy_fast runs plain C-contiguous arrays with int64 labels in one call and
+    # returns None where ops must convert first; what it returns equals the general path's.
+    x, y = _make_xent(rng, dtype, False, n=37, c=7)
+    w = (rng.random(7) + 0.1).astype(dtype)
+    y3 = np.where(y == -100, 3, y)  # ignore_index 3, a valid class
+    for y, kw in [(y, dict()), (y, dict(weight=w, reduction="sum")), (y, dict(reduction="none", label_smoothing=0.3)),
+                  (y3, dict(ignore_index=3, weight=w))]:
+        args = (kw.get("weight"), kw.get("ignore_index", -100), kw.get("reduction", "mean"),
+                kw.get("label_smoothing", 0.0))
+        out = np.empty_like(x)
+        fast_loss, fast_g = _core.cross_entropy_fast(x, y, *args, out, True)
+        assert fast_g is out
+        fast_only = _core.cross_entropy_fast(x, y, *args, None, False)
+        slow_loss, slow_g = ops.cross_entropy_with_grad(torch.tensor(x), torch.tensor(y), **kw)  # general path
+        assert type(fast_only) is type(fast_loss) and type(fast_loss) in (np.ndarray, np.dtype(dtype).type)
+        np.testing.assert_array_equal(fast_loss, slow_loss.numpy())
+        np.testing.assert_array_equal(fast_only, fast_loss)
+        np.testing.assert_array_equal(fast_g, slow_g.numpy())
+        loss, g = ops.cross_entropy_with_grad(x, y, **kw)
+        assert np.asarray(loss).dtype == dtype and g.dtype == dtype and g.shape == x.shape
+        np.testing.assert_array_equal(loss, fast_loss)
+    # Anything that needs a conversion goes to the general path (None), never a wrong answer.
+    args = (None, -100, "mean", 0.0, None, True)
+    for xx, yy in [(torch.tensor(x), y), (x, torch.tensor(y)), (x, y.astype(np.int32)), (x[:, ::2], y),
+                   (x[0], y[:1]), (np.asfortranarray(x), y)]:
+        assert _core.cross_entropy_fast(xx, yy, *args) is None
+    for ii, ls in [(True, 0.0), (np.int64(-100), 0.0), (-100, 0), (-100, np.float64(0.1)), (2**70, 0.0)]:
+        assert _core.cross_entropy_fast(x, y, None, ii, "mean", ls, None, True) is None
+    assert _core.cross_entropy_fast(x, y, None, -100, 3, 0.0, None, True) is None
+    # Bad values are still caught (by the same C++ checks as the general path).
+    bad = y.copy()
+    bad[5] = 7
+    with pytest.raises(IndexError, match="Target 7 at row 5"):
+        _core.cross_entropy_fast(x, bad, *args)
+    with pytest.raises(ValueError, match="reduction"):
+        _core.cross_entropy_fast(x, y, None, -100, "avg", 0.0, None, True)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _core.cross_entropy_fast(x, y, None, -100, "mean", 1.5, None, True)
+
+
 # ---------------- softmax family ----------------
 
 
@@ -459,6 +501,38 @@ def test_vexp_accuracy_in_ulp(rng, dtype, max_ulp, simd_levels):
         nan = np.array([np.nan] * 9, dtype=dtype)
         _core.vexp(nan, nan)
         assert np.all(np.isnan(nan))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vexp_shifted_accuracy_in_ulp(rng, dtype, simd_levels):
+    # The row kernels' exp of x - max <= 0 (float32: table + exponent-add fast path for
+    # x >= -86.5, exp_avx2 for any vector with a lane below that or NaN).
+    lo = {np.float32: -104.0, np.float64: -746.0}[dtype]
+    fast = np.concatenate([rng.uniform(-86.5, 0, 200_000), -(10.0 ** rng.uniform(-30, 1, 50_000)),
+                           rng.uniform(-87, -86, 20_000), [0.0, -0.0, -86.5]]).astype(dtype)
+    slow = np.concatenate([rng.uniform(lo, -86.5, 20_000), [lo, -np.inf, -1e4]]).astype(dtype)
+    # Every other 8-lane vector holds one slow lane: both paths, and the switch per vector.
+    x = np.concatenate([fast, slow])
+    mixed = fast[:8 * 1000].copy().reshape(-1, 8)
+    mixed[::2, 3] = slow[: len(mixed[::2])]
+    x = np.concatenate([x, mixed.ravel()])
+    ref = np.exp(x.astype(np.longdouble))
+    ulp = np.maximum(np.spacing(ref.astype(dtype)).astype(np.longdouble), np.finfo(dtype).smallest_subnormal)
+    in_fast = x >= -86.5
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        got = np.empty_like(x)
+        _core.vexp_shifted(x, got)
+        err = np.abs(got.astype(np.longdouble) - ref) / ulp
+        fast_ulp = 1 if dtype == np.float32 else 2  # float64 is exp_avx2 / exp_scalar throughout
+        assert err[in_fast].max() <= fast_ulp, (level, float(err[in_fast].max()), x[in_fast][np.argmax(err[in_fast])])
+        assert err.max() <= 2, (level, float(err.max()), x[np.argmax(err)])
+        assert np.all(got[x == 0] == 1)  # exactly: the small-C kernel relies on it
+        assert np.all(got[x == -np.inf] == 0)
+        nan = np.array([np.nan, -1.0] * 8, dtype=dtype)
+        _core.vexp_shifted(nan, nan)
+        assert np.all(np.isnan(nan[::2]))
+        np.testing.assert_allclose(nan[1::2], np.exp(-1.0), rtol=2 * np.finfo(dtype).eps)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -4,7 +4,9 @@
 // has already turned tensors into arrays and made inputs C-contiguous; outputs
 // are checked, never copied, so a bad `out` is an error rather than a silent copy.
 #include <cmath>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "checks.hpp"
 #include "regression_loss.hpp"
@@ -127,33 +129,72 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
                          dtype_str(target));
   }
   require_c_contiguous(target, "target");
-  py::array weight;
+  // Optional arrays as std::optional: a default-constructed py::array allocates
+  // an empty NumPy array (three per call, ~10% of a small batch's call).
+  std::optional<py::array> weight, g, r;
   if (!weight_obj.is_none()) {
     weight = as_array(weight_obj, "weight");
-    require_same_dtype(logits, "input", weight, "weight");
-    require_len(weight, "weight", c, "one weight per class");
-    require_c_contiguous(weight, "weight");
+    require_same_dtype(logits, "input", *weight, "weight");
+    require_len(*weight, "weight", c, "one weight per class");
+    require_c_contiguous(*weight, "weight");
   }
-  const py::array* w = weight_obj.is_none() ? nullptr : &weight;
+  const py::array* w = weight ? &*weight : nullptr;
   py::object grad = py::none(), row_loss = py::none();
-  py::array g, r;
   if (!grad_obj.is_none()) {
     g = check_out(grad_obj, "out", logits, {{&logits, "input"}, {&target, "target"}, {w, "weight"}}, &logits);
-    require_same_shape(logits, "input", g, "out");
-    grad = g;
+    require_same_shape(logits, "input", *g, "out");
+    grad = *g;
   }
   if (!row_loss_obj.is_none()) {
     r = check_out(row_loss_obj, "row_loss", logits,
-                  {{&logits, "input"}, {&target, "target"}, {w, "weight"}, {grad.is_none() ? nullptr : &g, "out"}});
-    require_len(r, "row_loss", n, "one loss per row");
-    row_loss = r;
+                  {{&logits, "input"}, {&target, "target"}, {w, "weight"}, {g ? &*g : nullptr, "out"}});
+    require_len(*r, "row_loss", n, "one loss per row");
+    row_loss = *r;
   }
-  py::object weight_arg = w ? py::object(weight) : py::object(py::none());
+  py::object weight_arg = w ? py::object(*weight) : py::object(py::none());
   if (is_float32(logits))
     return run_xent<float>(logits, target, prob, weight_arg, ignore_index, red, label_smoothing, grad, row_loss,
                            grad_scale);
   return run_xent<double>(logits, target, prob, weight_arg, ignore_index, red, label_smoothing, grad, row_loss,
                           grad_scale);
+}
+
+// numpy.float32 / numpy.float64, looked up once at import (references kept for
+// the life of the process).
+py::handle g_float32_type, g_float64_type;
+
+bool plain_array(py::handle h) { return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_; }
+bool c_contiguous(py::handle h) { return (py::reinterpret_borrow<py::array>(h).flags() & py::array::c_style) != 0; }
+
+// ops.cross_entropy[_with_grad]'s whole call in the common case, checked here
+// rather than in Python (a small batch's call is mostly overhead): plain
+// C-contiguous ndarrays, 2-D logits, int64 class indices, an int ignore_index and
+// a float label_smoothing. Returns None where fastreg.ops must convert something
+// first (tensors, other label dtypes, unbatched or non-contiguous inputs); else
+// the loss (a NumPy scalar of the logits' dtype, or the row losses for 'none'),
+// with the gradient when want_grad.
+py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle weight, py::handle ignore_index,
+                              py::handle reduction, py::handle label_smoothing, py::handle out, bool want_grad) {
+  if (!plain_array(logits) || !plain_array(target) || !(weight.is_none() || plain_array(weight)) ||
+      !(out.is_none() || plain_array(out)) || !PyLong_CheckExact(ignore_index.ptr()) ||
+      !PyFloat_CheckExact(label_smoothing.ptr()) || !PyUnicode_Check(reduction.ptr()))
+    return py::none();
+  const auto x = py::reinterpret_borrow<py::array>(logits);
+  const auto y = py::reinterpret_borrow<py::array>(target);
+  if (x.ndim() != 2 || !y.dtype().is(py::dtype::of<int64_t>()) || !c_contiguous(x) || !c_contiguous(y) ||
+      !(weight.is_none() || c_contiguous(weight)))
+    return py::none();
+  int overflow = 0;
+  const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
+  if (overflow) return py::none();
+  const std::string red = reduction.cast<std::string>();
+  py::object grad = py::none(), rows = py::none();
+  if (want_grad) grad = out.is_none() ? py::object(py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)})) : out.cast<py::object>();
+  if (red == "none") rows = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
+  const double loss = cross_entropy(x, y, weight.cast<py::object>(), ignore, red,
+                                    PyFloat_AS_DOUBLE(label_smoothing.ptr()), grad, rows, 1.0);
+  py::object res = !rows.is_none() ? rows : (is_float32(x) ? g_float32_type : g_float64_type)(loss);
+  return want_grad ? py::object(py::make_tuple(res, grad)) : res;
 }
 
 void softmax(const py::object& x_obj, const py::object& out_obj, bool log) {
@@ -196,8 +237,10 @@ void logsumexp(const py::object& x_obj, const py::object& out_obj, double temper
   }
 }
 
-// exp (or log1p, for x >= 0) of a whole array with the active SIMD level.
-void elementwise(const py::object& x_obj, const py::object& out_obj, bool log1p) {
+// exp (or the kernels' exp of shifted logits, or log1p for x >= 0) of a whole
+// array with the active SIMD level.
+enum class Elementwise { exp, exp_shifted, log1p };
+void elementwise(const py::object& x_obj, const py::object& out_obj, Elementwise f) {
   py::array x = check_float_input(x_obj, "x");
   py::array out = check_out(out_obj, "out", x, {{&x, "x"}}, &x);
   require_same_shape(x, "x", out, "out");
@@ -206,12 +249,12 @@ void elementwise(const py::object& x_obj, const py::object& out_obj, bool log1p)
     const float* xp = ptr<float>(x);
     float* op = mptr<float>(out);
     py::gil_scoped_release release;
-    log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n);
+    f == Elementwise::log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n, f == Elementwise::exp_shifted);
   } else {
     const double* xp = ptr<double>(x);
     double* op = mptr<double>(out);
     py::gil_scoped_release release;
-    log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n);
+    f == Elementwise::log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n, f == Elementwise::exp_shifted);
   }
 }
 
@@ -259,17 +302,16 @@ double regression(const std::string& kind_name, const py::object& pred_obj, cons
   require_same_dtype(pred, "input", target, "target");
   require_same_shape(pred, "input", target, "target");
   py::object loss = py::none(), grad = py::none();
-  py::array l, g;
+  std::optional<py::array> l, g;  // not py::array: its default constructor allocates
   if (!grad_obj.is_none()) {
     g = check_out(grad_obj, "out", pred, {{&pred, "input"}, {&target, "target"}}, &pred);
-    require_same_shape(pred, "input", g, "out");
-    grad = g;
+    require_same_shape(pred, "input", *g, "out");
+    grad = *g;
   }
   if (!loss_obj.is_none()) {
-    l = check_out(loss_obj, "loss", pred,
-                  {{&pred, "input"}, {&target, "target"}, {grad.is_none() ? nullptr : &g, "out"}});
-    require_same_shape(pred, "input", l, "loss");
-    loss = l;
+    l = check_out(loss_obj, "loss", pred, {{&pred, "input"}, {&target, "target"}, {g ? &*g : nullptr, "out"}});
+    require_same_shape(pred, "input", *l, "loss");
+    loss = *l;
   }
   auto with_type = [&](auto zero) {
     using T = decltype(zero);
@@ -286,6 +328,14 @@ double regression(const std::string& kind_name, const py::object& pred_obj, cons
 }  // namespace
 
 void register_losses(py::module_& m) {
+  py::module_ numpy = py::module_::import("numpy");
+  g_float32_type = py::object(numpy.attr("float32")).release();
+  g_float64_type = py::object(numpy.attr("float64")).release();
+  m.def("cross_entropy_fast", &cross_entropy_fast, py::arg("input"), py::arg("target"), py::arg("weight"),
+        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"),
+        py::arg("want_grad"),
+        "fastreg.ops.cross_entropy[_with_grad] for plain C-contiguous ndarrays with int64 labels (None where the "
+        "Python layer must convert an argument first).");
   m.def("cross_entropy", &cross_entropy, py::arg("input"), py::arg("target"), py::arg("weight"),
         py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"),
         py::arg("row_loss"), py::arg("grad_scale") = 1.0,
@@ -296,10 +346,15 @@ void register_losses(py::module_& m) {
   m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("temperature") = 1.0,
         "Row-wise temperature * log(sum(exp(x / temperature))) of a C-contiguous [N, C] array into out [N].");
   m.def(
-      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, false); }, py::arg("x"),
+      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp); }, py::arg("x"),
       py::arg("out"), "exp of a C-contiguous float array with the active SIMD level (accuracy tests).");
   m.def(
-      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, true); }, py::arg("x"),
+      "vexp_shifted", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp_shifted); },
+      py::arg("x"), py::arg("out"),
+      "The row kernels' exp of shifted logits (inputs <= 0) of a C-contiguous float array with the active SIMD "
+      "level (accuracy tests).");
+  m.def(
+      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::log1p); }, py::arg("x"),
       py::arg("out"),
       "log1p of a C-contiguous float array of values >= 0 with the active SIMD level (accuracy tests).");
   m.def("regression_loss", &regression, py::arg("kind"), py::arg("input"), py::arg("target"), py::arg("param"),

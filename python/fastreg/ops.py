@@ -149,31 +149,11 @@ def logsumexp(x, axis: int | None = -1, temperature: float = 1.0, keepdims: bool
     return _wrap(np.ascontiguousarray(out), as_tensor)
 
 
-_INT64 = np.dtype(np.int64)
-
-
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, want_grad, out):
-    # Fast path, for the small batches where Python overhead is most of the call: arrays
-    # the binding takes as they are. It validates every argument itself (dtypes, shapes,
-    # `out`, reduction, label range), so this only skips the conversions below.
-    if (
-        type(logits) is np.ndarray
-        and type(target) is np.ndarray
-        and logits.ndim == 2
-        and target.dtype is _INT64
-        and type(ignore_index) is int
-        and type(label_smoothing) is float
-        and (weight is None or type(weight) is np.ndarray)
-        and (out is None or type(out) is np.ndarray)
-        and logits.flags.c_contiguous
-        and target.flags.c_contiguous
-        and (weight is None or weight.flags.c_contiguous)
-    ):
-        g = (np.empty_like(logits) if out is None else out) if want_grad else None
-        row = np.empty(logits.shape[0], dtype=logits.dtype) if reduction == "none" else None
-        loss = _core.cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, g, row)
-        res = row if row is not None else logits.dtype.type(loss)
-        return (res, g) if want_grad else res
+    # The general path. The public functions first try _core.cross_entropy_fast, which checks
+    # and runs plain C-contiguous arrays with int64 labels in one C++ call (small batches are
+    # mostly overhead) and returns None for anything that needs the conversions below. Either
+    # way C++ validates every argument.
     x, as_tensor = _view(logits, "logits")
     y, _ = _view(target, "target")
     _check_reduction(reduction)
@@ -237,6 +217,9 @@ def cross_entropy(
     [N] row losses. ``label_smoothing`` in [0, 1] mixes the target with the uniform distribution.
     Returns a scalar of the logits' dtype (``'none'``: an [N] array).
     """
+    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
+    if res is not None:
+        return res
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, False, None)
 
 
@@ -257,6 +240,9 @@ def cross_entropy_with_grad(
     write the gradient into (it may be ``logits`` itself: the logits are then overwritten); it is
     returned as the second element.
     """
+    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
+    if res is not None:
+        return res
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
 
