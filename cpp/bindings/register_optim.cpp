@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checks.hpp"
@@ -95,6 +96,7 @@ struct TorchRefs {
   PyObject *f32 = nullptr, *f64 = nullptr, *strided = nullptr;
   PyObject *is_cpu = nullptr, *dtype = nullptr, *shape = nullptr;
   PyObject *is_contiguous = nullptr, *data_ptr = nullptr;
+  bool parameter_shares = false;  // Parameter resolves all five to the same descriptors
   bool present = false;
 };
 
@@ -133,12 +135,22 @@ const TorchRefs& torch_refs() {
   r.shape = c_descriptor(r.tensor_type, n.shape, &PyGetSetDescr_Type);
   r.is_contiguous = c_descriptor(r.tensor_type, n.is_contiguous, &PyMethodDescr_Type);
   r.data_ptr = c_descriptor(r.tensor_type, n.data_ptr, &PyMethodDescr_Type);
+  // Parameter shares them unless a torch version overrides one: then it takes the generic path.
+  r.parameter_shares = true;
+  const std::pair<PyObject*, PyObject*> members[] = {{n.is_cpu, r.is_cpu}, {n.dtype, r.dtype}, {n.shape, r.shape},
+                                                     {n.is_contiguous, r.is_contiguous}, {n.data_ptr, r.data_ptr}};
+  for (const auto& [name, descr] : members) {
+    PyObject* d = PyObject_GetAttr(r.parameter_type, name);
+    if (!d) PyErr_Clear();
+    r.parameter_shares = r.parameter_shares && d == descr;
+    Py_XDECREF(d);
+  }
   r.present = true;
   return r;
 }
 
 // Reads a tensor's members. When the object's exact type is torch.Tensor or
-// torch.nn.Parameter (which adds none of these members), it calls the C
+// torch.nn.Parameter (checked above to add none of these members), it calls the C
 // descriptors found above directly: the very functions `t.shape` and
 // `t.data_ptr()` end in, minus the lookup through the type's MRO and the
 // instance __dict__ (~1/4 of a small model's step). Any other type (a subclass
@@ -149,7 +161,7 @@ class TensorReader {
       : t_(t.ptr()),
         r_(r),
         exact_(Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.tensor_type) ||
-               Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.parameter_type)) {}
+               (r.parameter_shares && Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.parameter_type))) {}
 
   py::object is_cpu() const { return get(r_.is_cpu, names().is_cpu); }
   py::object dtype() const { return get(r_.dtype, names().dtype); }
