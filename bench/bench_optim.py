@@ -3,6 +3,8 @@
 Floors (float32): plain moves 12 B per parameter (read param + grad, write param), so
 10M is 120 MB, ~2.5 ms at ~48 GB/s (two threads); momentum moves 20 B (120 + 80 MB).
 The 7850-parameter cases are pure per-call overhead (94 KB fits in L2).
+"numpy" (plain cases only) is NumPy's best in-place form, two passes:
+np.multiply(g, -lr, out=tmp); np.add(p, tmp, out=p).
 """
 
 import numpy as np
@@ -44,7 +46,7 @@ def _check_once(shapes, opts):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("impl", ["fastreg", "torch-default", "torch-foreach", "torch-for-loop"])
+@pytest.mark.parametrize("impl", ["fastreg", "torch-default", "torch-foreach", "torch-for-loop", "numpy"])
 def test_sgd_step(benchmark, case, impl):
     shapes, opts = CASES[case]
     benchmark.group = f"sgd {case}"
@@ -54,6 +56,18 @@ def test_sgd_step(benchmark, case, impl):
         grads = [p.grad for p in params]
         bufs = [None] * len(params)
         benchmark(lambda: sgd_step(params, grads, bufs, lr=1e-3, **opts))
+    elif impl == "numpy":
+        if opts:
+            pytest.skip("the NumPy baseline covers the plain update only")
+        params, _ = _setup(shapes, opts)
+        arrays = [(p.detach().numpy(), p.grad.numpy(), np.empty(p.shape, np.float32)) for p in params]
+
+        def step():
+            for p, g, tmp in arrays:
+                np.multiply(g, -1e-3, out=tmp)
+                np.add(p, tmp, out=p)
+
+        benchmark(step)
     else:
         foreach = {"torch-default": None, "torch-foreach": True, "torch-for-loop": False}[impl]
         _, opt = _setup(shapes, opts, foreach=foreach)

@@ -221,3 +221,108 @@ def test_empty_param_list_and_empty_tensor_are_fine():
     sgd_step([], [], lr=0.1)
     p, g = np.empty((0, 3)), np.empty((0, 3))
     sgd_step([p], [g], [None], lr=0.1, momentum=0.9)
+
+
+# ---- thread blocks, torch fast path, GIL ----------------------------------
+
+@pytest.mark.parametrize("n", [65_535, 65_536, 65_537, 131_072, 131_073, 3 * 65_536 + 5])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_block_boundaries_match_float64_reference(rng, n, threads):
+    # Threads claim 64K-element blocks: every element is updated exactly once,
+    # whatever the split (a block updated twice or skipped would show here).
+    p0, g, b0 = rng.standard_normal(n), rng.standard_normal(n), rng.standard_normal(n)
+    p, b = p0.copy(), b0.copy()
+    default = fastreg.get_num_threads()
+    try:
+        fastreg.set_num_threads(threads)
+        sgd_step([p], [g], [b], lr=0.1, momentum=0.9, weight_decay=0.01)
+    finally:
+        fastreg.set_num_threads(default)
+    d = g + 0.01 * p0
+    b_ref = 0.9 * b0 + d
+    np.testing.assert_allclose(b, b_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(p, p0 - 0.1 * b_ref, rtol=1e-12, atol=1e-12)
+
+
+class _TaggedTensor(torch.Tensor):
+    """A tensor subclass: read through normal attribute access, not torch.Tensor's descriptors."""
+
+
+class _ShapeLies(torch.Tensor):
+    """A subclass overriding a member: its own definition must be the one used."""
+
+    @property
+    def shape(self):
+        return torch.Size([1])
+
+
+@pytest.mark.parametrize("kind", ["tensor", "parameter", "subclass"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tensor_types_match_torch_optim(rng, kind, dtype):
+    def make(x):
+        t = torch.tensor(x, dtype=dtype)
+        if kind == "parameter":
+            return torch.nn.Parameter(t)
+        if kind == "subclass":
+            return t.as_subclass(_TaggedTensor)
+        return t
+
+    shapes = [(7, 5), (5,)]
+    init = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(5)]
+    ours = [make(x) for x in init]
+    ref = [torch.tensor(x, dtype=dtype, requires_grad=True) for x in init]
+    opt = torch.optim.SGD(ref, lr=0.1, momentum=0.9, nesterov=True)
+    bufs = [None, None]
+    for step in grads:
+        for r, g in zip(ref, step):
+            r.grad = torch.tensor(g, dtype=dtype)
+        opt.step()
+        with torch.no_grad():
+            sgd_step(ours, [make(g) for g in step], bufs, lr=0.1, momentum=0.9, nesterov=True)
+    for a, b in zip(ours, ref):
+        assert type(a) is type(make(np.zeros(1)))
+        torch.testing.assert_close(a.detach().as_subclass(torch.Tensor), b.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_subclass_member_override_is_honoured():
+    p = torch.zeros(3).as_subclass(_ShapeLies)
+    with pytest.raises(ValueError, match="shape"):
+        sgd_step([p], [torch.ones(3)], lr=0.1)  # its `shape` says (1,), the grad's (3,)
+
+
+def test_tensor_views_with_offset_and_non_cpu_like_errors(rng):
+    base = torch.zeros(10)
+    view = base[3:8]  # contiguous, storage offset 3: data_ptr() must include it
+    g = torch.ones(5)
+    sgd_step([view], [g], lr=0.5)
+    torch.testing.assert_close(base, torch.tensor([0, 0, 0, -0.5, -0.5, -0.5, -0.5, -0.5, 0, 0]))
+    meta = torch.empty(5, device="meta")
+    with pytest.raises(ValueError, match="on device meta"):
+        sgd_step([meta], [torch.empty(5, device="meta")], lr=0.1)
+
+
+def test_large_update_releases_the_gil_and_small_one_is_correct():
+    import threading
+    import time
+
+    n = 20_000_000
+    p, g = np.zeros(n, np.float32), np.ones(n, np.float32)
+    ticks, done = [], threading.Event()
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=ticker)
+    t.start()
+    time.sleep(0.01)
+    start = time.perf_counter()
+    for _ in range(5):
+        sgd_step([p], [g], lr=1e-3)
+    end = time.perf_counter()
+    done.set()
+    t.join()
+    lo, hi = start + 0.25 * (end - start), start + 0.75 * (end - start)
+    assert sum(lo < s < hi for s in ticks) > 100  # the ticker ran during the update
+    np.testing.assert_allclose(p[[0, -1]], -5e-3, rtol=1e-6)

@@ -1,7 +1,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "checks.hpp"
@@ -55,36 +55,69 @@ struct View {
   bool writeable = true;
 };
 
+// Attribute names, interned once for the process's life (no temporary str per lookup).
+struct Names {
+  PyObject *is_cpu, *dtype, *shape, *is_contiguous, *data_ptr;
+};
+
+PyObject* intern(const char* name) {
+  PyObject* s = PyUnicode_InternFromString(name);
+  if (!s) throw py::error_already_set();
+  return s;
+}
+
+const Names& names() {
+  static const Names n{intern("is_cpu"), intern("dtype"), intern("shape"), intern("is_contiguous"),
+                       intern("data_ptr")};
+  return n;
+}
+
+py::object get_attr(const py::handle& h, PyObject* name) {
+  PyObject* v = PyObject_GetAttr(h.ptr(), name);
+  if (!v) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+py::object get_attr(const py::handle& h, const char* name) { return h.attr(name); }
+
+py::object call_method0(const py::handle& h, PyObject* name) {
+  PyObject* v = PyObject_CallMethodNoArgs(h.ptr(), name);
+  if (!v) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(v);
+}
+
+py::object call_method0(const py::handle& h, const char* name) { return h.attr(name)(); }
+
+// torch's Tensor and Parameter types, dtypes, and the descriptors of the five
+// members read per tensor (is_cpu, dtype, shape: C getters; is_contiguous(),
+// data_ptr(): C methods), each null if torch defines it some other way.
 struct TorchRefs {
-  PyObject *tensor_type = nullptr, *f32 = nullptr, *f64 = nullptr, *strided = nullptr;  // borrowed
+  PyObject *tensor_type = nullptr, *parameter_type = nullptr;  // owned for the process's life
+  PyObject *f32 = nullptr, *f64 = nullptr, *strided = nullptr;
+  PyObject *is_cpu = nullptr, *dtype = nullptr, *shape = nullptr;
+  PyObject *is_contiguous = nullptr, *data_ptr = nullptr;
+  bool parameter_shares = false;  // Parameter resolves all five to the same descriptors
   bool present = false;
 };
 
-// Interned attribute names, made once per literal and kept for the process's life.
-PyObject* interned(const char* name) {
-  static std::unordered_map<const char*, PyObject*> cache;  // keyed by the literal's address
-  PyObject*& key = cache[name];
-  if (!key) key = PyUnicode_InternFromString(name);
-  if (!key) throw py::error_already_set();
-  return key;
+// The descriptor `name` resolves to on `type` if it has the C descriptor type
+// `kind`, else null.
+PyObject* c_descriptor(PyObject* type, PyObject* name, PyTypeObject* kind) {
+  PyObject* d = PyObject_GetAttr(type, name);  // read on the type, a descriptor returns itself
+  if (!d) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  if (Py_TYPE(d) != kind) {
+    Py_DECREF(d);
+    return nullptr;
+  }
+  return d;
 }
 
-// getattr with an interned name (no temporary str per lookup on the hot path).
-py::object get_attr(const py::handle& h, const char* name) {
-  PyObject* v = PyObject_GetAttr(h.ptr(), interned(name));
-  if (!v) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(v);
-}
-
-py::object call_method0(const py::handle& h, const char* name) {
-  PyObject* v = PyObject_CallMethodNoArgs(h.ptr(), interned(name));
-  if (!v) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(v);
-}
-
-// torch's Tensor type and dtypes, looked up once torch has been imported by the
-// caller (fastreg never imports it). Held for the life of the process, like the
-// module itself, so no reference is dropped during interpreter shutdown.
+// Looked up once torch has been imported by the caller (fastreg never imports it).
+// Held for the life of the process, like the module itself, so no reference is
+// dropped during interpreter shutdown.
 const TorchRefs& torch_refs() {
   static TorchRefs r;
   if (r.present) return r;
@@ -92,12 +125,69 @@ const TorchRefs& torch_refs() {
   if (!torch) return r;
   py::handle t(torch);
   r.tensor_type = get_attr(t, "Tensor").release().ptr();
+  r.parameter_type = get_attr(get_attr(t, "nn"), "Parameter").release().ptr();
   r.f32 = get_attr(t, "float32").release().ptr();
   r.f64 = get_attr(t, "float64").release().ptr();
   r.strided = get_attr(t, "strided").release().ptr();
+  const Names& n = names();
+  r.is_cpu = c_descriptor(r.tensor_type, n.is_cpu, &PyGetSetDescr_Type);
+  r.dtype = c_descriptor(r.tensor_type, n.dtype, &PyGetSetDescr_Type);
+  r.shape = c_descriptor(r.tensor_type, n.shape, &PyGetSetDescr_Type);
+  r.is_contiguous = c_descriptor(r.tensor_type, n.is_contiguous, &PyMethodDescr_Type);
+  r.data_ptr = c_descriptor(r.tensor_type, n.data_ptr, &PyMethodDescr_Type);
+  // Parameter shares them unless a torch version overrides one: then it takes the generic path.
+  r.parameter_shares = true;
+  const std::pair<PyObject*, PyObject*> members[] = {{n.is_cpu, r.is_cpu}, {n.dtype, r.dtype}, {n.shape, r.shape},
+                                                     {n.is_contiguous, r.is_contiguous}, {n.data_ptr, r.data_ptr}};
+  for (const auto& [name, descr] : members) {
+    PyObject* d = PyObject_GetAttr(r.parameter_type, name);
+    if (!d) PyErr_Clear();
+    r.parameter_shares = r.parameter_shares && d == descr;
+    Py_XDECREF(d);
+  }
   r.present = true;
   return r;
 }
+
+// Reads a tensor's members. When the object's exact type is torch.Tensor or
+// torch.nn.Parameter (checked above to add none of these members), it calls the C
+// descriptors found above directly: the very functions `t.shape` and
+// `t.data_ptr()` end in, minus the lookup through the type's MRO and the
+// instance __dict__ (~1/4 of a small model's step). Any other type (a subclass
+// may override a member) goes through normal attribute access.
+class TensorReader {
+ public:
+  TensorReader(const py::handle& t, const TorchRefs& r)
+      : t_(t.ptr()),
+        r_(r),
+        exact_(Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.tensor_type) ||
+               (r.parameter_shares && Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.parameter_type))) {}
+
+  py::object is_cpu() const { return get(r_.is_cpu, names().is_cpu); }
+  py::object dtype() const { return get(r_.dtype, names().dtype); }
+  py::object shape() const { return get(r_.shape, names().shape); }
+  py::object is_contiguous() const { return call(r_.is_contiguous, names().is_contiguous); }
+  py::object data_ptr() const { return call(r_.data_ptr, names().data_ptr); }
+
+ private:
+  py::object get(PyObject* descr, PyObject* name) const {
+    if (!exact_ || !descr) return get_attr(t_, name);
+    PyObject* v = Py_TYPE(descr)->tp_descr_get(descr, t_, reinterpret_cast<PyObject*>(Py_TYPE(t_)));
+    if (!v) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(v);
+  }
+  py::object call(PyObject* descr, PyObject* name) const {
+    if (!exact_ || !descr) return call_method0(t_, name);
+    PyObject* self = t_;
+    PyObject* v = PyObject_Vectorcall(descr, &self, 1, nullptr);  // = type(t).name(t)
+    if (!v) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(v);
+  }
+
+  PyObject* t_;
+  const TorchRefs& r_;
+  bool exact_;
+};
 
 std::string type_name(const py::handle& o) {
   return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
@@ -129,30 +219,31 @@ View view_of(const py::handle& h, const char* kind, size_t i, const TorchRefs& t
     return view_of_ndarray(a, py::reinterpret_borrow<py::object>(h));
   }
   if (torch.present && PyObject_IsInstance(h.ptr(), torch.tensor_type) == 1) {
-    if (!PyObject_IsTrue(get_attr(h, "is_cpu").ptr()))
+    const TensorReader t(h, torch);
+    if (!PyObject_IsTrue(t.is_cpu().ptr()))
       throw py::value_error(label(kind, i) + " is on device " + py::str(get_attr(h, "device")).cast<std::string>() +
                             "; this function takes CPU tensors");
-    py::object dtype = get_attr(h, "dtype");
-    if (!PyObject_IsTrue(call_method0(h, "is_contiguous").ptr())) {  // rare: NumPy's strided view
+    py::object dtype = t.dtype();
+    if (!PyObject_IsTrue(t.is_contiguous().ptr())) {  // rare: NumPy's strided view
       if (!get_attr(h, "layout").is(py::handle(torch.strided)))
         throw py::type_error(label(kind, i) + " must be a dense (strided) tensor, got layout " +
                              py::str(get_attr(h, "layout")).cast<std::string>());
       View v = view_of_ndarray(call_method0(call_method0(h, "detach"), "numpy"), py::reinterpret_borrow<py::object>(h));
       v.dtype = dtype;  // keep torch's names so messages and comparisons match the other tensors
-      v.shape = get_attr(h, "shape");
+      v.shape = t.shape();
       return v;
     }
     View v;
     v.obj = py::reinterpret_borrow<py::object>(h);
     v.dt = dtype.ptr() == torch.f32 ? Dt::f32 : dtype.ptr() == torch.f64 ? Dt::f64 : Dt::other;
     v.dtype = std::move(dtype);
-    v.shape = get_attr(h, "shape");  // torch.Size, a tuple subclass
+    v.shape = t.shape();  // torch.Size, a tuple subclass
     int64_t n = 1;
     for (Py_ssize_t d = 0; d < PyTuple_GET_SIZE(v.shape.ptr()); ++d)
       n *= PyLong_AsLongLong(PyTuple_GET_ITEM(v.shape.ptr(), d));
     v.n = n;
     // data_ptr() includes the storage offset; it raises for tensors without strided storage.
-    v.ptr = reinterpret_cast<char*>(PyLong_AsVoidPtr(call_method0(h, "data_ptr").ptr()));
+    v.ptr = reinterpret_cast<char*>(PyLong_AsVoidPtr(t.data_ptr().ptr()));
     if (PyErr_Occurred()) throw py::error_already_set();
     return v;
   }
@@ -194,6 +285,9 @@ py::list as_list(const py::handle& seq, const char* name) {
     throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
   return py::list(py::reinterpret_borrow<py::object>(seq));
 }
+
+// Below this many elements in all, the update runs without releasing the GIL.
+constexpr int64_t kReleaseGilFrom = int64_t{1} << 16;
 
 struct Item {
   View p, g, b;
@@ -273,12 +367,22 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     }
   }
   const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize};
-  {
-    py::gil_scoped_release release;
+  auto run_all = [&] {
     for (const Item& it : items) {
       if (it.p.dt == Dt::f32) run_item<float>(it, opt);
       else run_item<double>(it, opt);
     }
+  };
+  int64_t total = 0;
+  for (const Item& it : items) total += it.p.n;
+  // A small model's whole update takes ~1 us: releasing the GIL for it costs a
+  // noticeable share, and if another Python thread takes the GIL meanwhile this
+  // step waits for it (up to the 5 ms switch interval). Release it for real work.
+  if (total < kReleaseGilFrom) {
+    run_all();
+  } else {
+    py::gil_scoped_release release;
+    run_all();
   }
   for (Item& it : items) {  // write non-contiguous parameters/buffers back
     if (it.p.work) it.p.target.attr("__setitem__")(py::ellipsis(), it.p.work);
