@@ -3,6 +3,7 @@
 // for direct use and tests. Arguments are checked with the GIL held; gathers big
 // enough to matter and waits for the prefetcher run with it released.
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -74,7 +75,7 @@ class BatchIter {
  public:
   BatchIter(const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
             py::object order, py::object order_fn, int64_t batch_size, bool drop_last, int64_t first_batch,
-            py::object on_exhaust, py::object to_tensor, bool single, int prefetch)
+            py::object on_exhaust, py::object to_tensor, bool single, int prefetch, int64_t worker_delay_us)
       : order_fn_(std::move(order_fn)),
         on_exhaust_(std::move(on_exhaust)),
         to_tensor_(std::move(to_tensor)),
@@ -82,13 +83,15 @@ class BatchIter {
         drop_last_(drop_last),
         next_batch_(first_batch),
         single_(single),
-        prefetch_(prefetch) {
+        prefetch_(prefetch),
+        worker_delay_(worker_delay_us) {
     const size_t k = py::len(arrays);
     if (k == 0) throw py::value_error("arrays must hold at least one array");
     if (u8_to_f32.size() != k || scales.size() != k)
       throw py::value_error("u8_to_f32 and scales need one entry per array");
     if (batch_size <= 0) throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
     if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
+    if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
     for (size_t i = 0; i < k; ++i) {
       const std::string name = "arrays[" + std::to_string(i) + "]";
       py::array a = as_array(arrays[i], name.c_str());
@@ -298,7 +301,8 @@ class BatchIter {
     const int workers = std::clamp(num_threads() - 1, 1, 4);
     const int64_t batch_bytes = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
     const int depth = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / batch_bytes, 1, 2 * (workers + 1)));
-    pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth);
+    pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth,
+                                                worker_delay_);
     pipeline_pid_ = getpid();
   }
 
@@ -325,6 +329,7 @@ class BatchIter {
   int64_t next_batch_;
   bool single_;
   int prefetch_;
+  std::chrono::microseconds worker_delay_;  // tests only: see BatchPipeline
   bool done_ = false, busy_ = false, exhaust_called_ = false;
   std::shared_ptr<BatchPipeline> pipeline_;
   pid_t pipeline_pid_ = 0;  // process that started pipeline_ (its threads live only there)
@@ -365,10 +370,10 @@ void register_loader(py::module_& m) {
                                    "Iterator over the minibatches of one epoch (used by fastreg.DataLoader).");
   batch_iter
       .def(py::init<const py::list&, const std::vector<bool>&, const std::vector<double>&, py::object, py::object,
-                    int64_t, bool, int64_t, py::object, py::object, bool, int>(),
+                    int64_t, bool, int64_t, py::object, py::object, bool, int, int64_t>(),
            py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("order"), py::arg("order_fn"),
            py::arg("batch_size"), py::arg("drop_last"), py::arg("first_batch"), py::arg("on_exhaust"),
-           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"))
+           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("worker_delay_us") = 0)
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
       .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
