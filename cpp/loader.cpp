@@ -193,6 +193,11 @@ Buffer BufferPool::get(int64_t bytes) {
   return Buffer(p, BufferDeleter{shared_from_this(), size});
 }
 
+void BufferPool::keep_at_least(size_t keep) {
+  std::lock_guard<std::mutex> lock(mu_);
+  keep_ = std::max(keep_, keep);
+}
+
 void BufferPool::put(void* p, size_t size) noexcept {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -210,7 +215,7 @@ void BufferPool::put(void* p, size_t size) noexcept {
 BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
                              std::shared_ptr<const std::vector<int64_t>> order, int64_t batch_size,
                              int64_t first_batch, int64_t end_batch, int workers, int depth,
-                             std::chrono::microseconds worker_delay)
+                             std::shared_ptr<BufferPool> pool, std::chrono::microseconds worker_delay)
     : columns_(std::move(columns)),
       order_(std::move(order)),
       batch_size_(batch_size),
@@ -222,8 +227,9 @@ BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
       // A first guess until a gather is timed: ~4 GB/s (a row-by-row copy runs faster).
       gather_time_(std::chrono::microseconds(10 + batch_bytes(columns_, batch_size) / 4000)),
       slots_(static_cast<size_t>(std::max(depth, 1))),
-      // Enough buffers for the batches in flight plus a few the caller still holds.
-      pool_(std::make_shared<BufferPool>(columns_.size() * static_cast<size_t>(2 * depth_ + 4))) {
+      pool_(pool ? std::move(pool) : std::make_shared<BufferPool>(0)) {
+  // Enough buffers for the batches in flight plus a few the caller still holds.
+  pool_->keep_at_least(columns_.size() * static_cast<size_t>(2 * depth_ + 4));
   threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
   try {
     for (int w = 0; w < workers; ++w) {

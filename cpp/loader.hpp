@@ -60,12 +60,15 @@ Buffer allocate_buffer(int64_t bytes);  // unpooled; throws std::bad_alloc
 // Keeps up to `keep` freed buffers per size for reuse. Fresh large allocations
 // are mmapped by the allocator and page-fault on first touch, which costs more
 // than the copy into them; recycled buffers are already mapped (and often cached).
+// A pool may serve many pipelines one after another (a loader's epochs): buffers
+// then stay mapped across epochs, and the memory in use stays flat.
 class BufferPool : public std::enable_shared_from_this<BufferPool> {
  public:
   explicit BufferPool(size_t keep) : keep_(keep) {}
   ~BufferPool();
   Buffer get(int64_t bytes);  // throws std::bad_alloc
   void put(void* p, size_t size) noexcept;
+  void keep_at_least(size_t keep);
 
  private:
   std::mutex mu_;
@@ -80,13 +83,14 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
 // use only spare cores. The consumer never waits long: it gathers a batch nobody has
 // started, helps with one further ahead, and re-gathers its batch itself when the
 // worker on it has not finished within a gather's time. The destructor stops and
-// joins every worker. worker_delay is for tests: each worker then waits that long
-// after claiming a batch, as a worker that gets no core would.
+// joins every worker. Buffers come from `pool` (a fresh one when null).
+// worker_delay is for tests: each worker then waits that long after claiming a
+// batch, as a worker that gets no core would.
 class BatchPipeline {
  public:
   BatchPipeline(std::vector<LoaderColumn> columns, std::shared_ptr<const std::vector<int64_t>> order,
                 int64_t batch_size, int64_t first_batch, int64_t end_batch, int workers, int depth,
-                std::chrono::microseconds worker_delay = {});
+                std::shared_ptr<BufferPool> pool = nullptr, std::chrono::microseconds worker_delay = {});
   ~BatchPipeline();
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;

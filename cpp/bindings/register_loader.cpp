@@ -71,11 +71,23 @@ py::array wrap_buffer(Buffer buf, const py::dtype& dtype, const std::vector<py::
   return py::array(dtype, shape, {}, p, owner);
 }
 
+// The batch buffers a DataLoader's iterators share, one epoch after another.
+// Remembers its process: after fork() its mutex may have been copied locked, so a
+// child leaves it alone.
+struct LoaderPool {
+  std::shared_ptr<BufferPool> pool = std::make_shared<BufferPool>(0);
+  pid_t pid = getpid();
+  ~LoaderPool() {
+    if (pid != getpid()) new std::shared_ptr<BufferPool>(std::move(pool));  // a child's copy: never freed
+  }
+};
+
 class BatchIter {
  public:
   BatchIter(const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
             py::object order, py::object order_fn, int64_t batch_size, bool drop_last, int64_t first_batch,
-            py::object on_exhaust, py::object to_tensor, bool single, int prefetch, int64_t worker_delay_us)
+            py::object on_exhaust, py::object to_tensor, bool single, int prefetch, py::object pool,
+            int64_t worker_delay_us)
       : order_fn_(std::move(order_fn)),
         on_exhaust_(std::move(on_exhaust)),
         to_tensor_(std::move(to_tensor)),
@@ -92,6 +104,13 @@ class BatchIter {
     if (batch_size <= 0) throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
     if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
     if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
+    if (!pool.is_none()) {
+      const auto& shared = pool.cast<const LoaderPool&>();
+      if (shared.pid == getpid()) {
+        pool_ = shared.pool;
+        pool_pid_ = shared.pid;
+      }
+    }
     for (size_t i = 0; i < k; ++i) {
       const std::string name = "arrays[" + std::to_string(i) + "]";
       py::array a = as_array(arrays[i], name.c_str());
@@ -298,11 +317,13 @@ class BatchIter {
   }
 
   void start_pipeline() {
+    if (pool_ && pool_pid_ != getpid())  // inherited through fork(): see LoaderPool
+      new std::shared_ptr<BufferPool>(std::move(pool_));
     const int workers = std::clamp(num_threads() - 1, 1, 4);
     const int64_t batch_bytes = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
     const int depth = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / batch_bytes, 1, 2 * (workers + 1)));
     pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth,
-                                                worker_delay_);
+                                                pool_, worker_delay_);
     pipeline_pid_ = getpid();
   }
 
@@ -332,6 +353,8 @@ class BatchIter {
   std::chrono::microseconds worker_delay_;  // tests only: see BatchPipeline
   bool done_ = false, busy_ = false, exhaust_called_ = false;
   std::shared_ptr<BatchPipeline> pipeline_;
+  std::shared_ptr<BufferPool> pool_;  // shared with the loader's other iterators, or null
+  pid_t pool_pid_ = 0;
   pid_t pipeline_pid_ = 0;  // process that started pipeline_ (its threads live only there)
 };
 
@@ -370,10 +393,11 @@ void register_loader(py::module_& m) {
                                    "Iterator over the minibatches of one epoch (used by fastreg.DataLoader).");
   batch_iter
       .def(py::init<const py::list&, const std::vector<bool>&, const std::vector<double>&, py::object, py::object,
-                    int64_t, bool, int64_t, py::object, py::object, bool, int, int64_t>(),
+                    int64_t, bool, int64_t, py::object, py::object, bool, int, py::object, int64_t>(),
            py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("order"), py::arg("order_fn"),
            py::arg("batch_size"), py::arg("drop_last"), py::arg("first_batch"), py::arg("on_exhaust"),
-           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("worker_delay_us") = 0)
+           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("pool") = py::none(),
+           py::arg("worker_delay_us") = 0)
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
       .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
@@ -385,6 +409,9 @@ void register_loader(py::module_& m) {
   auto* type = reinterpret_cast<PyTypeObject*>(batch_iter.ptr());
   type->tp_iternext = &batch_iter_iternext;
   PyType_Modified(type);
+
+  py::class_<LoaderPool>(m, "LoaderPool", "Batch buffers a DataLoader's iterators reuse, epoch after epoch.")
+      .def(py::init<>());
 
   m.def(
       "gather_rows",

@@ -257,6 +257,8 @@ class DataLoader:
                 raise ValueError(f"seed must be < 2**64, got {seed}")
         self.generator, self.seed = generator, seed
 
+        # Prefetched batch buffers, reused epoch after epoch (freed with the loader).
+        self._pool = _core.LoaderPool()
         self._auto_epoch = 0
         self._pinned_epoch: int | None = None
         self._resume: tuple | None = None
@@ -325,7 +327,7 @@ class DataLoader:
         it = _core.BatchIter(
             self._arrays, self._to_f32, self._scales, order, order_fn, self.batch_size,
             self.drop_last, first_batch, on_exhaust,
-            torch.from_numpy if self._torch_out else None, self._single, self._prefetch,
+            torch.from_numpy if self._torch_out else None, self._single, self._prefetch, self._pool,
         )
         _track(it)
         self._last = weakref.ref(it)
