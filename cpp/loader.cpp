@@ -334,12 +334,15 @@ std::vector<Buffer> BatchPipeline::next() {
       produce(next_claim_++, lock);
       continue;
     }
-    // A worker is on batch k. Give it about one gather's time: a worker that has
-    // not finished by then is not getting a core (idle priority on a busy machine),
-    // and waiting for it could take milliseconds. Gather k here instead; the
-    // worker's copy is dropped when it finishes.
-    const auto deadline = std::chrono::steady_clock::now() + gather_time_;
-    if (ready_cv_.wait_until(lock, deadline, [&] { return stop_ || slot.batch == k; })) continue;
+    // A worker is on batch k. Give it about one gather's time (already spent if we
+    // helped): a worker that has not finished by then is not getting a core (idle
+    // priority on a busy machine), and waiting for it could take milliseconds.
+    // Gather k here instead; the worker's copy is dropped when it finishes.
+    if (!helped) {
+      const auto deadline = std::chrono::steady_clock::now() + gather_time_;
+      helped = true;  // one wait at most
+      if (ready_cv_.wait_until(lock, deadline, [&] { return stop_ || slot.batch == k; })) continue;
+    }
     ++consumed_;
     work_cv_.notify_all();
     lock.unlock();
