@@ -1,9 +1,13 @@
 #include "loader.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <stdexcept>
+
+#include <pthread.h>
+#include <sched.h>
 
 #include "simd.hpp"
 
@@ -144,6 +148,12 @@ void LoaderColumn::gather(const int64_t* idx, int64_t n, void* dst, bool threads
 }
 
 namespace {
+int64_t batch_bytes(const std::vector<LoaderColumn>& columns, int64_t batch_size) {
+  int64_t bytes = 0;
+  for (const auto& c : columns) bytes += batch_size * c.out_row_bytes();
+  return bytes;
+}
+
 size_t rounded_size(int64_t bytes) {
   // aligned_alloc wants a multiple of the alignment; never 0.
   return (static_cast<size_t>(std::max<int64_t>(bytes, 1)) + 63) & ~size_t{63};
@@ -183,6 +193,11 @@ Buffer BufferPool::get(int64_t bytes) {
   return Buffer(p, BufferDeleter{shared_from_this(), size});
 }
 
+void BufferPool::keep_at_least(size_t keep) {
+  std::lock_guard<std::mutex> lock(mu_);
+  keep_ = std::max(keep_, keep);
+}
+
 void BufferPool::put(void* p, size_t size) noexcept {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -199,20 +214,36 @@ void BufferPool::put(void* p, size_t size) noexcept {
 
 BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
                              std::shared_ptr<const std::vector<int64_t>> order, int64_t batch_size,
-                             int64_t first_batch, int64_t end_batch, int workers, int depth)
+                             int64_t first_batch, int64_t end_batch, int workers, int depth,
+                             std::shared_ptr<BufferPool> pool, std::chrono::microseconds worker_delay)
     : columns_(std::move(columns)),
       order_(std::move(order)),
       batch_size_(batch_size),
       end_(end_batch),
       depth_(std::max(depth, 1)),
+      worker_delay_(worker_delay),
       next_claim_(first_batch),
       consumed_(first_batch),
+      // A first guess until a gather is timed: ~4 GB/s (a row-by-row copy runs faster).
+      gather_time_(std::chrono::microseconds(10 + batch_bytes(columns_, batch_size) / 4000)),
       slots_(static_cast<size_t>(std::max(depth, 1))),
-      // Enough buffers for the batches in flight plus a few the caller still holds.
-      pool_(std::make_shared<BufferPool>(columns_.size() * static_cast<size_t>(2 * depth_ + 4))) {
+      pool_(pool ? std::move(pool) : std::make_shared<BufferPool>(0)) {
+  // Enough buffers for the batches in flight plus a few the caller still holds.
+  pool_->keep_at_least(columns_.size() * static_cast<size_t>(2 * depth_ + 4));
   threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
   try {
-    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { worker_loop(); });
+    for (int w = 0; w < workers; ++w) {
+      threads_.emplace_back([this] { worker_loop(); });
+#ifdef SCHED_IDLE
+      // Idle priority: a worker only uses a core nobody else wants. At normal priority
+      // it competes with the caller's own threads (OpenBLAS's or OpenMP's, which spin
+      // while they wait for each other), and one of them descheduled stalls a whole
+      // GEMM for longer than the gather saves. Set here, so it holds before the worker
+      // runs; unprivileged, and a failure just leaves the normal priority.
+      sched_param param{};
+      pthread_setschedparam(threads_.back().native_handle(), SCHED_IDLE, &param);
+#endif
+    }
   } catch (...) {
     stop();
     for (auto& t : threads_) t.join();
@@ -234,24 +265,33 @@ void BatchPipeline::stop() {
   ready_cv_.notify_all();
 }
 
-// Called with `lock` held; gathers without it so workers and the consumer overlap.
-void BatchPipeline::produce(int64_t k, std::unique_lock<std::mutex>& lock) {
+std::vector<Buffer> BatchPipeline::gather(int64_t k) const {
   const int64_t begin = k * batch_size_;
   const int64_t rows = std::min<int64_t>(batch_size_, static_cast<int64_t>(order_->size()) - begin);
+  std::vector<Buffer> buffers;
+  buffers.reserve(columns_.size());
+  for (const auto& c : columns_) {
+    buffers.push_back(pool_->get(rows * c.out_row_bytes()));
+    c.gather(order_->data() + begin, rows, buffers.back().get(), /*threads=*/false);
+  }
+  return buffers;
+}
+
+// Called with `lock` held; gathers without it so workers and the consumer overlap.
+void BatchPipeline::produce(int64_t k, std::unique_lock<std::mutex>& lock) {
   lock.unlock();
+  const auto start = std::chrono::steady_clock::now();
   std::vector<Buffer> buffers;
   std::exception_ptr error;
   try {
-    buffers.reserve(columns_.size());
-    for (const auto& c : columns_) {
-      buffers.push_back(pool_->get(rows * c.out_row_bytes()));
-      c.gather(order_->data() + begin, rows, buffers.back().get(), /*threads=*/false);
-    }
+    buffers = gather(k);
   } catch (...) {
     error = std::current_exception();
-    buffers.clear();
   }
+  const auto took = std::chrono::steady_clock::now() - start;
   lock.lock();
+  if (!error) gather_time_ = took;
+  if (k < consumed_) return;  // the consumer gathered it itself meanwhile: drop this copy
   Slot& slot = slots_[static_cast<size_t>(k % depth_)];
   slot.batch = k;
   slot.buffers = std::move(buffers);
@@ -264,7 +304,9 @@ void BatchPipeline::worker_loop() {
   for (;;) {
     work_cv_.wait(lock, [this] { return stop_ || can_claim(); });
     if (stop_) return;
-    produce(next_claim_++, lock);
+    const int64_t k = next_claim_++;
+    if (worker_delay_.count() > 0 && work_cv_.wait_for(lock, worker_delay_, [this] { return stop_; })) return;
+    produce(k, lock);
   }
 }
 
@@ -272,9 +314,10 @@ std::vector<Buffer> BatchPipeline::next() {
   std::unique_lock<std::mutex> lock(mu_);
   const int64_t k = consumed_;
   if (k >= end_) throw std::logic_error("BatchPipeline::next past the last batch");
+  Slot& slot = slots_[static_cast<size_t>(k % depth_)];
+  bool helped = false;
   for (;;) {
     if (stop_) throw std::logic_error("BatchPipeline::next after stop");
-    Slot& slot = slots_[static_cast<size_t>(k % depth_)];
     if (slot.batch == k) {
       std::vector<Buffer> out = std::move(slot.buffers);
       std::exception_ptr error = slot.error;
@@ -284,9 +327,26 @@ std::vector<Buffer> BatchPipeline::next() {
       if (error) std::rethrow_exception(error);
       return out;
     }
-    // Rather than idle while a worker finishes batch k, gather a pending one.
-    if (can_claim()) produce(next_claim_++, lock);
-    else ready_cv_.wait(lock);
+    // Nobody has started batch k: gather it here. Else, rather than idle while a
+    // worker finishes it, gather one further ahead (once).
+    if (next_claim_ == k || (!helped && can_claim())) {
+      helped = next_claim_ != k;
+      produce(next_claim_++, lock);
+      continue;
+    }
+    // A worker is on batch k. Give it about one gather's time (already spent if we
+    // helped): a worker that has not finished by then is not getting a core (idle
+    // priority on a busy machine), and waiting for it could take milliseconds.
+    // Gather k here instead; the worker's copy is dropped when it finishes.
+    if (!helped) {
+      const auto deadline = std::chrono::steady_clock::now() + gather_time_;
+      helped = true;  // one wait at most
+      if (ready_cv_.wait_until(lock, deadline, [&] { return stop_ || slot.batch == k; })) continue;
+    }
+    ++consumed_;
+    work_cv_.notify_all();
+    lock.unlock();
+    return gather(k);
   }
 }
 

@@ -4,6 +4,7 @@
 // worker threads while the caller works. Plain C++, no Python.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -59,12 +60,15 @@ Buffer allocate_buffer(int64_t bytes);  // unpooled; throws std::bad_alloc
 // Keeps up to `keep` freed buffers per size for reuse. Fresh large allocations
 // are mmapped by the allocator and page-fault on first touch, which costs more
 // than the copy into them; recycled buffers are already mapped (and often cached).
+// A pool may serve many pipelines one after another (a loader's epochs): buffers
+// then stay mapped across epochs, and the memory in use stays flat.
 class BufferPool : public std::enable_shared_from_this<BufferPool> {
  public:
   explicit BufferPool(size_t keep) : keep_(keep) {}
   ~BufferPool();
   Buffer get(int64_t bytes);  // throws std::bad_alloc
   void put(void* p, size_t size) noexcept;
+  void keep_at_least(size_t keep);
 
  private:
   std::mutex mu_;
@@ -75,12 +79,18 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
 // Gathers batches [first_batch, end_batch) of `order` (batch k holds rows
 // order[k*batch_size .. min((k+1)*batch_size, order.size()))) into fresh buffers,
 // one per column, on `workers` background threads running at most `depth` batches
-// ahead of the consumer. A consumer that has to wait gathers a pending batch
-// itself instead of idling. The destructor stops and joins every worker.
+// ahead of the consumer. The workers run at idle priority (Linux SCHED_IDLE), so they
+// use only spare cores. The consumer never waits long: it gathers a batch nobody has
+// started, helps with one further ahead, and re-gathers its batch itself when the
+// worker on it has not finished within a gather's time. The destructor stops and
+// joins every worker. Buffers come from `pool` (a fresh one when null).
+// worker_delay is for tests: each worker then waits that long after claiming a
+// batch, as a worker that gets no core would.
 class BatchPipeline {
  public:
   BatchPipeline(std::vector<LoaderColumn> columns, std::shared_ptr<const std::vector<int64_t>> order,
-                int64_t batch_size, int64_t first_batch, int64_t end_batch, int workers, int depth);
+                int64_t batch_size, int64_t first_batch, int64_t end_batch, int workers, int depth,
+                std::shared_ptr<BufferPool> pool = nullptr, std::chrono::microseconds worker_delay = {});
   ~BatchPipeline();
   BatchPipeline(const BatchPipeline&) = delete;
   BatchPipeline& operator=(const BatchPipeline&) = delete;
@@ -99,6 +109,7 @@ class BatchPipeline {
     std::exception_ptr error;
   };
   bool can_claim() const { return next_claim_ < end_ && next_claim_ < consumed_ + depth_; }
+  std::vector<Buffer> gather(int64_t k) const;  // batch k's buffers (no lock needed)
   void produce(int64_t k, std::unique_lock<std::mutex>& lock);  // gathers batch k into its slot
   void worker_loop();
 
@@ -106,12 +117,14 @@ class BatchPipeline {
   std::shared_ptr<const std::vector<int64_t>> order_;
   int64_t batch_size_, end_;
   int64_t depth_;
+  std::chrono::microseconds worker_delay_;
   std::mutex mu_;
   std::condition_variable work_cv_;   // workers wait for room to run ahead
   std::condition_variable ready_cv_;  // the consumer waits for its batch
   int64_t next_claim_;                // first batch nobody has started
   int64_t consumed_;                  // next batch the consumer takes
   bool stop_ = false;
+  std::chrono::steady_clock::duration gather_time_;  // how long the last gather took
   std::vector<Slot> slots_;  // batch k lives in slots_[k % depth_]
   std::shared_ptr<BufferPool> pool_;
   std::vector<std::thread> threads_;

@@ -1,6 +1,7 @@
 import gc
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +212,81 @@ def test_kept_batches_do_not_change(rng, prefetch):
         for xb, yb, snapshot in kept:
             np.testing.assert_array_equal(xb, snapshot)
             np.testing.assert_array_equal(xb, X[yb])
+
+
+@pytest.mark.parametrize("prefetch", [None, False])
+@pytest.mark.parametrize("bs", [1, 3, 50])
+def test_small_batches_are_independent(rng, bs, prefetch):
+    # Small batches are views of a chunk gathered ~128 KiB at a time: 2000 rows of
+    # 168 bytes span three chunks, the last batch of the epoch is short for bs=3 and 50.
+    X = rng.standard_normal((2000, 2, 20)).astype(np.float32)
+    y = np.arange(2000, dtype=np.int64)
+    loader = DataLoader((X, y), bs, shuffle=True, seed=int(rng.integers(2**63)), prefetch=prefetch)
+    kept = list(loader)
+    assert len(kept) == len(loader) and len(kept[-1][1]) == 2000 - (len(kept) - 1) * bs
+    np.testing.assert_array_equal(np.sort(np.concatenate([yb for _, yb in kept])), y)
+    for xb, yb in kept:
+        assert xb.shape == (len(yb), 2, 20) and xb.flags.c_contiguous and xb.flags.writeable
+        assert yb.flags.c_contiguous and yb.flags.writeable
+        np.testing.assert_array_equal(xb, X[yb])
+    snapshot = [(xb.copy(), yb.copy()) for xb, yb in kept]
+    x_before = X.copy()
+    # Writing into one kept batch changes neither its neighbours nor the source ...
+    for i in (0, len(kept) // 2, len(kept) - 1):
+        kept[i][0][...] = -1.0
+        kept[i][1][...] = -1
+        snapshot[i] = (np.full_like(snapshot[i][0], -1.0), np.full_like(snapshot[i][1], -1))
+    for _ in range(2):  # ... nor do later epochs
+        for xb, yb in loader:
+            np.testing.assert_array_equal(xb, X[yb])
+    for (xb, yb), (xs, ys) in zip(kept, snapshot):
+        np.testing.assert_array_equal(xb, xs)
+        np.testing.assert_array_equal(yb, ys)
+    np.testing.assert_array_equal(X, x_before)
+
+
+def test_small_batches_as_tensors(rng):
+    X, y = (torch.from_numpy(a) for a in _dataset(rng, 999, d=3))
+    batches = list(DataLoader(TensorDataset(X, y), 2, shuffle=True, seed=1))
+    assert len(batches) == 500 and len(batches[-1][1]) == 1
+    for xb, yb in batches:
+        assert isinstance(xb, torch.Tensor) and isinstance(yb, torch.Tensor)
+        assert torch.equal(xb, X[yb])
+    single = list(DataLoader(y, 4))  # a single array: plain batches, not tuples
+    assert all(isinstance(b, torch.Tensor) for b in single)
+    assert torch.equal(torch.cat(single), y)
+
+
+def test_consumer_does_not_wait_for_a_starved_worker(rng):
+    # Each worker sleeps 2 s after claiming a batch, as one that gets no core would
+    # (it runs at idle priority). The consumer gathers those batches itself instead of
+    # waiting, drops nothing and yields nothing twice; closing wakes the sleeper.
+    X, y = _dataset(rng, 400, d=16)
+    order = rng.permutation(400)
+    start = time.perf_counter()
+    it = _core.BatchIter([X, y], [False, False], [1.0, 1.0], order, None, 16, False, 0, None, None, False, 1,
+                         worker_delay_us=2_000_000)
+    got = []
+    for xb, yb in it:
+        np.testing.assert_array_equal(xb, X[yb])
+        got.append(yb)
+    assert it.done and not it.prefetching
+    np.testing.assert_array_equal(np.concatenate(got), order)
+    assert time.perf_counter() - start < 1.5  # 25 batches: waiting on the worker would take > 2 s
+
+
+@needs_proc
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_prefetch_workers_run_at_idle_priority(rng):
+    X, y = _dataset(rng, 4000, d=256)  # 1 MiB batches: prefetched
+    before = set(os.listdir("/proc/self/task"))
+    it = iter(DataLoader((X, y), 1024, shuffle=True, seed=0))
+    next(it)
+    workers = set(os.listdir("/proc/self/task")) - before
+    assert workers and it.prefetching
+    assert {os.sched_getscheduler(int(t)) for t in workers} == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller's own thread is untouched
+    it.close()
 
 
 @needs_proc

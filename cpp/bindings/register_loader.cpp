@@ -3,6 +3,7 @@
 // for direct use and tests. Arguments are checked with the GIL held; gathers big
 // enough to matter and waits for the prefetcher run with it released.
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -25,6 +26,10 @@ namespace {
 // Below this many bytes a gather takes well under a microsecond of copying, less
 // than releasing and re-taking the GIL or handing a batch between threads.
 constexpr int64_t kReleaseGilBytes = int64_t{1} << 16;
+// Small batches are gathered about this many bytes at a time (all columns): enough
+// to make the per-chunk costs (arrays, a GIL release) negligible per batch, small
+// enough to stay in L2 until the caller reads it.
+constexpr int64_t kChunkBytes = int64_t{128} << 10;
 // Prefetching keeps at most this many bytes of batches ready ahead of the consumer.
 constexpr int64_t kPrefetchBytes = int64_t{64} << 20;
 
@@ -66,11 +71,23 @@ py::array wrap_buffer(Buffer buf, const py::dtype& dtype, const std::vector<py::
   return py::array(dtype, shape, {}, p, owner);
 }
 
+// The batch buffers a DataLoader's iterators share, one epoch after another.
+// Remembers its process: after fork() its mutex may have been copied locked, so a
+// child leaves it alone.
+struct LoaderPool {
+  std::shared_ptr<BufferPool> pool = std::make_shared<BufferPool>(0);
+  pid_t pid = getpid();
+  ~LoaderPool() {
+    if (pid != getpid()) new std::shared_ptr<BufferPool>(std::move(pool));  // a child's copy: never freed
+  }
+};
+
 class BatchIter {
  public:
   BatchIter(const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
             py::object order, py::object order_fn, int64_t batch_size, bool drop_last, int64_t first_batch,
-            py::object on_exhaust, py::object to_tensor, bool single, int prefetch)
+            py::object on_exhaust, py::object to_tensor, bool single, int prefetch, py::object pool,
+            int64_t worker_delay_us)
       : order_fn_(std::move(order_fn)),
         on_exhaust_(std::move(on_exhaust)),
         to_tensor_(std::move(to_tensor)),
@@ -78,13 +95,22 @@ class BatchIter {
         drop_last_(drop_last),
         next_batch_(first_batch),
         single_(single),
-        prefetch_(prefetch) {
+        prefetch_(prefetch),
+        worker_delay_(worker_delay_us) {
     const size_t k = py::len(arrays);
     if (k == 0) throw py::value_error("arrays must hold at least one array");
     if (u8_to_f32.size() != k || scales.size() != k)
       throw py::value_error("u8_to_f32 and scales need one entry per array");
     if (batch_size <= 0) throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
     if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
+    if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
+    if (!pool.is_none()) {
+      const auto& shared = pool.cast<const LoaderPool&>();
+      if (shared.pid == getpid()) {
+        pool_ = shared.pool;
+        pool_pid_ = shared.pid;
+      }
+    }
     for (size_t i = 0; i < k; ++i) {
       const std::string name = "arrays[" + std::to_string(i) + "]";
       py::array a = as_array(arrays[i], name.c_str());
@@ -102,6 +128,7 @@ class BatchIter {
         throw py::type_error(name + ": the float32 conversion takes uint8 input, got " + dtype_str(a));
       std::vector<py::ssize_t> trailing(a.shape() + 1, a.shape() + a.ndim());
       out_dtypes_.push_back(c.u8_to_f32 ? py::dtype::of<float>() : a.dtype());
+      dims_.emplace_back(a.shape(), a.shape() + a.ndim());  // dims_[c][0] is set per array made
       trailing_.push_back(std::move(trailing));
       columns_.push_back(c);
       sources_.push_back(std::move(a));  // keeps the memory the columns point at alive
@@ -138,11 +165,15 @@ class BatchIter {
       close();
       throw py::stop_iteration();
     }
-    const int64_t begin = k * batch_size_;
-    const int64_t rows = std::min(batch_size_, total - begin);
-    std::vector<py::object> outs;
-    outs.reserve(columns_.size());
     if (pipeline_ && pipeline_pid_ != getpid()) abandon_inherited_pipeline();
+    const int64_t rows = std::min(batch_size_, total - k * batch_size_);
+    const size_t ncols = columns_.size();
+    // Built first and filled in place: a failure half-way leaks nothing.
+    py::object out;
+    if (!single_) {
+      out = py::reinterpret_steal<py::object>(PyTuple_New(static_cast<py::ssize_t>(ncols)));
+      if (!out) throw py::error_already_set();
+    }
     if (use_pipeline()) {
       if (!pipeline_) start_pipeline();
       std::shared_ptr<BatchPipeline> pipe = pipeline_;  // survives a close() from another thread
@@ -159,34 +190,22 @@ class BatchIter {
         throw;
       }
       busy_ = false;
-      for (size_t c = 0; c < columns_.size(); ++c)
-        outs.push_back(wrap_buffer(std::move(bufs[c]), out_dtypes_[c], shape_of(c, rows)));
+      for (size_t c = 0; c < ncols; ++c)
+        put(out, c, wrap_buffer(std::move(bufs[c]), out_dtypes_[c], shape_of(c, rows)));
     } else {
-      const int64_t* idx = order_->data() + begin;
-      std::vector<py::array> arrs;
-      for (size_t c = 0; c < columns_.size(); ++c) arrs.emplace_back(out_dtypes_[c], shape_of(c, rows));
-      if (rows * batch_row_bytes_ >= kReleaseGilBytes) {
-        std::vector<void*> dst;
-        for (auto& a : arrs) dst.push_back(a.mutable_data());
-        py::gil_scoped_release release;
-        for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, dst[c], true);
-      } else {
-        for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, arrs[c].mutable_data(), false);
-      }
-      for (auto& a : arrs) outs.push_back(std::move(a));
+      if (k >= chunk_end_) fill_chunk(k, total);
+      const int64_t row0 = (k - chunk_first_) * batch_size_;
+      for (size_t c = 0; c < ncols; ++c) put(out, c, chunk_view(c, row0, rows));
     }
     ++next_batch_;
-    if (!to_tensor_.is_none())
-      for (auto& o : outs) o = to_tensor_(o);
-    if (single_) return outs[0];
-    py::tuple t(outs.size());
-    for (size_t i = 0; i < outs.size(); ++i) t[i] = std::move(outs[i]);
-    return std::move(t);
+    return out;
   }
 
   // Stops and joins the prefetch threads and frees ready batches; iteration ends.
   void close(bool release_gil = true) {
     done_ = true;
+    chunk_.clear();
+    chunk_end_ = 0;
     if (!pipeline_) return;
     if (pipeline_pid_ != getpid()) return abandon_inherited_pipeline();
     pipeline_->stop();
@@ -214,6 +233,75 @@ class BatchIter {
     for (const auto& c : columns_) batch_row_bytes_ += c.out_row_bytes();
   }
 
+  // Stores column c's batch in the output (converted to a tensor for torch inputs).
+  void put(py::object& out, size_t c, py::object batch) {
+    if (!to_tensor_.is_none()) batch = to_tensor_(batch);
+    if (single_) out = std::move(batch);
+    else PyTuple_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
+  }
+
+  // Small batches are gathered a chunk at a time: one fresh array per column holding
+  // the next batches (~kChunkBytes), which the batches are then views of. Per batch
+  // this leaves two array headers to make (no allocation, no thread hand-off); a
+  // chunk is never written again once gathered, and lives as long as any of its views.
+  void fill_chunk(int64_t k, int64_t total) {
+    chunk_.clear();  // frees the previous chunk unless the caller keeps one of its batches
+    const int64_t per_batch = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
+    const int64_t batches = std::clamp<int64_t>(kChunkBytes / per_batch, 1, end_batch_ - k);
+    const int64_t first_row = k * batch_size_;
+    const int64_t rows = std::min(total, (k + batches) * batch_size_) - first_row;
+    std::vector<py::array> chunk;
+    std::vector<void*> dst;
+    for (size_t c = 0; c < columns_.size(); ++c) {
+      dims_[c][0] = static_cast<Py_intptr_t>(rows);
+      chunk.push_back(new_array(c, nullptr, nullptr));
+      dst.push_back(chunk.back().mutable_data());
+    }
+    const int64_t* idx = order_->data() + first_row;
+    if (rows * batch_row_bytes_ >= kReleaseGilBytes) {
+      busy_ = true;  // the arrays are local: a close() meanwhile cannot free them
+      {
+        py::gil_scoped_release release;
+        for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, dst[c], true);
+      }
+      busy_ = false;
+      if (done_) throw py::stop_iteration();  // closed by another thread meanwhile
+    } else {
+      for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, dst[c], false);
+    }
+    chunk_ = std::move(chunk);
+    chunk_first_ = k;
+    chunk_end_ = k + batches;
+  }
+
+  // Rows [row0, row0 + rows) of column c's chunk, as an array viewing it.
+  py::object chunk_view(size_t c, int64_t row0, int64_t rows) {
+    py::array& chunk = chunk_[c];
+    if (row0 == 0 && chunk_end_ - chunk_first_ == 1) return chunk;  // the chunk is this batch
+    auto* data = static_cast<char*>(chunk.mutable_data()) + row0 * columns_[c].out_row_bytes();
+    dims_[c][0] = static_cast<Py_intptr_t>(rows);
+    return new_array(c, data, chunk.ptr());
+  }
+
+  // An array of column c's output dtype and shape dims_[c]: fresh (data null), or
+  // viewing `data`, owned by `base`. The NumPy C API directly: pybind11's array
+  // constructor builds shape and stride vectors and checks flags on every call, which
+  // costs as much as the rest of a batch-1 batch.
+  py::array new_array(size_t c, void* data, PyObject* base) {
+    auto& api = py::detail::npy_api::get();
+    PyObject* descr = out_dtypes_[c].inc_ref().ptr();  // stolen by NewFromDescr
+    const int flags = data ? (py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_)
+                           : 0;
+    auto arr = py::reinterpret_steal<py::array>(api.PyArray_NewFromDescr_(
+        api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()), dims_[c].data(), nullptr, data, flags, nullptr));
+    if (!arr) throw py::error_already_set();
+    if (base) {
+      Py_INCREF(base);  // stolen by SetBaseObject, even when it fails
+      if (api.PyArray_SetBaseObject_(arr.ptr(), base) != 0) throw py::error_already_set();
+    }
+    return arr;
+  }
+
   std::vector<py::ssize_t> shape_of(size_t c, int64_t rows) const {
     std::vector<py::ssize_t> s{static_cast<py::ssize_t>(rows)};
     s.insert(s.end(), trailing_[c].begin(), trailing_[c].end());
@@ -229,10 +317,13 @@ class BatchIter {
   }
 
   void start_pipeline() {
+    if (pool_ && pool_pid_ != getpid())  // inherited through fork(): see LoaderPool
+      new std::shared_ptr<BufferPool>(std::move(pool_));
     const int workers = std::clamp(num_threads() - 1, 1, 4);
     const int64_t batch_bytes = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
     const int depth = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / batch_bytes, 1, 2 * (workers + 1)));
-    pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth);
+    pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth,
+                                                pool_, worker_delay_);
     pipeline_pid_ = getpid();
   }
 
@@ -249,6 +340,9 @@ class BatchIter {
   std::vector<LoaderColumn> columns_;
   std::vector<py::dtype> out_dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_;
+  std::vector<std::vector<Py_intptr_t>> dims_;  // each column's output shape (rows first)
+  std::vector<py::array> chunk_;                 // arrays the current small batches view
+  int64_t chunk_first_ = 0, chunk_end_ = 0;     // batches [first, end) live in chunk_
   std::shared_ptr<const std::vector<int64_t>> order_;
   py::object order_fn_, on_exhaust_, to_tensor_;
   int64_t rows_ = 0, batch_size_, end_batch_ = 0, batch_row_bytes_ = 0;
@@ -256,8 +350,11 @@ class BatchIter {
   int64_t next_batch_;
   bool single_;
   int prefetch_;
+  std::chrono::microseconds worker_delay_;  // tests only: see BatchPipeline
   bool done_ = false, busy_ = false, exhaust_called_ = false;
   std::shared_ptr<BatchPipeline> pipeline_;
+  std::shared_ptr<BufferPool> pool_;  // shared with the loader's other iterators, or null
+  pid_t pool_pid_ = 0;
   pid_t pipeline_pid_ = 0;  // process that started pipeline_ (its threads live only there)
 };
 
@@ -296,10 +393,11 @@ void register_loader(py::module_& m) {
                                    "Iterator over the minibatches of one epoch (used by fastreg.DataLoader).");
   batch_iter
       .def(py::init<const py::list&, const std::vector<bool>&, const std::vector<double>&, py::object, py::object,
-                    int64_t, bool, int64_t, py::object, py::object, bool, int>(),
+                    int64_t, bool, int64_t, py::object, py::object, bool, int, py::object, int64_t>(),
            py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("order"), py::arg("order_fn"),
            py::arg("batch_size"), py::arg("drop_last"), py::arg("first_batch"), py::arg("on_exhaust"),
-           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"))
+           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("pool") = py::none(),
+           py::arg("worker_delay_us") = 0)
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
       .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
@@ -311,6 +409,9 @@ void register_loader(py::module_& m) {
   auto* type = reinterpret_cast<PyTypeObject*>(batch_iter.ptr());
   type->tp_iternext = &batch_iter_iternext;
   PyType_Modified(type);
+
+  py::class_<LoaderPool>(m, "LoaderPool", "Batch buffers a DataLoader's iterators reuse, epoch after epoch.")
+      .def(py::init<>());
 
   m.def(
       "gather_rows",

@@ -2,8 +2,9 @@
 
 ``fastreg.DataLoader`` is a drop-in for ``torch.utils.data.DataLoader(TensorDataset(...))``
 (and d2l's ``data_iter`` / ``load_array``): each batch is gathered in one C++ pass
-(the GIL released for big batches), and batches of 64 KiB or more are prefetched on
-background threads while the caller works on the previous one.
+(the GIL released for big batches). Batches of 64 KiB or more are prefetched on
+idle-priority background threads while the caller works on the previous one; smaller
+ones are gathered inline ~128 KiB at a time and handed out as views of that chunk.
 """
 
 from __future__ import annotations
@@ -174,12 +175,13 @@ class DataLoader:
         dtype, scale: convert on the fly: a uint8 array gives float32 batches equal to
             ``x.astype(float32) * float32(scale)`` (``scale=1/255`` for ``ToTensor``'s range).
             A single value applies to the first array; a sequence gives one per array.
-        prefetch: gather upcoming batches on background threads: None (auto: batches of
-            64 KiB or more), True or False.
+        prefetch: gather upcoming batches on idle-priority background threads: None (auto:
+            batches of 64 KiB or more), True or False.
 
     Iterating yields tuples of batches (a single array for a single-array dataset) of
     shape ``[b, *trailing]`` and the input's dtype (float32 where converted); torch in
-    gives torch out. Each batch is a fresh array the loader never writes again.
+    gives torch out. Each batch is a fresh array (small batches: a view of a fresh
+    chunk of batches) that the loader never writes again.
     """
 
     def __init__(
@@ -257,6 +259,8 @@ class DataLoader:
                 raise ValueError(f"seed must be < 2**64, got {seed}")
         self.generator, self.seed = generator, seed
 
+        # Prefetched batch buffers, reused epoch after epoch (freed with the loader).
+        self._pool = _core.LoaderPool()
         self._auto_epoch = 0
         self._pinned_epoch: int | None = None
         self._resume: tuple | None = None
@@ -325,7 +329,7 @@ class DataLoader:
         it = _core.BatchIter(
             self._arrays, self._to_f32, self._scales, order, order_fn, self.batch_size,
             self.drop_last, first_batch, on_exhaust,
-            torch.from_numpy if self._torch_out else None, self._single, self._prefetch,
+            torch.from_numpy if self._torch_out else None, self._single, self._prefetch, self._pool,
         )
         _track(it)
         self._last = weakref.ref(it)
