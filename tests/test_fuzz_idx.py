@@ -143,3 +143,14 @@ def test_corrupted_gzip_stream(tmp_path, data):
     except zlib.error:
         pytest.fail("read_idx accepted a stream zlib rejects")
     np.testing.assert_array_equal(got, decode(raw))
+
+
+@pytest.mark.parametrize("bit", [0x20, 0x40, 0x80])
+def test_reserved_gzip_flag_is_refused(tmp_path, bit):
+    # Found by hypothesis: Python's gzip module ignores reserved FLG bits, zlib (and RFC 1952) refuse them.
+    packed = bytearray(gzip.compress(encode(np.arange(5, dtype=np.uint8), 8)))
+    packed[3] |= bit
+    path = tmp_path / "f.idx.gz"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(ValueError, match="reserved flag"):
+        read_idx(path)

@@ -86,6 +86,11 @@ def _open_idx(path: Path):
             raw.seek(0, os.SEEK_END)
             if raw.tell() < 18:  # 10-byte header + 8-byte trailer
                 raise ValueError(f"{path}: not a gzip file (only {raw.tell()} bytes); delete it and fetch it again")
+            raw.seek(3)
+            if raw.read(1)[0] & 0xE0:
+                # RFC 1952: a reserved FLG bit set must be an error (zlib refuses it;
+                # Python's gzip module would silently ignore it).
+                raise ValueError(f"{path}: corrupt gzip header (reserved flag bits set); delete it and fetch it again")
             raw.seek(-4, os.SEEK_END)
             isize = struct.unpack("<I", raw.read(4))[0]
         return gzip.open(path, "rb"), isize
