@@ -31,6 +31,16 @@ void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, voi
   for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
 }
 
+// Rows come in random order, so the hardware prefetcher cannot guess the next one:
+// the uint8 gather asks for the row kAhead ahead while it converts this one. (Measured:
+// it halves the uint8 epoch; on float32 rows, 4x longer, the same prefetch was slower.)
+constexpr int64_t kAhead = 2;
+
+FASTREG_INLINE void prefetch_row(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 0);
+}
+
 void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e,
                   void* dst) {
   switch (row_bytes) {
@@ -52,6 +62,7 @@ FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len,
                                  const int64_t* idx, int64_t b, int64_t e, float scale,
                                  float* __restrict dst) {
   for (int64_t i = b; i < e; ++i) {
+    if (i + kAhead < e) prefetch_row(src + idx[i + kAhead] * row_len, row_len);
     const uint8_t* __restrict s = src + idx[i] * row_len;
     float* __restrict d = dst + i * row_len;
     for (int64_t j = 0; j < row_len; ++j) d[j] = static_cast<float>(s[j]) * scale;
