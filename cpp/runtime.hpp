@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <thread>
@@ -28,38 +29,39 @@ void set_num_threads(int n);  // n >= 1, else std::invalid_argument
 
 const char* compiler_info();
 
-// Runs fn(begin, end) over [0, n) in at most num_threads() contiguous chunks of
-// at least `grain` items. Small work runs inline on the caller's thread, so tiny
-// calls pay no thread start-up. Threads are started per call and joined before
-// return: no pool survives a call, which keeps fork() and interpreter shutdown safe.
+// Runs fn(begin, end) over [0, n) on up to num_threads() threads, in consecutive
+// blocks of `grain` items (the last may be shorter) that the threads claim from a
+// shared counter, so fn may be called several times per thread. Claiming rather
+// than fixed shares matters because threads start per call and one may begin late
+// (~0.1 ms to wake an idle vCPU, ms when the other core is busy): the others then
+// take its blocks instead of waiting for it. Small work runs inline on the caller's
+// thread, so tiny calls pay no thread start-up. Threads are joined before return:
+// no pool survives a call, which keeps fork() and interpreter shutdown safe.
 template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  int64_t chunks = std::min<int64_t>(num_threads(), (n + grain - 1) / grain);
-  if (chunks <= 1) {
+  const int64_t blocks = (n + grain - 1) / grain;
+  const int64_t threads = std::min<int64_t>(num_threads(), blocks);
+  if (threads <= 1) {
     fn(int64_t{0}, n);
     return;
   }
+  std::atomic<int64_t> next{0};
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  auto work = [&](int64_t t) {
+    try {
+      for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < blocks;)
+        fn(k * grain, std::min(n, (k + 1) * grain));
+    } catch (...) {
+      errors[static_cast<size_t>(t)] = std::current_exception();
+      next.store(blocks);  // the others stop claiming
+    }
+  };
   std::vector<std::thread> workers;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(chunks));
-  workers.reserve(static_cast<size_t>(chunks - 1));
-  const int64_t step = (n + chunks - 1) / chunks;
-  for (int64_t c = 1; c < chunks; ++c) {
-    const int64_t b = c * step, e = std::min(n, b + step);
-    workers.emplace_back([&fn, &errors, b, e, c] {
-      try {
-        if (b < e) fn(b, e);
-      } catch (...) {
-        errors[static_cast<size_t>(c)] = std::current_exception();
-      }
-    });
-  }
-  try {
-    fn(int64_t{0}, std::min(n, step));
-  } catch (...) {
-    errors[0] = std::current_exception();
-  }
+  workers.reserve(static_cast<size_t>(threads - 1));
+  for (int64_t t = 1; t < threads; ++t) workers.emplace_back(work, t);
+  work(0);
   for (auto& w : workers) w.join();
   for (auto& err : errors)
     if (err) std::rethrow_exception(err);

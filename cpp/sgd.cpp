@@ -1,8 +1,5 @@
 #include "sgd.hpp"
 
-#include <algorithm>
-#include <atomic>
-
 #include "simd.hpp"
 
 namespace fastreg {
@@ -76,22 +73,6 @@ FASTREG_TARGET_AVX2 void sgd_range_avx2(const SgdArgs<T>& a, bool decay, bool mo
 // enough that claiming costs nothing, small enough to balance the tail.
 constexpr int64_t kBlock = int64_t{1} << 16;
 
-// Runs fn(begin, end) over [0, n) in kBlock blocks that each thread claims from a
-// shared counter, rather than one fixed share per thread. parallel_for starts its
-// threads per call, and a new thread may begin late: ~0.1 ms when the other core
-// was idle (a VM's vCPU must be woken), several ms when another process holds that
-// core. With fixed halves the call then waits for the late thread; with claimed
-// blocks the caller's thread simply does more of them. Up to 2 blocks run inline.
-template <class F>
-void for_blocks(int64_t n, F&& fn) {
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::atomic<int64_t> next{0};
-  parallel_for(blocks, 2, [&](int64_t, int64_t) {  // one call per thread; its range is ignored
-    for (int64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < blocks;)
-      fn(b * kBlock, std::min(n, (b + 1) * kBlock));
-  });
-}
-
 }  // namespace
 
 template <class T>
@@ -107,7 +88,7 @@ void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const Sg
                      static_cast<T>(opt.maximize ? -1.0 : 1.0)};
   const bool decay = opt.weight_decay != 0.0, mom = opt.momentum != 0.0;
   const bool avx2 = active_simd() == Simd::avx2;
-  for_blocks(n, [&](int64_t b, int64_t e) {
+  parallel_for(n, kBlock, [&](int64_t b, int64_t e) {
     if (avx2) sgd_range_avx2(a, decay, mom, opt.nesterov, first_step, b, e);
     else sgd_range_scalar(a, decay, mom, opt.nesterov, first_step, b, e);
   });
