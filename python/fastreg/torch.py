@@ -218,24 +218,20 @@ class SGD(torch.optim.Optimizer):
     def _fallback(params, grads, bufs, opts, err):
         """The fused update refused the group (having written nothing): torch's own update
         when it holds parameters fastreg has no kernel for (CUDA, half precision), else
-        the error itself."""
-        live = [(p, g) for p, g in zip(params, grads) if g is not None]
-        if any(g.is_sparse for _, g in live):
+        the error itself. With momentum, `params` already holds only parameters with a
+        gradient, and torch's functional sgd fills `bufs` in place as the kernel would."""
+        live = [i for i, g in enumerate(grads) if g is not None]
+        params, grads = [params[i] for i in live], [grads[i] for i in live]
+        if any(g.is_sparse for g in grads):
             raise RuntimeError("fastreg.torch.SGD does not support sparse gradients") from None
-        if not any(not p.is_cpu or p.dtype not in _FAST_DTYPES for p, _ in live):
+        if all(p.is_cpu and p.dtype in _FAST_DTYPES for p in params):
             raise err
         _warn_fallback("SGD.step", "no fused kernel for these parameters' device/dtype yet")
-        keep = [i for i, g in enumerate(grads) if g is not None]
-        sub_bufs = None if bufs is None else [bufs[i] for i in keep]
         lr, momentum, dampening, weight_decay, nesterov, maximize = opts
         with torch.no_grad():
-            _torch_sgd([params[i] for i in keep], [grads[i] for i in keep],
-                       sub_bufs if sub_bufs is not None else [None] * len(keep), foreach=False, lr=lr,
+            _torch_sgd(params, grads, [None] * len(params) if bufs is None else bufs, foreach=False, lr=lr,
                        momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                        maximize=maximize)
-        if bufs is not None:
-            for i, b in zip(keep, sub_bufs):
-                bufs[i] = b
 
     # torch wraps every Optimizer subclass's step in a profiler record_function plus the
     # step-hook loops; record_function alone costs ~10 us a call. Here both are paid only
