@@ -581,6 +581,29 @@ def test_epoch_check_finite_stops_before_the_bad_batch(rng, threads, n_threads):
     assert not finite and bad == -1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 5, 8, 16, 37, 300])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_epoch_check_finite_finds_a_value_anywhere_in_the_row(rng, simd_levels, dtype, d, bad):
+    # The check runs while the row is copied: whole cache lines in vectors, the rest one by one.
+    fastreg.linear._ensure_blas()
+    n, c = 64, 3
+    X = rng.standard_normal((n, d)).astype(dtype)
+    X[5, :] = np.finfo(dtype).max  # huge but finite values pass
+    y = rng.integers(0, c, n)
+    kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=16)
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        w, b = np.zeros((c, d), dtype), np.zeros(c, dtype)
+        assert _core.softmax_epoch(X, y, np.arange(n), w, b, None, None, check_finite=True, **kw)[4] == -1
+        for col in sorted({0, d // 2, d - 1, int(rng.integers(d))}):
+            Xb = X.copy()
+            Xb[40, col] = bad
+            w, b = np.zeros((c, d), dtype), np.zeros(c, dtype)
+            *_, bad_row = _core.softmax_epoch(Xb, y, np.arange(n), w, b, None, None, check_finite=True, **kw)
+            assert bad_row == 40, (level, col, bad_row)
+
+
 @pytest.mark.parametrize("labels", [
     np.arange(10), np.arange(10, dtype=np.uint8), np.array([0, 3, 7]), np.array([0, 3, 7], dtype=np.int32),
     np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([0.5, 2.0]),
