@@ -348,12 +348,22 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
       dot = V::add(dot, V::mul_nz(u, d));
       sumu = V::add(sumu, u);
     } else {
-      const R vj = V::set1(static_cast<T>(j));
-      xy = V::select_eq(vy, vj, d, xy);
-      ey = V::select_eq(vy, vj, e, ey);
-      if constexpr (kW) wy = V::select_eq(vy, vj, V::set1(w[j]), wy);
+      if constexpr (kW) wy = V::select_eq(vy, V::set1(static_cast<T>(j)), V::set1(w[j]), wy);
       if constexpr (kSmooth) dot = V::add(dot, kW ? V::mul(V::set1(w[j]), d) : d);
     }
+  }
+  // Each lane's target column: x_y - m and e_y, read lane by lane from the column
+  // buffers (a compare-and-blend per column and lane would cost ~3x more, and
+  // the extra registers spill). Ignored lanes read column 0 and are masked below.
+  if constexpr (!kProb) {
+    alignas(64) T lane_x[W], lane_e[W];
+    for (int64_t l = 0; l < W; ++l) {
+      const int64_t col = y[l] == a.ignore_index ? 0 : y[l];
+      lane_x[l] = xt[col * W + l];
+      lane_e[l] = et[col * W + l];
+    }
+    xy = V::sub(V::load(lane_x), m);
+    ey = V::load(lane_e);
   }
   const R tsum = V::add(acc, V::sub(cnt, V::set1(1)));
   const R L = V::log1p(tsum);
@@ -391,11 +401,18 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
     if constexpr (kProb) {
       gj = V::sub(V::mul(alpha, V::load(et + j * W)), V::mul(V::set1(tr), V::load(ut + j * W)));
     } else {
-      gj = V::select_eq(vy, V::set1(static_cast<T>(j)), gy, V::mul(alpha, V::load(et + j * W)));
+      gj = V::mul(alpha, V::load(et + j * W));  // the target column is overwritten below
       if constexpr (kSmooth) gj = V::sub(gj, V::set1(kW ? beta * w[j] : beta));
       gj = V::mask_nz(vvalid, gj);  // ignored rows get 0, even with NaN logits
     }
     V::store(et + j * W, gj);
+  }
+  if constexpr (!kProb) {  // each valid lane's target column gets gy, lane by lane
+    if constexpr (kSmooth) gy = V::sub(gy, kW ? V::mul(V::set1(beta), wy) : V::set1(beta));
+    alignas(64) T lane_g[W];
+    V::store(lane_g, gy);
+    for (int64_t l = 0; l < W; ++l)
+      if (y[l] != a.ignore_index) et[y[l] * W + l] = lane_g[l];
   }
   cols_to_rows<V>(et, c, g);
 }

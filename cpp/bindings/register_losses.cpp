@@ -19,6 +19,42 @@ namespace fastreg::bindings {
 
 namespace {
 
+// NumPy scalars made straight from a C value with NumPy's PyArray_Scalar (entry
+// 60 of its C-API table, stable across NumPy 1 and 2): np.float32(x) goes through
+// array creation and costs ~140 ns, a tenth of a small batch's whole call. The
+// table and the two dtypes are looked up once at import (kept for the process).
+struct NumpyScalars {
+  using Make = PyObject* (*)(void*, PyObject*, PyObject*);
+  Make make = nullptr;
+  PyObject* float32 = nullptr;
+  PyObject* float64 = nullptr;
+} g_scalars;
+
+void init_numpy_scalars() {
+  py::module_ multiarray = py::detail::import_numpy_core_submodule("multiarray");
+  py::object capsule = multiarray.attr("_ARRAY_API");
+  auto** api = static_cast<void**>(PyCapsule_GetPointer(capsule.ptr(), nullptr));
+  if (api == nullptr) throw py::error_already_set();
+  g_scalars.make = reinterpret_cast<NumpyScalars::Make>(api[60]);
+  auto& npy = py::detail::npy_api::get();
+  g_scalars.float32 = npy.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_);
+  g_scalars.float64 = npy.PyArray_DescrFromType_(py::detail::npy_api::NPY_DOUBLE_);
+  if (g_scalars.float32 == nullptr || g_scalars.float64 == nullptr) throw py::error_already_set();
+}
+
+// v as a NumPy scalar of dtype T (rounded as np.float32(v) rounds).
+template <class T>
+py::object numpy_scalar(double v) {
+  T value = static_cast<T>(v);
+  PyObject* o = g_scalars.make(&value, std::is_same_v<T, float> ? g_scalars.float32 : g_scalars.float64, nullptr);
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(o);
+}
+
+// Below this many bytes of logits a call is a few microseconds of work: the GIL
+// is kept (releasing and taking it back would cost a sizeable part of it).
+constexpr int64_t kReleaseGilBytes = int64_t{1} << 16;
+
 Reduction parse_reduction(const std::string& s) {
   if (s == "mean") return Reduction::mean;
   if (s == "sum") return Reduction::sum;
@@ -159,9 +195,6 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
                           grad_scale);
 }
 
-// numpy.float32 / numpy.float64, looked up once at import (references kept for
-// the life of the process).
-py::handle g_float32_type, g_float64_type;
 
 bool plain_array(py::handle h) { return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_; }
 bool c_contiguous(py::handle h) { return (py::reinterpret_borrow<py::array>(h).flags() & py::array::c_style) != 0; }
@@ -173,12 +206,102 @@ bool c_contiguous(py::handle h) { return (py::reinterpret_borrow<py::array>(h).f
 // first (tensors, other label dtypes, unbatched or non-contiguous inputs); else
 // the loss (a NumPy scalar of the logits' dtype, or the row losses for 'none'),
 // with the gradient when want_grad.
+// The header of a plain ndarray, read in place (no Python objects made).
+struct RawArray {
+  const py::detail::PyArray_Proxy* p;
+  explicit RawArray(py::handle h) : p(py::detail::array_proxy(h.ptr())) {}
+  int type_num() const { return py::detail::array_descriptor_proxy(p->descr)->type_num; }
+  bool native() const {  // byte order: big-endian dtypes go the general way (to be converted)
+    const char b = py::detail::array_descriptor_proxy(p->descr)->byteorder;
+    constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
+    return b == '=' || b == '|' || b == kNative;
+  }
+  bool c_contiguous() const { return (p->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0; }
+  bool writeable() const { return (p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0; }
+  const char* begin() const { return p->data; }
+};
+
+bool is_int64(int type_num) {
+  using api = py::detail::npy_api;
+  return type_num == api::NPY_INT64_ || (type_num == api::NPY_LONGLONG_ && sizeof(long long) == 8);
+}
+
+bool disjoint(const char* a, size_t a_bytes, const char* b, size_t b_bytes) {
+  return a + a_bytes <= b || b + b_bytes <= a;
+}
+
+// The most common call, mean or sum of class-index targets without class
+// weights, checked on the arrays' headers alone: on a (256, 10) batch the
+// general checks below (dtype objects, overlap tests through NumPy) cost about
+// as much as the kernel. Anything unusual, including every error, returns
+// nullopt and takes the general path, which raises the precise exception.
+template <class T>
+std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& y, py::handle out, int64_t ignore,
+                                             Reduction red, double smoothing, bool want_grad) {
+  const int64_t n = x.p->dimensions[0], c = x.p->dimensions[1];
+  if (c < 1 || y.p->nd != 1 || y.p->dimensions[0] != n || !y.c_contiguous() || !is_int64(y.type_num()) ||
+      !y.native() || !(smoothing >= 0.0 && smoothing <= 1.0))
+    return std::nullopt;
+  const size_t bytes = static_cast<size_t>(n) * static_cast<size_t>(c) * sizeof(T);
+  py::object grad = py::none();
+  T* g = nullptr;
+  if (want_grad && out.is_none()) {
+    auto fresh = py::array_t<T>({n, c});
+    g = fresh.mutable_data();
+    grad = std::move(fresh);
+  } else if (want_grad) {
+    const RawArray o(out);
+    if (o.p->nd != 2 || o.p->dimensions[0] != n || o.p->dimensions[1] != c || o.type_num() != x.type_num() ||
+        !o.native() || !o.c_contiguous() || !o.writeable() ||
+        !disjoint(o.begin(), bytes, y.begin(), static_cast<size_t>(n) * sizeof(int64_t)) ||
+        !(o.begin() == x.begin() || disjoint(o.begin(), bytes, x.begin(), bytes)))
+      return std::nullopt;
+    g = reinterpret_cast<T*>(o.p->data);
+    grad = py::reinterpret_borrow<py::object>(out);
+  }
+  XentArgs<T> a;
+  a.logits = reinterpret_cast<const T*>(x.p->data);
+  a.n = n;
+  a.c = c;
+  a.target = reinterpret_cast<const int64_t*>(y.p->data);
+  a.ignore_index = ignore;
+  a.label_smoothing = smoothing;
+  a.reduction = red;
+  a.grad = g;
+  double loss;
+  if (static_cast<int64_t>(bytes) >= kReleaseGilBytes) {
+    py::gil_scoped_release release;
+    loss = softmax_cross_entropy<T>(a);
+  } else {  // a few microseconds of work: handing the GIL over would cost more
+    loss = softmax_cross_entropy<T>(a);
+  }
+  py::object res = numpy_scalar<T>(loss);
+  return want_grad ? py::object(py::make_tuple(res, grad)) : res;
+}
+
 py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle weight, py::handle ignore_index,
                               py::handle reduction, py::handle label_smoothing, py::handle out, bool want_grad) {
   if (!plain_array(logits) || !plain_array(target) || !(weight.is_none() || plain_array(weight)) ||
       !(out.is_none() || plain_array(out)) || !PyLong_CheckExact(ignore_index.ptr()) ||
       !PyFloat_CheckExact(label_smoothing.ptr()) || !PyUnicode_Check(reduction.ptr()))
     return py::none();
+  if (weight.is_none()) {
+    const RawArray rx(logits), ry(target);
+    const bool mean = PyUnicode_CompareWithASCIIString(reduction.ptr(), "mean") == 0;
+    const bool sum = !mean && PyUnicode_CompareWithASCIIString(reduction.ptr(), "sum") == 0;
+    int overflow = 0;
+    const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
+    if ((mean || sum) && !overflow && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
+      using api = py::detail::npy_api;
+      const Reduction red = mean ? Reduction::mean : Reduction::sum;
+      const double eps = PyFloat_AS_DOUBLE(label_smoothing.ptr());
+      std::optional<py::object> res;
+      if (rx.type_num() == api::NPY_FLOAT_) res = cross_entropy_lean<float>(rx, ry, out, ignore, red, eps, want_grad);
+      else if (rx.type_num() == api::NPY_DOUBLE_)
+        res = cross_entropy_lean<double>(rx, ry, out, ignore, red, eps, want_grad);
+      if (res) return *res;
+    }
+  }
   const auto x = py::reinterpret_borrow<py::array>(logits);
   const auto y = py::reinterpret_borrow<py::array>(target);
   if (x.ndim() != 2 || !y.dtype().is(py::dtype::of<int64_t>()) || !c_contiguous(x) || !c_contiguous(y) ||
@@ -193,7 +316,7 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
   if (red == "none") rows = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
   const double loss = cross_entropy(x, y, weight.cast<py::object>(), ignore, red,
                                     PyFloat_AS_DOUBLE(label_smoothing.ptr()), grad, rows, 1.0);
-  py::object res = !rows.is_none() ? rows : (is_float32(x) ? g_float32_type : g_float64_type)(loss);
+  py::object res = !rows.is_none() ? rows : is_float32(x) ? numpy_scalar<float>(loss) : numpy_scalar<double>(loss);
   return want_grad ? py::object(py::make_tuple(res, grad)) : res;
 }
 
@@ -328,9 +451,7 @@ double regression(const std::string& kind_name, const py::object& pred_obj, cons
 }  // namespace
 
 void register_losses(py::module_& m) {
-  py::module_ numpy = py::module_::import("numpy");
-  g_float32_type = py::object(numpy.attr("float32")).release();
-  g_float64_type = py::object(numpy.attr("float64")).release();
+  init_numpy_scalars();
   m.def("cross_entropy_fast", &cross_entropy_fast, py::arg("input"), py::arg("target"), py::arg("weight"),
         py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"),
         py::arg("want_grad"),
