@@ -412,8 +412,16 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
     # Anything that needs a conversion goes to the general path (None), never a wrong answer.
     args = (None, -100, "mean", 0.0, None, True)
     for xx, yy in [(torch.tensor(x), y), (x, torch.tensor(y)), (x, y.astype(np.int32)), (x[:, ::2], y),
-                   (x[0], y[:1]), (np.asfortranarray(x), y)]:
+                   (x[0], y[:1]), (np.asfortranarray(x), y), (x, y.astype(y.dtype.newbyteorder()))]:
         assert _core.cross_entropy_fast(xx, yy, *args) is None
+    # An out that shares memory with the labels is refused, never written.
+    mem = np.zeros(x.nbytes + y.nbytes, dtype=np.uint8)
+    y_shared = mem[:y.nbytes].view(np.int64)
+    y_shared[:] = y
+    out_shared = mem[8:8 + x.nbytes].view(x.dtype).reshape(x.shape)
+    with pytest.raises(ValueError, match="share memory"):
+        _core.cross_entropy_fast(x, y_shared, None, -100, "mean", 0.0, out_shared, True)
+    np.testing.assert_array_equal(y_shared, y)
     for ii, ls in [(True, 0.0), (np.int64(-100), 0.0), (-100, 0), (-100, np.float64(0.1)), (2**70, 0.0)]:
         assert _core.cross_entropy_fast(x, y, None, ii, "mean", ls, None, True) is None
     assert _core.cross_entropy_fast(x, y, None, -100, 3, 0.0, None, True) is None
