@@ -31,22 +31,6 @@ void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, voi
   for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
 }
 
-// Rows come in random order, so the hardware prefetcher cannot guess the next one:
-// each gather asks for a row a few ahead while it copies or converts this one, line
-// by line, into L2 (prefetcht1). Measured on the Zen 4 dev machine, one epoch of
-// 60000 x 784 rows, batch 256: float32 rows 4 ahead ~15 -> ~10 ms (prefetching
-// loader) and ~24 -> ~14 ms (on the caller's thread); uint8 -> float32 rows 2 ahead
-// ~6 ms with the non-temporal hint (itself half of no prefetch) -> ~5 ms. Into L1
-// (prefetcht0) the float32 gather gained nothing.
-constexpr int64_t kAhead = 2;       // uint8 rows (784 B: a 4x shorter read than they write)
-constexpr int64_t kAheadF = 4;      // rows copied as they are
-constexpr int64_t kPrefetchMinRowBytes = 256;  // shorter rows: a line or so, nothing to gain
-
-FASTREG_INLINE void prefetch_row(const void* row, int64_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
-}
-
 void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e,
                   void* dst) {
   switch (row_bytes) {
@@ -59,12 +43,12 @@ void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
   const auto rb = static_cast<size_t>(row_bytes);
-  if (row_bytes < kPrefetchMinRowBytes) {
+  if (row_bytes < kRowPrefetchMinBytes) {
     for (int64_t i = b; i < e; ++i) std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
     return;
   }
   for (int64_t i = b; i < e; ++i) {
-    if (i + kAheadF < e) prefetch_row(s + idx[i + kAheadF] * row_bytes, row_bytes);
+    if (i + kRowPrefetchAhead < e) prefetch_row(s + idx[i + kRowPrefetchAhead] * row_bytes, row_bytes);
     std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
   }
 }
@@ -75,7 +59,7 @@ FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len,
                                  const int64_t* idx, int64_t b, int64_t e, float scale,
                                  float* __restrict dst) {
   for (int64_t i = b; i < e; ++i) {
-    if (i + kAhead < e) prefetch_row(src + idx[i + kAhead] * row_len, row_len);
+    if (i + kRowPrefetchAheadU8 < e) prefetch_row(src + idx[i + kRowPrefetchAheadU8] * row_len, row_len);
     const uint8_t* __restrict s = src + idx[i] * row_len;
     float* __restrict d = dst + i * row_len;
     for (int64_t j = 0; j < row_len; ++j) d[j] = static_cast<float>(s[j]) * scale;

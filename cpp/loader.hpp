@@ -17,6 +17,23 @@
 
 namespace fastreg {
 
+// Rows come in random order, so the hardware prefetcher cannot guess the next one:
+// each gather asks for a row a few ahead while it copies or converts this one, line
+// by line, into L2 (prefetcht1). Measured on the Zen 4 dev machine, one epoch of
+// 60000 x 784 rows, batch 256: float32 rows 4 ahead ~15 -> ~10 ms (prefetching
+// loader) and ~24 -> ~14 ms (on the caller's thread); uint8 -> float32 rows 2 ahead
+// ~6 ms with the non-temporal hint (itself half of no prefetch) -> ~5 ms. Into L1
+// (prefetcht0) the float32 gather gained nothing (in a C loop gathering random 3 KB
+// rows, one core: 6.4 GB/s with prefetcht0, 12.9 GB/s with prefetcht1).
+constexpr int64_t kRowPrefetchAhead = 4;     // rows copied as they are
+constexpr int64_t kRowPrefetchAheadU8 = 2;   // uint8 rows (4 ahead: the u8 epoch ~5% slower)
+constexpr int64_t kRowPrefetchMinBytes = 256;  // shorter rows: a line or so, nothing to gain
+
+inline void prefetch_row(const void* row, int64_t bytes) {
+  const char* p = static_cast<const char*>(row);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
 // Copy rows idx[0..n) of a C-contiguous source with rows of row_bytes bytes into dst
 // (n*row_bytes bytes). Indices must already be validated by the caller. Multi-threaded for big batches.
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* idx, int64_t n, void* dst);
