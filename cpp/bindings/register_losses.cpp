@@ -197,15 +197,6 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
 
 
 bool plain_array(py::handle h) { return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_; }
-bool c_contiguous(py::handle h) { return (py::reinterpret_borrow<py::array>(h).flags() & py::array::c_style) != 0; }
-
-// ops.cross_entropy[_with_grad]'s whole call in the common case, checked here
-// rather than in Python (a small batch's call is mostly overhead): plain
-// C-contiguous ndarrays, 2-D logits, int64 class indices, an int ignore_index and
-// a float label_smoothing. Returns None where fastreg.ops must convert something
-// first (tensors, other label dtypes, unbatched or non-contiguous inputs); else
-// the loss (a NumPy scalar of the logits' dtype, or the row losses for 'none'),
-// with the gradient when want_grad.
 // The header of a plain ndarray, read in place (no Python objects made).
 struct RawArray {
   const py::detail::PyArray_Proxy* p;
@@ -220,6 +211,8 @@ struct RawArray {
   bool writeable() const { return (p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0; }
   const char* begin() const { return p->data; }
 };
+
+bool c_contiguous(py::handle h) { return RawArray(h).c_contiguous(); }
 
 bool is_int64(int type_num) {
   using api = py::detail::npy_api;
@@ -279,19 +272,27 @@ std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& 
   return want_grad ? py::object(py::make_tuple(res, grad)) : res;
 }
 
+// ops.cross_entropy[_with_grad]'s whole call in the common case, checked here
+// rather than in Python (a small batch's call is mostly overhead): plain
+// C-contiguous ndarrays, 2-D logits, int64 class indices, an int ignore_index and
+// a float label_smoothing. Returns None where fastreg.ops must convert something
+// first (tensors, other label dtypes, unbatched or non-contiguous inputs); else
+// the loss (a NumPy scalar of the logits' dtype, or the row losses for 'none'),
+// with the gradient when want_grad.
 py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle weight, py::handle ignore_index,
                               py::handle reduction, py::handle label_smoothing, py::handle out, bool want_grad) {
   if (!plain_array(logits) || !plain_array(target) || !(weight.is_none() || plain_array(weight)) ||
       !(out.is_none() || plain_array(out)) || !PyLong_CheckExact(ignore_index.ptr()) ||
       !PyFloat_CheckExact(label_smoothing.ptr()) || !PyUnicode_Check(reduction.ptr()))
     return py::none();
+  int overflow = 0;
+  const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
+  if (overflow) return py::none();
   if (weight.is_none()) {
     const RawArray rx(logits), ry(target);
     const bool mean = PyUnicode_CompareWithASCIIString(reduction.ptr(), "mean") == 0;
     const bool sum = !mean && PyUnicode_CompareWithASCIIString(reduction.ptr(), "sum") == 0;
-    int overflow = 0;
-    const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
-    if ((mean || sum) && !overflow && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
+    if ((mean || sum) && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
       using api = py::detail::npy_api;
       const Reduction red = mean ? Reduction::mean : Reduction::sum;
       const double eps = PyFloat_AS_DOUBLE(label_smoothing.ptr());
@@ -307,9 +308,6 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
   if (x.ndim() != 2 || !y.dtype().is(py::dtype::of<int64_t>()) || !c_contiguous(x) || !c_contiguous(y) ||
       !(weight.is_none() || c_contiguous(weight)))
     return py::none();
-  int overflow = 0;
-  const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
-  if (overflow) return py::none();
   const std::string red = reduction.cast<std::string>();
   py::object grad = py::none(), rows = py::none();
   if (want_grad) grad = out.is_none() ? py::object(py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)})) : out.cast<py::object>();
