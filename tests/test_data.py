@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastreg
+from _proc import os_threads, wait_for_threads
 from fastreg import DataLoader, _core, data_iter, load_array
 
 torch = pytest.importorskip("torch")
@@ -17,22 +18,6 @@ from torch.utils.data import DataLoader as TorchDataLoader  # noqa: E402
 def _dataset(rng, n, d=5, dtype=np.float32):
     """Features whose rows are random, and labels equal to the row index (to read the order)."""
     return rng.standard_normal((n, d)).astype(dtype), np.arange(n, dtype=np.int64)
-
-
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
-def _threads_settle_to(limit: int, timeout: float = 5.0) -> int:
-    """Thread count once it is at most `limit` (or whatever it is at the timeout).
-
-    pthread_join returns when the kernel clears the thread's tid, a moment before the thread leaves
-    /proc/self/task, so a joined thread can still be listed briefly.
-    """
-    deadline = time.monotonic() + timeout
-    while _threads() > limit and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return _threads()
 
 
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
@@ -311,29 +296,29 @@ def test_prefetch_workers_run_at_idle_priority(rng):
 def test_no_thread_outlives_its_iterator(rng):
     X, y = _dataset(rng, 4000, d=256)  # 1 MiB batches: prefetched
     loader = DataLoader((X, y), 1024, shuffle=True, seed=0)
-    before = _threads()
+    before = os_threads()
     it = iter(loader)
     next(it)
-    assert it.prefetching and _threads() > before
+    assert it.prefetching and os_threads() > before
     del it  # dropped mid-epoch
-    assert _threads_settle_to(before) <= before
+    assert wait_for_threads(before) <= before
     for i, _ in enumerate(loader):  # early break
         if i == 1:
             break
     gc.collect()
-    assert _threads_settle_to(before) <= before
+    assert wait_for_threads(before) <= before
     with pytest.raises(RuntimeError, match="consumer"):
         for _ in loader:
             raise RuntimeError("consumer failed")
     gc.collect()
-    assert _threads_settle_to(before) <= before
+    assert wait_for_threads(before) <= before
     it = iter(loader)
     list(it)  # exhaustion stops the threads even while the iterator lives
-    assert it.done and not it.prefetching and _threads_settle_to(before) <= before
+    assert it.done and not it.prefetching and wait_for_threads(before) <= before
     it = iter(loader)
     next(it)
     it.close()
-    assert _threads_settle_to(before) <= before
+    assert wait_for_threads(before) <= before
     with pytest.raises(StopIteration):
         next(it)
 

@@ -15,16 +15,13 @@ import numpy as np
 import pytest
 
 import fastreg
+from _proc import os_threads, wait_for_threads
 from fastreg import _core
 
 # Generous bounds: they only turn a deadlock into a failure (ASan runs ~3x slower).
 JOIN_TIMEOUT = 60.0
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
-
-
-def _os_threads() -> int:
-    return len(os.listdir(f"/proc/{os.getpid()}/task"))
 
 
 def _run_threads(targets) -> None:
@@ -48,14 +45,6 @@ def _run_threads(targets) -> None:
     assert not any(t.is_alive() for t in threads), "threads still running: deadlock?"
     if errors:
         raise errors[0]
-
-
-def _wait_for_threads(count: int, timeout: float = 5.0) -> int:
-    """OS thread count once it is back to at most `count` (or whatever it is at the timeout)."""
-    deadline = time.monotonic() + timeout
-    while _os_threads() > count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return _os_threads()
 
 
 def _run_child(code: str, timeout: float = JOIN_TIMEOUT) -> subprocess.CompletedProcess:
@@ -158,9 +147,9 @@ def test_no_threads_left_after_kernels():
     _core.sgd_update(p, g, None, lr=1.0)
     assert threading.active_count() == before
     # OS-level threads too: the kernel joins its workers before returning.
-    tasks = os.listdir(f"/proc/{os.getpid()}/task")
+    tasks = os_threads()
     _core.sgd_update(p, g, None, lr=1.0)
-    assert len(os.listdir(f"/proc/{os.getpid()}/task")) <= len(tasks)
+    assert wait_for_threads(tasks) <= tasks
     assert fastreg.get_num_threads() >= 1
 
 
@@ -300,7 +289,7 @@ def _prefetching_loader(rng, n=3000, d=96, batch_size=256, seed=0):
 @needs_proc
 def test_many_iterators_in_several_threads(rng):
     X, y, _ = _prefetching_loader(rng)
-    before = _os_threads()
+    before = os_threads()
 
     def consume(seed):
         # Three live prefetching iterators per thread, advanced in turn.
@@ -324,7 +313,7 @@ def test_many_iterators_in_several_threads(rng):
 
     _run_threads([lambda s=s: consume(10 * s) for s in range(4)])
     gc.collect()
-    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
+    assert wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 @needs_proc
@@ -354,7 +343,7 @@ def test_one_iterator_shared_by_threads_never_crashes(rng):
 @needs_proc
 def test_iterators_abandoned_mid_epoch_leave_no_thread(rng):
     X, y, loader = _prefetching_loader(rng)
-    before = _os_threads()
+    before = os_threads()
 
     def abandon():
         for k in range(20):
@@ -367,20 +356,20 @@ def test_iterators_abandoned_mid_epoch_leave_no_thread(rng):
 
     _run_threads([abandon] * 3)
     gc.collect()
-    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
+    assert wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
     # A cycle keeping an iterator alive: collected later, or closed at exit.
     holder = {"it": iter(loader)}
     next(holder["it"])
     holder["self"] = holder
     del holder
     gc.collect()
-    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
+    assert wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 @needs_proc
 def test_close_from_another_thread_while_consumer_waits(rng):
     X, y, loader = _prefetching_loader(rng, n=20000, d=256, batch_size=2048)
-    before = _os_threads()
+    before = os_threads()
     for _ in range(5):
         it = iter(loader)
         next(it)
@@ -395,7 +384,7 @@ def test_close_from_another_thread_while_consumer_waits(rng):
         assert it.done
         del it
     gc.collect()
-    assert _wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
+    assert wait_for_threads(before) <= before  # none left behind (an earlier test's may still be exiting)
 
 
 def test_dropping_an_iterator_runs_no_python_code(rng):
