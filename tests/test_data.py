@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastreg
-from _proc import os_threads, wait_for_threads
+from _proc import os_threads, task_ids, wait_for_threads
 from fastreg import DataLoader, _core, data_iter, load_array
 
 torch = pytest.importorskip("torch")
@@ -276,10 +276,10 @@ def test_consumer_does_not_wait_for_a_starved_worker(rng):
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 def test_prefetch_workers_run_at_idle_priority(rng):
     X, y = _dataset(rng, 40000, d=256)  # 1 MiB batches: prefetched; 40 of them keep the workers busy
-    before = set(os.listdir("/proc/self/task"))
+    before = task_ids()
     it = iter(DataLoader((X, y), 1024, shuffle=True, seed=0))
     next(it)
-    workers = set(os.listdir("/proc/self/task")) - before
+    workers = task_ids() - before
     assert workers and it.prefetching
     policies = set()
     for t in workers:

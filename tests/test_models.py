@@ -487,14 +487,14 @@ def test_epoch_team_size_rules(threads):
 
 
 def test_two_thread_epochs_leave_no_threads(rng, threads):
-    import os
+    from _proc import os_threads, wait_for_threads
 
     threads(2)
     X, y = _team_data(rng, 600, 300, 7)
     SoftmaxRegression(epochs=1, random_state=0).fit(X, y)
-    tasks = len(os.listdir(f"/proc/{os.getpid()}/task"))
+    tasks = os_threads()
     SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
-    assert len(os.listdir(f"/proc/{os.getpid()}/task")) <= tasks
+    assert wait_for_threads(tasks) <= tasks
 
 
 def test_epoch_with_no_features_or_no_rows_terminates(threads):

@@ -47,9 +47,9 @@ def _run_threads(targets) -> None:
         raise errors[0]
 
 
-def _run_child(code: str, timeout: float = JOIN_TIMEOUT) -> subprocess.CompletedProcess:
+def _run_child(code: str, timeout: float = JOIN_TIMEOUT, cwd=None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=cwd)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Exception ignored" not in proc.stderr, proc.stderr  # e.g. a lost KeyboardInterrupt
     return proc
@@ -141,16 +141,67 @@ def test_kernels_work_in_a_forked_child():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_no_threads_left_after_kernels():
-    before = threading.active_count()
-    p, g = np.zeros(2_000_000), np.ones(2_000_000)
-    _core.sgd_update(p, g, None, lr=1.0)
-    assert threading.active_count() == before
-    # OS-level threads too: the kernel joins its workers before returning.
-    tasks = os_threads()
-    _core.sgd_update(p, g, None, lr=1.0)
-    assert wait_for_threads(tasks) <= tasks
-    assert fastreg.get_num_threads() >= 1
+@needs_proc
+def test_kernels_reuse_one_small_pool():
+    # Helpers come from one process-wide pool (a fresh process, so the count is known):
+    # no Python threads, no thread per call, num_threads - 1 workers, grown when more
+    # threads are asked for and partly used when fewer are, nothing else left behind.
+    _run_child(
+        """
+        import threading, numpy as np, fastreg
+        from fastreg import _core
+        from _proc import os_threads, pool_threads, wait_for_threads
+        fastreg.set_num_threads(2)
+        p, g = np.zeros(2_000_000), np.ones(2_000_000)
+        _core.sgd_update(p, g, None, lr=1.0)
+        others = os_threads()
+        assert threading.active_count() == 1
+        assert pool_threads() == _core.pool_workers() == 1, (pool_threads(), _core.pool_workers())
+        for _ in range(20):
+            _core.sgd_update(p, g, None, lr=1.0)
+        assert pool_threads() == 1 and wait_for_threads(others) <= others
+        np.testing.assert_array_equal(p, np.full(2_000_000, -21.0))
+        fastreg.set_num_threads(4)
+        _core.sgd_update(p, g, None, lr=1.0)
+        assert pool_threads() == _core.pool_workers() == 3
+        for n in (1, 3, 2):
+            fastreg.set_num_threads(n)
+            _core.sgd_update(p, g, None, lr=1.0)
+        assert pool_threads() == 3 and wait_for_threads(others) <= others
+        np.testing.assert_array_equal(p, np.full(2_000_000, -25.0))
+        """,
+        cwd=os.path.dirname(__file__),
+    )
+
+
+def test_pool_in_a_forked_child_that_exits_normally():
+    # The parent's pool workers do not exist in a child: the child makes its own, and
+    # exits through the interpreter's normal shutdown (atexit, sanitizer leak checks).
+    _run_child(
+        """
+        import os, numpy as np, fastreg
+        from fastreg import _core
+        fastreg.set_num_threads(2)
+        p, g = np.zeros(2_000_000), np.ones(2_000_000)
+        _core.sgd_update(p, g, None, lr=1.0)
+        assert _core.pool_workers() >= 1
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                assert _core.pool_workers() == 0
+                for _ in range(3):
+                    _core.sgd_update(p, g, None, lr=1.0)
+                assert p[0] == -4.0 and p[-1] == -4.0 and _core.pool_workers() >= 1
+            except BaseException:
+                code = 3
+            raise SystemExit(code)  # normal interpreter exit in the child
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        _core.sgd_update(p, g, None, lr=1.0)  # the parent's pool still works
+        assert p[0] == -2.0
+        """
+    )
 
 
 # ----------------------------------------------------------- every kernel family

@@ -24,6 +24,8 @@ void register_runtime(py::module_& m) {
   m.def("num_threads", &num_threads);
   m.def("default_num_threads", &default_num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
+  m.def("pool_workers", &detail::pool_workers,
+        "Worker threads the kernels' shared pool has started in this process (they persist; tests).");
   m.def("compiler", [] { return std::string(compiler_info()); });
 }
 
