@@ -101,7 +101,7 @@ namespace {
 
 class Pool {
  public:
-  bool run(int64_t n, int64_t grain, int64_t blocks, int helpers, detail::BlockFn fn, void* ctx) {
+  bool run(int64_t n, int64_t grain, int helpers, detail::BlockFn fn, void* ctx) {
     if (busy_.exchange(true, std::memory_order_acquire)) return false;
     helpers = std::min(helpers, start_workers(helpers));
     if (helpers < 1) {
@@ -110,10 +110,8 @@ class Pool {
     }
     fn_ = fn;
     ctx_ = ctx;
-    n_ = n;
-    grain_ = grain;
     helpers_ = helpers;
-    shares_.reset(blocks, helpers + 1);
+    shares_.reset(n, grain, helpers + 1);
     const uint32_t g = generation_.load(std::memory_order_relaxed) + 1;
     state_.store(uint64_t{g} << 32, std::memory_order_release);  // open, nobody inside
     generation_.store(g);  // seq_cst, paired with the sleepers' count
@@ -153,7 +151,7 @@ class Pool {
   // exception stops the job.
   void work(int thread) {
     try {
-      shares_.take(thread, [&](int64_t k) { fn_(ctx_, k * grain_, std::min(n_, (k + 1) * grain_)); });
+      shares_.take(thread, [&](int64_t b, int64_t e) { fn_(ctx_, b, e); });
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mu_);
       if (!error_) error_ = std::current_exception();
@@ -217,7 +215,6 @@ class Pool {
   // The job (written by the owner before the generation is published).
   detail::BlockFn fn_ = nullptr;
   void* ctx_ = nullptr;
-  int64_t n_ = 0, grain_ = 1;
   int helpers_ = 0;
   detail::BlockShares shares_;
   std::mutex error_mu_;
@@ -248,8 +245,8 @@ Pool& pool() {
 }  // namespace
 
 namespace detail {
-bool run_on_pool(int64_t n, int64_t grain, int64_t blocks, int helpers, BlockFn fn, void* ctx) {
-  return pool().run(n, grain, blocks, helpers, fn, ctx);
+bool run_on_pool(int64_t n, int64_t grain, int helpers, BlockFn fn, void* ctx) {
+  return pool().run(n, grain, helpers, fn, ctx);
 }
 int pool_workers() {
   Pool* p = g_pool.load();

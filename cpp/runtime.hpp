@@ -41,19 +41,24 @@ class BlockShares {
  public:
   static constexpr int kMaxShares = 64;
 
-  void reset(int64_t blocks, int threads) {
+  // The blocks of `grain` items (the last may be shorter) covering [0, n).
+  void reset(int64_t n, int64_t grain, int threads) {
+    n_ = n;
+    grain_ = grain;
+    const int64_t blocks = (n + grain - 1) / grain;
     shares_ = std::max(1, std::min(threads, kMaxShares));
     for (int s = 0; s < shares_; ++s) {
       share_[s].next.store(blocks * s / shares_, std::memory_order_relaxed);
       share_[s].end = blocks * (s + 1) / shares_;
     }
   }
-  // Calls run(block) for every block `thread` claims, own share first.
+  // Calls run(begin, end) for every block `thread` claims, own share first.
   template <class Run>
   void take(int thread, Run&& run) {
     for (int k = 0; k < shares_; ++k) {
       Share& sh = share_[(thread + k) % shares_];
-      for (int64_t b; (b = sh.next.fetch_add(1, std::memory_order_relaxed)) < sh.end;) run(b);
+      for (int64_t b; (b = sh.next.fetch_add(1, std::memory_order_relaxed)) < sh.end;)
+        run(b * grain_, std::min(n_, (b + 1) * grain_));
     }
   }
   // After an exception: nobody claims another block.
@@ -68,13 +73,14 @@ class BlockShares {
   };
   Share share_[kMaxShares];
   int shares_ = 1;
+  int64_t n_ = 0, grain_ = 1;
 };
 
 using BlockFn = void (*)(void* ctx, int64_t begin, int64_t end);
 // Runs fn(ctx, ...) over the blocks of [0, n) on the caller and up to `helpers`
 // workers of the process's pool (see runtime.cpp); false, having run nothing, when
 // the pool is in use by another call (or could not start a thread).
-bool run_on_pool(int64_t n, int64_t grain, int64_t blocks, int helpers, BlockFn fn, void* ctx);
+bool run_on_pool(int64_t n, int64_t grain, int helpers, BlockFn fn, void* ctx);
 // Workers the pool has started so far (tests).
 int pool_workers();
 }  // namespace detail
@@ -99,15 +105,15 @@ void parallel_for(int64_t n, int64_t grain, F&& fn) {
   }
   using Fn = std::remove_reference_t<F>;
   const detail::BlockFn call = [](void* ctx, int64_t b, int64_t e) { (*static_cast<Fn*>(ctx))(b, e); };
-  if (detail::run_on_pool(n, grain, blocks, static_cast<int>(threads - 1), call,
+  if (detail::run_on_pool(n, grain, static_cast<int>(threads - 1), call,
                           const_cast<void*>(static_cast<const void*>(&fn))))
     return;
   detail::BlockShares shares;
-  shares.reset(blocks, static_cast<int>(threads));
+  shares.reset(n, grain, static_cast<int>(threads));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
   auto work = [&](int64_t t) {
     try {
-      shares.take(static_cast<int>(t), [&](int64_t k) { fn(k * grain, std::min(n, (k + 1) * grain)); });
+      shares.take(static_cast<int>(t), fn);
     } catch (...) {
       errors[static_cast<size_t>(t)] = std::current_exception();
       shares.stop();  // the others stop claiming
