@@ -502,7 +502,7 @@ def test_dataloader_used_in_a_forked_child():
     # exits normally, which runs the atexit hook closing live iterators.
     _run_child(
         """
-        import os, sys
+        import os, sys, time
         import numpy as np, fastreg
         from fastreg import _core
 
@@ -512,6 +512,12 @@ def test_dataloader_used_in_a_forked_child():
         order = _core.random_permutation(4000, 5, 0)
         it = iter(loader)
         xb, yb = next(it)
+        assert it.prefetching
+        # The worker has queued the whole epoch (4 MB) well before this; waiting for it
+        # keeps malloc out of the fork: the sanitizer CI run's allocator (GCC 12's ASan)
+        # does not lock itself around fork(), so a parent thread inside malloc at that
+        # moment leaves a lock held in the child (glibc's malloc has no such problem).
+        time.sleep(0.5)
         assert it.prefetching
         pid = os.fork()
         if pid == 0:
@@ -535,6 +541,7 @@ def test_dataloader_in_multiprocessing_fork_workers():
     _run_child(
         """
         import multiprocessing as mp
+        import time
         import numpy as np, fastreg
         from fastreg import _core
 
@@ -548,7 +555,8 @@ def test_dataloader_in_multiprocessing_fork_workers():
 
         if __name__ == "__main__":
             it = iter(fastreg.DataLoader((X, y), 256, shuffle=True, seed=1, prefetch=True))
-            next(it)  # the parent prefetches while forking
+            next(it)  # the parent's prefetching iterator is alive while forking
+            time.sleep(0.5)  # its worker done queueing: no malloc across fork (see above)
             with mp.get_context("fork").Pool(2) as pool:
                 assert all(pool.map(work, range(6)))
         """
