@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <stdexcept>
+#include <system_error>
 
 #include <pthread.h>
 #include <sched.h>
@@ -239,23 +240,21 @@ BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
   // Enough buffers for the batches in flight plus a few the caller still holds.
   pool_->keep_at_least(columns_.size() * static_cast<size_t>(2 * depth_ + 4));
   threads_.reserve(static_cast<size_t>(std::max(workers, 0)));
-  try {
-    for (int w = 0; w < workers; ++w) {
+  for (int w = 0; w < workers; ++w) {
+    try {
       threads_.emplace_back([this] { worker_loop(); });
-#ifdef SCHED_IDLE
-      // Idle priority: a worker only uses a core nobody else wants. At normal priority
-      // it competes with the caller's own threads (OpenBLAS's or OpenMP's, which spin
-      // while they wait for each other), and one of them descheduled stalls a whole
-      // GEMM for longer than the gather saves. Set here, so it holds before the worker
-      // runs; unprivileged, and a failure just leaves the normal priority.
-      sched_param param{};
-      pthread_setschedparam(threads_.back().native_handle(), SCHED_IDLE, &param);
-#endif
+    } catch (const std::system_error&) {  // no more threads: fewer workers (with none, next() gathers each batch)
+      break;
     }
-  } catch (...) {
-    stop();
-    for (auto& t : threads_) t.join();
-    throw;
+#ifdef SCHED_IDLE
+    // Idle priority: a worker only uses a core nobody else wants. At normal priority
+    // it competes with the caller's own threads (OpenBLAS's or OpenMP's, which spin
+    // while they wait for each other), and one of them descheduled stalls a whole
+    // GEMM for longer than the gather saves. Set here, so it holds before the worker
+    // runs; unprivileged, and a failure just leaves the normal priority.
+    sched_param param{};
+    pthread_setschedparam(threads_.back().native_handle(), SCHED_IDLE, &param);
+#endif
   }
 }
 

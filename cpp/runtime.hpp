@@ -121,7 +121,10 @@ void parallel_for(int64_t n, int64_t grain, F&& fn) {
   };
   std::vector<std::thread> workers;
   workers.reserve(static_cast<size_t>(threads - 1));
-  for (int64_t t = 1; t < threads; ++t) workers.emplace_back(work, t);
+  try {
+    for (int64_t t = 1; t < threads; ++t) workers.emplace_back(work, t);
+  } catch (...) {  // no more threads: the ones started and the caller take every share
+  }
   work(0);
   for (auto& w : workers) w.join();
   for (auto& err : errors)

@@ -10,6 +10,8 @@ The parent process computes the references and asserts.
 from __future__ import annotations
 
 import datetime
+import faulthandler
+import gc
 import os
 import pickle
 import sys
@@ -128,10 +130,17 @@ def main(out_dir: str) -> None:
 
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(res, f)
+    # Tear down in order while the interpreter is fully alive: DDP (its reducer holds the
+    # group), then wait for every rank, then the group. Left to interpreter exit, gloo's
+    # threads can end up freeing tensors that need the GIL during finalization.
+    del ddp, opt, loader, model
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
+    faulthandler.enable(all_threads=True)  # an abort prints every thread's Python stack into the log
     try:
         main(sys.argv[1])
     except BaseException:

@@ -132,7 +132,8 @@ def ranks(tmp_path_factory, data):
                 p.kill()
                 p.wait()
     for r, p in enumerate(procs):
-        assert p.returncode == 0, f"rank {r} failed (exit {p.returncode}):\n{logs[r]}"
+        wrote = (out / f"rank{r}.pkl").exists()  # did it fail before or after saving its results?
+        assert p.returncode == 0, f"rank {r} failed (exit {p.returncode}, results saved: {wrote}):\n{logs[r]}"
     results = []
     for r in range(WORLD):
         with open(out / f"rank{r}.pkl", "rb") as f:

@@ -5,6 +5,7 @@ test is bounded in time (thread joins and subprocesses have timeouts)."""
 
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -202,6 +203,69 @@ def test_pool_in_a_forked_child_that_exits_normally():
         assert p[0] == -2.0
         """
     )
+
+
+# pthread_create that fails with EAGAIN (as when a container's thread limit is hit)
+# once shim_allow_threads(n) is called, after n more threads have been started.
+_NO_THREADS_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+static int allowed = -1; /* -1: no limit */
+void shim_allow_threads(int n) { __atomic_store_n(&allowed, n, __ATOMIC_SEQ_CST); }
+int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*), void* arg) {
+  static int (*real)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  int left = __atomic_load_n(&allowed, __ATOMIC_SEQ_CST);
+  while (left >= 0) {
+    if (left == 0) return EAGAIN;
+    if (__atomic_compare_exchange_n(&allowed, &left, left - 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) break;
+  }
+  if (!real) real = (int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*))dlsym(RTLD_NEXT, "pthread_create");
+  return real(t, a, f, arg);
+}
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("cc") is None,
+                    reason="needs Linux and a C compiler (LD_PRELOAD shim)")
+@pytest.mark.parametrize("allow", [0, 1])
+def test_kernels_and_loader_when_no_thread_can_start(tmp_path, allow):
+    # Threads are an optimisation: when the OS refuses them, every kernel, the epoch
+    # loop and a prefetching DataLoader run on the threads they have (the caller's
+    # at least) with the same results, instead of raising or aborting the process.
+    src, lib = tmp_path / "shim.c", tmp_path / "no_threads.so"
+    src.write_text(_NO_THREADS_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True, timeout=60)
+    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD", ""), str(lib)) if p)  # after ASan's, if any
+    code = f"""
+        import ctypes, numpy as np, fastreg
+        from fastreg import _core
+        shim = ctypes.CDLL(None)
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(4000, 24)).astype(np.float32)
+        y = rng.integers(0, 6, 4000)
+        fastreg.set_num_threads(4)
+        shim.shim_allow_threads({allow})
+        p, g = np.zeros(2_000_000), np.ones(2_000_000)
+        for _ in range(3):
+            _core.sgd_update(p, g, None, lr=1.0)
+        np.testing.assert_array_equal(p, np.full(2_000_000, -3.0))
+        assert _core.pool_workers() == {allow}, _core.pool_workers()
+        fit = lambda: fastreg.SoftmaxRegression(lr=0.1, batch_size=64, epochs=2, random_state=0).fit(X, y)
+        m = fit()
+        batches = list(fastreg.DataLoader((X, y), batch_size=100, shuffle=False, prefetch=True))
+        np.testing.assert_array_equal(np.concatenate([b for b, _ in batches]), X)
+        np.testing.assert_array_equal(np.concatenate([t for _, t in batches]), y)
+        shim.shim_allow_threads(-1)
+        ref = fit()  # threads again: the same model, bit for bit
+        np.testing.assert_array_equal(m.coef_, ref.coef_)
+        np.testing.assert_array_equal(m.intercept_, ref.intercept_)
+        """
+    env = {**os.environ, "LD_PRELOAD": preload, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], timeout=JOIN_TIMEOUT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
 
 
 # ----------------------------------------------------------- every kernel family
