@@ -288,6 +288,40 @@ FASTREG_TARGET_AVX2 bool copy_row_checked_avx2(float* dst, const float* src, con
   const __m256 s = _mm256_add_ps(acc0, acc1);
   return _mm256_movemask_ps(_mm256_cmp_ps(s, s, _CMP_ORD_Q)) == 0xff && ok != 0;
 }
+
+// The same for kRowsAtOnce rows at once (dst: consecutive rows), a cache line of
+// each in turn, prefetching the same lines of the rows in `ahead` (null: none):
+// several row streams in flight keep more misses outstanding than one. A C loop
+// gathering random 3 KB rows of 188 MB into a 64-row block, one core: one row at
+// a time ~15.5 GB/s, four at once ~17.5 (two cores: ~22 -> ~25). Returns the
+// first row holding NaN/inf, or -1.
+constexpr int kRowsAtOnce = 4;
+FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead,
+                                               int64_t d) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 acc[kRowsAtOnce];
+  for (auto& v : acc) v = zero;
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+    for (int k = 0; k < kRowsAtOnce; ++k) {
+      if (ahead[k]) prefetch_row(ahead[k] + j, 1);
+      const __m256 v0 = _mm256_loadu_ps(src[k] + j), v1 = _mm256_loadu_ps(src[k] + j + 8);
+      _mm256_storeu_ps(dst + k * d + j, v0);
+      _mm256_storeu_ps(dst + k * d + j + 8, v1);
+      acc[k] = _mm256_fmadd_ps(v1, zero, _mm256_fmadd_ps(v0, zero, acc[k]));
+    }
+  }
+  for (int k = 0; k < kRowsAtOnce; ++k) {
+    if (ahead[k] && j < d) prefetch_row(ahead[k] + j, 1);
+    int ok = 1;
+    for (int64_t t = j; t < d; ++t) {
+      dst[k * d + t] = src[k][t];
+      ok &= (src[k][t] - src[k][t]) == 0.0f;
+    }
+    if (!ok || _mm256_movemask_ps(_mm256_cmp_ps(acc[k], acc[k], _CMP_ORD_Q)) != 0xff) return k;
+  }
+  return -1;
+}
 #endif
 template <class T>
 bool copy_row_checked(T* dst, const T* src, const char* next, int64_t d) {
@@ -310,7 +344,24 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
   if (a.d == 0) return -1;  // nothing to copy (and the empty buffer may be a null pointer)
   if (a.source != Source::u8 && a.check_finite) {
     const T* x = static_cast<const T*>(a.x);
-    for (int64_t i = rows.begin; i < rows.end; ++i) {
+    int64_t i = rows.begin;
+#if defined(__x86_64__) || defined(__i386__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (active_simd() == Simd::avx2) {
+        for (; i + kRowsAtOnce <= rows.end; i += kRowsAtOnce) {
+          const float *src[kRowsAtOnce], *ahead[kRowsAtOnce];
+          for (int k = 0; k < kRowsAtOnce; ++k) {
+            const int64_t r = i + k, n = r + 2 * kRowsAtOnce;  // prefetch two groups ahead
+            src[k] = x + idx[r] * a.d;
+            ahead[k] = n < rows.end ? x + idx[n] * a.d : nullptr;
+          }
+          const int bad = copy_rows_checked_avx2(xb + i * a.d, src, ahead, a.d);
+          if (bad >= 0) return idx[i + bad];
+        }
+      }
+    }
+#endif
+    for (; i < rows.end; ++i) {
       const T* next = i + kRowPrefetchAhead < rows.end ? x + idx[i + kRowPrefetchAhead] * a.d : nullptr;
       if (!copy_row_checked(xb + i * a.d, x + idx[i] * a.d, reinterpret_cast<const char*>(next), a.d)) return idx[i];
     }
