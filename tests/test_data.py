@@ -361,6 +361,14 @@ def test_gather_rows_threaded_matches_numpy(rng, simd_levels):
     for dt in (np.int8, np.int16, np.float64, np.complex128, np.bool_):  # the 1-, 2-, 8-, 16-byte paths
         a = rng.integers(0, 100, 50).astype(dt)
         np.testing.assert_array_equal(_core.gather_rows(a, idx[:30] % 50), a[idx[:30] % 50])
+    # Rows of 256 bytes and up are copied four at a time, a cache line of each in turn:
+    # row lengths around whole lines, and index counts around whole groups.
+    for dt, width in ((np.float32, 64), (np.float32, 65), (np.float32, 80), (np.float32, 784),
+                      (np.uint8, 256), (np.uint8, 300), (np.uint8, 3137), (np.float64, 33)):
+        A = rng.integers(0, 100, (50, width)).astype(dt)
+        for count in (1, 3, 4, 5, 8, 9, 13, 40):
+            sel = rng.integers(0, 50, count)
+            np.testing.assert_array_equal(_core.gather_rows(A, sel), A[sel])
     with pytest.raises(IndexError, match=r"idx\[1\] = 20000"):
         _core.gather_rows(X, np.array([0, 20000]))
     with pytest.raises(IndexError):
