@@ -297,17 +297,26 @@ FASTREG_TARGET_AVX2 bool copy_row_checked_avx2(float* dst, const float* src, con
 // first row holding NaN/inf, or -1. (kRowsAtOnce: loader.hpp, shared with its gather.)
 FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead,
                                                int64_t d) {
-  const __m256 zero = _mm256_setzero_ps();
-  __m256 acc[kRowsAtOnce];
-  for (auto& v : acc) v = zero;
+  // 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half of
+  // the 32-byte loads then straddle two cache lines (with them the check cost ~1.4
+  // ms of a 31 ms one-thread epoch; with these, nothing measurable). NaN/inf have every exponent
+  // bit set: the largest exponent field seen per row equals the mask only then.
+  const __m128i exponent = _mm_set1_epi32(0x7f800000);
+  __m128i acc[kRowsAtOnce];
+  for (auto& v : acc) v = _mm_setzero_si128();
   int64_t j = 0;
   for (; j + 16 <= d; j += 16) {
     for (int k = 0; k < kRowsAtOnce; ++k) {
       if (ahead[k]) prefetch_row(ahead[k] + j, 1);
-      const __m256 v0 = _mm256_loadu_ps(src[k] + j), v1 = _mm256_loadu_ps(src[k] + j + 8);
-      _mm256_storeu_ps(dst + k * d + j, v0);
-      _mm256_storeu_ps(dst + k * d + j + 8, v1);
-      acc[k] = _mm256_fmadd_ps(v1, zero, _mm256_fmadd_ps(v0, zero, acc[k]));
+      const auto* in = reinterpret_cast<const __m128i*>(src[k] + j);
+      auto* out = reinterpret_cast<__m128i*>(dst + k * d + j);
+      __m128i m = acc[k];
+      for (int q = 0; q < 4; ++q) {
+        const __m128i v = _mm_loadu_si128(in + q);
+        _mm_storeu_si128(out + q, v);
+        m = _mm_max_epu32(m, _mm_and_si128(v, exponent));
+      }
+      acc[k] = m;
     }
   }
   for (int k = 0; k < kRowsAtOnce; ++k) {
@@ -317,7 +326,7 @@ FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* s
       dst[k * d + t] = src[k][t];
       ok &= (src[k][t] - src[k][t]) == 0.0f;
     }
-    if (!ok || _mm256_movemask_ps(_mm256_cmp_ps(acc[k], acc[k], _CMP_ORD_Q)) != 0xff) return k;
+    if (!ok || _mm_movemask_epi8(_mm_cmpeq_epi32(acc[k], exponent)) != 0) return k;
   }
   return -1;
 }
@@ -457,10 +466,15 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   const int nt = epoch_team_size(bmax, a.d, a.c);
   const ChunkPlan plan = plan_chunks(bmax, a.d, a.c);
   const int64_t n_batches = n_chunks(a.n_order, a.batch_size), wsize = a.c * a.d;
-  std::vector<std::vector<T>> xb(static_cast<size_t>(nt));  // one gathered block per member
-  for (auto& v : xb) v.resize(static_cast<size_t>(plan.block * a.d));
+  // One gathered block per member, on whole cache lines: BLAS reads it with 64-byte
+  // loads, each of which would straddle two lines in a 16-byte-aligned vector.
+  std::vector<Buffer> xb;
+  for (int m = 0; m < nt; ++m) xb.push_back(allocate_buffer(plan.block * a.d * static_cast<int64_t>(sizeof(T))));
   std::vector<T> z(static_cast<size_t>(bmax * a.c)), gb(static_cast<size_t>(a.c));
-  std::vector<T> parts(static_cast<size_t>(plan.parts * wsize));  // one [c, d] weight gradient per chunk
+  // One [c, d] weight gradient per chunk (BLAS's output: on whole lines too; each
+  // chunk's first block overwrites its partial, so no zeroing).
+  const Buffer parts_buf = allocate_buffer(plan.parts * wsize * static_cast<int64_t>(sizeof(T)));
+  T* const parts = static_cast<T*>(parts_buf.get());
   std::vector<ChunkSlot> slots(static_cast<size_t>(plan.parts));
   SgdOptions no_decay = a.opt;  // weight decay applies to w only
   no_decay.weight_decay = 0.0;
@@ -485,7 +499,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   auto run_rows = [&](int64_t k, int64_t i, T* x, bool gathered) {
     const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
     const Span rows = chunk(bs, plan.chunk, i);
-    T* part = parts.data() + i * wsize;
+    T* part = parts + i * wsize;
     ChunkSlot& slot = slots[static_cast<size_t>(i)];
     slot = ChunkSlot{};
     for (int64_t r0 = rows.begin; r0 < rows.end; r0 += plan.block) {
@@ -504,9 +518,9 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     const Span el = chunk(wsize, plan.update, i);
     if (el.size() <= 0) return;
     const int64_t used = n_chunks(batch_rows(k), plan.chunk);
-    T* g = parts.data() + el.begin;
+    T* g = parts + el.begin;
     for (int64_t p = 1; p < used; ++p) {
-      const T* gp = parts.data() + p * wsize + el.begin;
+      const T* gp = parts + p * wsize + el.begin;
       for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
     }
     sgd_update<T>(a.w + el.begin, g, a.w_buf ? a.w_buf + el.begin : nullptr, el.size(), a.opt, first);
@@ -541,7 +555,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   Phases phases;
   run_team(nt, phases, [&](int rank) {
     const BlasThreads single(1);  // thread-local in OpenBLAS: every member pins its own calls
-    T* x = xb[static_cast<size_t>(rank)].data();
+    T* x = static_cast<T*>(xb[static_cast<size_t>(rank)].get());
     int64_t ahead = -1;    // a chunk of phase s claimed while s - 1 ran, its first block in x
     bool ahead_ok = true;  // ... and that block is finite
     for (uint64_t s = 0; !phases.stopped(); s = phases.wait_past(s)) {

@@ -334,6 +334,35 @@ def test_epoch_binding_rejects_bad_arguments(rng):
     np.testing.assert_array_equal(w, 0)  # nothing was written by any refused call
 
 
+@pytest.mark.parametrize("d", [37, 64])  # whole lines and a tail; rows are checked 4 at a time
+def test_epoch_gather_check_finds_the_first_non_finite_row(rng, simd_levels, d):
+    # The first epoch's gather flags the first NaN/inf row it copies (any column, any
+    # place in a group of rows) and stops before any update; the largest finite
+    # values, negative zeros and denormals are not flagged.
+    fastreg.linear._ensure_blas()
+    n = 24
+    y = rng.integers(0, 3, n)
+    order = rng.permutation(n)
+    kw = dict(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=n, check_finite=True)
+    for level in simd_levels:
+        fastreg.set_simd_level(level)
+        X = (rng.standard_normal((n, d)) * 1e-3).astype(np.float32)
+        X[order[1], 0], X[order[2], d - 1], X[order[3], 1] = np.float32(-0.0), np.finfo(np.float32).tiny / 4, 1e30
+        w, b = np.zeros((3, d), np.float32), np.zeros(3, np.float32)
+        assert _core.softmax_epoch(X, y, order, w, b, None, None, **kw)[4] == -1  # nothing flagged
+        for pos in (0, 2, 3, 5, 9, n - 1):
+            for col in {0, 15, 16, d // 2, d - 1}:
+                for bad in (np.nan, np.inf, -np.inf):
+                    Xb = X.copy()
+                    Xb[order[pos], col] = bad
+                    Xb[order[n - 1 if pos < n - 1 else 0], 3] = np.nan  # a later (or earlier) bad row
+                    w, b = np.ones((3, d), np.float32), np.ones(3, np.float32)
+                    got = _core.softmax_epoch(Xb, y, order, w, b, None, None, **kw)[4]
+                    first = order[min(pos, n - 1 if pos < n - 1 else 0)]
+                    assert got == first, (level, pos, col, bad, got)
+                    assert (w == 1).all() and (b == 1).all()  # stopped before the update
+
+
 def test_concurrent_fits_release_the_gil_and_agree(rng):
     import threading
 
