@@ -24,7 +24,7 @@ def _blobs(rng, n=600, d=12, c=4, dtype=np.float32):
 def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype):
     """The d2l concise loop (nn.Linear + loss + optim.SGD), fed fastreg's documented
     init and batch order: one numpy Generator(seed) draws the N(0, 0.01^2) weights,
-    then one permutation of the rows per epoch. Weight decay on the weight only."""
+    then, per epoch, the seed of fastreg's shuffle. Weight decay on the weight only."""
     gen = np.random.default_rng(seed)
     w0 = gen.normal(0.0, 0.01, size=(c, X.shape[1]))
     net = torch.nn.Linear(X.shape[1], c, dtype=dtype)
@@ -37,7 +37,7 @@ def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_
     )
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     for _ in range(epochs):
-        order = torch.from_numpy(gen.permutation(len(X)))
+        order = torch.from_numpy(_core.random_permutation(len(X), int(gen.integers(2**63)), 0))
         for s in range(0, len(X), batch_size):
             idx = order[s:s + batch_size]
             loss = loss_fn(net(Xt[idx]), yt[idx])

@@ -122,6 +122,13 @@ def _as_float_rows(X: np.ndarray, dtype) -> np.ndarray:
 # shared SGD machinery
 
 
+def _epoch_order(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One epoch's permutation of range(n): a seed drawn from the estimator's Generator
+    drives fastreg's own shuffle (the DataLoader's), ~4x faster than
+    ``Generator.permutation`` (0.14 vs 0.53 ms for 60000 rows, ~3% of an epoch)."""
+    return _core.random_permutation(n, int(rng.integers(2**63)), 0)
+
+
 class _SGDEstimator:
     """Constructor storage, get/set_params, and the epoch driver."""
 
@@ -231,8 +238,7 @@ class _SGDEstimator:
         try:
             for epoch_index in range(epochs):
                 epoch = self.n_iter_ + 1
-                order = self._rng.permutation(n) if self.shuffle else np.arange(n)
-                order = order.astype(np.int64, copy=False)
+                order = _epoch_order(self._rng, n) if self.shuffle else np.arange(n, dtype=np.int64)
                 saved = (self._w.copy(), self._b.copy(),
                          None if self._w_buf is None else self._w_buf.copy(),
                          None if self._b_buf is None else self._b_buf.copy())
@@ -355,7 +361,7 @@ class SoftmaxRegression(_SGDEstimator):
 
     Parameters: lr (> 0), batch_size, epochs, momentum, weight_decay (L2 on coef_),
     init ("normal": N(0, 0.01^2) as d2l, or "zeros"), shuffle (a new permutation of the
-    rows each epoch from ``numpy.random.default_rng(random_state)``), random_state,
+    rows each epoch, seeded from ``numpy.random.default_rng(random_state)``), random_state,
     verbose (a progress bar per epoch with loss/accuracy; tqdm optional).
 
     X: float32 (trained in float32), float64 (in float64), uint8 (read as x / 255 in
