@@ -260,53 +260,28 @@ struct alignas(64) ChunkSlot {
 };
 
 // The first epoch checks every row for NaN/inf as it copies it (a separate sweep
-// over the copied rows cost ~4 ms of a 22 ms epoch). float32 rows with AVX2 are
-// checked in registers: x * 0 is 0 for finite x and NaN for inf/NaN, so one FMA
-// per vector carries the check; each line is copied as the same line of `next`
-// (the row a few ahead) is prefetched. (A plain loop with row_finite's integer
-// AND, which the compiler vectorises too, made the one-thread epoch ~4 ms slower.)
-// Other rows: copied, prefetching `next`, then checked by row_finite.
+// over the copied rows cost ~4 ms of a 22 ms epoch).
+//
+// float32 rows with AVX2: up to kRowsAtOnce rows at once (dst: consecutive rows),
+// a cache line of each in turn, prefetching the same lines of the rows in `ahead`
+// (null: none): several row streams in flight keep more misses outstanding than
+// one. A C loop gathering random 3 KB rows of 188 MB into a 64-row block, one
+// core: one row at a time ~15.5 GB/s, four at once ~17.5 (two cores: ~22 -> ~25).
+// 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half of
+// 32-byte loads then straddle two cache lines (with them the check cost ~1.4 ms of
+// a 31 ms one-thread epoch; with these, nothing measurable). NaN/inf have every
+// exponent bit set: the largest exponent field seen per row equals the mask only
+// then. Returns the first of the `rows` rows holding NaN/inf, or -1.
+// (kRowsAtOnce: loader.hpp, shared with its gather.)
 #if defined(__x86_64__) || defined(__i386__)
-FASTREG_TARGET_AVX2 bool copy_row_checked_avx2(float* dst, const float* src, const char* next, int64_t d) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  const __m256 zero = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 16 <= d; j += 16) {  // a cache line: two vectors
-    if (next) prefetch_row(next + j * 4, 1);
-    const __m256 v0 = _mm256_loadu_ps(src + j), v1 = _mm256_loadu_ps(src + j + 8);
-    _mm256_storeu_ps(dst + j, v0);
-    _mm256_storeu_ps(dst + j + 8, v1);
-    acc0 = _mm256_fmadd_ps(v0, zero, acc0);
-    acc1 = _mm256_fmadd_ps(v1, zero, acc1);
-  }
-  if (next && j < d) prefetch_row(next + j * 4, 1);
-  int ok = 1;
-  for (; j < d; ++j) {
-    dst[j] = src[j];
-    ok &= (src[j] - src[j]) == 0.0f;
-  }
-  const __m256 s = _mm256_add_ps(acc0, acc1);
-  return _mm256_movemask_ps(_mm256_cmp_ps(s, s, _CMP_ORD_Q)) == 0xff && ok != 0;
-}
-
-// The same for kRowsAtOnce rows at once (dst: consecutive rows), a cache line of
-// each in turn, prefetching the same lines of the rows in `ahead` (null: none):
-// several row streams in flight keep more misses outstanding than one. A C loop
-// gathering random 3 KB rows of 188 MB into a 64-row block, one core: one row at
-// a time ~15.5 GB/s, four at once ~17.5 (two cores: ~22 -> ~25). Returns the
-// first row holding NaN/inf, or -1. (kRowsAtOnce: loader.hpp, shared with its gather.)
 FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead,
-                                               int64_t d) {
-  // 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half of
-  // the 32-byte loads then straddle two cache lines (with them the check cost ~1.4
-  // ms of a 31 ms one-thread epoch; with these, nothing measurable). NaN/inf have every exponent
-  // bit set: the largest exponent field seen per row equals the mask only then.
+                                               int rows, int64_t d) {
   const __m128i exponent = _mm_set1_epi32(0x7f800000);
   __m128i acc[kRowsAtOnce];
   for (auto& v : acc) v = _mm_setzero_si128();
   int64_t j = 0;
   for (; j + 16 <= d; j += 16) {
-    for (int k = 0; k < kRowsAtOnce; ++k) {
+    for (int k = 0; k < rows; ++k) {
       if (ahead[k]) prefetch_row(ahead[k] + j, 1);
       const auto* in = reinterpret_cast<const __m128i*>(src[k] + j);
       auto* out = reinterpret_cast<__m128i*>(dst + k * d + j);
@@ -319,7 +294,7 @@ FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* s
       acc[k] = m;
     }
   }
-  for (int k = 0; k < kRowsAtOnce; ++k) {
+  for (int k = 0; k < rows; ++k) {
     if (ahead[k] && j < d) prefetch_row(ahead[k] + j, 1);
     int ok = 1;
     for (int64_t t = j; t < d; ++t) {
@@ -331,12 +306,10 @@ FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* s
   return -1;
 }
 #endif
+
+// Other rows: copied, prefetching `next` (may be null), then checked by row_finite.
 template <class T>
 bool copy_row_checked(T* dst, const T* src, const char* next, int64_t d) {
-#if defined(__x86_64__) || defined(__i386__)
-  if constexpr (std::is_same_v<T, float>)
-    if (active_simd() == Simd::avx2) return copy_row_checked_avx2(dst, src, next, d);
-#endif
   const int64_t bytes = d * static_cast<int64_t>(sizeof(T));
   if (next) prefetch_row(next, bytes);
   std::memcpy(dst, src, static_cast<size_t>(bytes));
@@ -356,14 +329,15 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
 #if defined(__x86_64__) || defined(__i386__)
     if constexpr (std::is_same_v<T, float>) {
       if (active_simd() == Simd::avx2) {
-        for (; i + kRowsAtOnce <= rows.end; i += kRowsAtOnce) {
+        for (; i < rows.end; i += kRowsAtOnce) {
+          const int group = static_cast<int>(std::min<int64_t>(kRowsAtOnce, rows.end - i));
           const float *src[kRowsAtOnce], *ahead[kRowsAtOnce];
-          for (int k = 0; k < kRowsAtOnce; ++k) {
+          for (int k = 0; k < group; ++k) {
             const int64_t r = i + k, n = r + 2 * kRowsAtOnce;  // prefetch two groups ahead
             src[k] = x + idx[r] * a.d;
             ahead[k] = n < rows.end ? x + idx[n] * a.d : nullptr;
           }
-          const int bad = copy_rows_checked_avx2(xb + i * a.d, src, ahead, a.d);
+          const int bad = copy_rows_checked_avx2(xb + i * a.d, src, ahead, group, a.d);
           if (bad >= 0) return idx[i + bad];
         }
       }
