@@ -131,8 +131,9 @@ def main(out_dir: str) -> None:
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
         pickle.dump(res, f)
     # Tear down in order while the interpreter is fully alive: DDP (its reducer holds the
-    # group), then wait for every rank, then the group. Left to interpreter exit, gloo's
-    # threads can end up freeing tensors that need the GIL during finalization.
+    # group), then wait for every rank, then the group. (CI once saw a rank abort after
+    # its last collective, cause not found; torch reports aborts when gloo's group is
+    # destroyed late, during interpreter exit.)
     del ddp, opt, loader, model
     gc.collect()
     dist.barrier()
