@@ -21,10 +21,13 @@ def _blobs(rng, n=600, d=12, c=4, dtype=np.float32):
     return X, y
 
 
-def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype):
+def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype,
+                     metrics=None):
     """The d2l concise loop (nn.Linear + loss + optim.SGD), fed fastreg's documented
     init and batch order: one numpy Generator(seed) draws the N(0, 0.01^2) weights,
-    then, per epoch, the seed of fastreg's shuffle. Weight decay on the weight only."""
+    then, per epoch, the seed of fastreg's shuffle. Weight decay on the weight only.
+    `metrics` (a list) receives each epoch's (mean loss, accuracy), taken from every
+    batch's output before its update, as d2l's train_epoch_ch3."""
     gen = np.random.default_rng(seed)
     w0 = gen.normal(0.0, 0.01, size=(c, X.shape[1]))
     net = torch.nn.Linear(X.shape[1], c, dtype=dtype)
@@ -38,12 +41,19 @@ def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     for _ in range(epochs):
         order = torch.from_numpy(_core.random_permutation(len(X), int(gen.integers(2**63)), 0))
+        loss_sum = right = 0.0
         for s in range(0, len(X), batch_size):
             idx = order[s:s + batch_size]
-            loss = loss_fn(net(Xt[idx]), yt[idx])
+            out = net(Xt[idx])
+            loss = loss_fn(out, yt[idx])
+            loss_sum += float(loss.detach()) * len(idx)
+            if c > 1:
+                right += float((out.argmax(1) == yt[idx]).sum())
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if metrics is not None:
+            metrics.append((loss_sum / len(X), right / len(X)))
     return net.weight.detach().numpy(), net.bias.detach().numpy()
 
 
@@ -102,10 +112,27 @@ def test_softmax_epoch_matches_torch_loop(rng, momentum, weight_decay):
     seed = _seed(rng)
     kw = dict(lr=0.1, batch_size=64, epochs=2, momentum=momentum, weight_decay=weight_decay)
     m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    metrics = []
     w_ref, b_ref = _torch_reference(X, y, seed, c=5, loss_fn=torch.nn.functional.cross_entropy,
-                                    dtype=torch.float32, **kw)
+                                    dtype=torch.float32, metrics=metrics, **kw)
     np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
     np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
+    # the epoch's mean loss and accuracy are d2l's: each batch's, before its update
+    # (float32 logits from different summation orders: ~1e-7 of a logit apart)
+    np.testing.assert_allclose(m.history_["train_loss"], [loss for loss, _ in metrics], rtol=1e-5, atol=1e-6)
+    assert m.history_["train_acc"] == [acc for _, acc in metrics]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_train_accuracy_breaks_ties_as_torch_argmax(rng, threads, n_threads):
+    # zero weights: every logit of the one batch is 0, a 10-way tie; torch.argmax (and
+    # scikit-learn's predict) take the first class, so the accuracy is that class's share
+    threads(n_threads)
+    X, y = _team_data(rng, 1000, 300, 10)
+    m = SoftmaxRegression(init="zeros", batch_size=len(X), epochs=1, lr=0.1).fit(X, y)
+    assert m.history_["train_acc"] == [np.mean(y == 0)]
+    torch_pred = torch.zeros(len(X), 10).argmax(1).numpy()
+    assert m.history_["train_acc"][0] == np.mean(torch_pred == y)
 
 
 @pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
