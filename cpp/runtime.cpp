@@ -164,7 +164,13 @@ class Pool {
     int have = workers_.load();
     for (; have < wanted; ++have) {
       try {
-        std::thread(&Pool::worker_loop, this, have, generation_.load()).detach();
+        std::thread worker(&Pool::worker_loop, this, have, generation_.load());
+#if defined(__linux__)
+        // Named here, not by the worker: until it first runs it would show the
+        // process's name (a test counting pool threads right after a call saw 2 of 3).
+        pthread_setname_np(worker.native_handle(), "fastreg-pool");
+#endif
+        worker.detach();
       } catch (...) {  // no more threads: use the ones there are
         break;
       }
@@ -174,9 +180,6 @@ class Pool {
   }
 
   void worker_loop(int index, uint32_t seen) {
-#if defined(__linux__)
-    pthread_setname_np(pthread_self(), "fastreg-pool");
-#endif
     for (;;) {
       uint32_t g;
       const auto spin_until = std::chrono::steady_clock::now() + kSpin;
