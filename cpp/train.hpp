@@ -66,6 +66,10 @@ EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss l
 // Exposed so tests can tell how many threads an epoch uses.
 int epoch_team_size(int64_t batch, int64_t d, int64_t c);
 
+// Rows of each chunk a batch of `rows` rows is cut into, in an epoch whose largest
+// batch has `batch` rows (rows <= batch). Exposed for tests.
+std::vector<int64_t> epoch_chunk_rows(int64_t rows, int64_t batch, int64_t d, int64_t c);
+
 // ---- one minibatch at a time (data-parallel training) -----------------------
 // The epoch loops above are built from these two steps; a data-parallel caller
 // runs them itself so it can all-reduce the gradient in between.

@@ -519,6 +519,46 @@ def test_big_batch_epoch_sums_several_blocks_per_chunk(rng, threads, dtype):
     np.testing.assert_allclose(two.intercept_, b_ref, rtol=tol, atol=tol * np.abs(b_ref).max())
 
 
+def test_epoch_chunks_cover_each_batch_and_end_small():
+    # A team's batch ends on smaller chunks (the last two blocks' rows cut 3/8, 3/8, 1/4),
+    # so a slower member holds it up less; one-member shapes and one-chunk batches stay whole.
+    assert _core.epoch_chunk_rows(256, 256, 784, 10) == [64, 64, 48, 48, 32]
+    assert _core.epoch_chunk_rows(96, 256, 784, 10) == [36, 36, 24]  # 60000 rows: the last batch
+    assert _core.epoch_chunk_rows(1, 256, 784, 10) == [1]
+    assert _core.epoch_chunk_rows(0, 256, 784, 10) == []
+    assert _core.epoch_chunk_rows(64, 64, 100, 50) == [16, 16, 12, 12, 8]  # 16-row blocks (c = 50)
+    assert _core.epoch_chunk_rows(20, 64, 100, 50) == [20]  # a tail under 24 rows stays one chunk
+    assert _core.epoch_chunk_rows(256, 256, 2, 1) == [64] * 4  # too little work for a team: untouched
+    assert _core.epoch_chunk_rows(32, 32, 64, 10) == [32]
+    for batch, d, c in [(256, 784, 10), (64, 100, 50), (1024, 2000, 50), (128, 300, 7), (50, 4000, 3)]:
+        most = len(_core.epoch_chunk_rows(batch, batch, d, c))
+        for rows in range(batch + 1):
+            sizes = _core.epoch_chunk_rows(rows, batch, d, c)
+            assert sum(sizes) == rows and all(s > 0 for s in sizes) and len(sizes) <= most, (rows, sizes)
+    with pytest.raises(ValueError, match="rows <= batch"):
+        _core.epoch_chunk_rows(300, 256, 784, 10)
+
+
+@pytest.mark.parametrize("n", [360, 340, 384])  # last batch 40 rows (tapered), 20 (one chunk), 64
+def test_tapered_chunks_two_threads_equal_one_thread_and_torch(rng, threads, n):
+    d, c, batch = 100, 50, 64
+    threads(2)
+    assert _core.epoch_team_size(batch, d, c) == 2
+    X, y = _team_data(rng, n, d, c)
+    seed = _seed(rng)
+    kw = dict(lr=0.2, batch_size=batch, epochs=2, momentum=0.9, weight_decay=1e-3)
+    two = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    threads(1)
+    one = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
+    np.testing.assert_array_equal(two.coef_, one.coef_)
+    np.testing.assert_array_equal(two.intercept_, one.intercept_)
+    assert two.history_["train_loss"] == one.history_["train_loss"]
+    w_ref, b_ref = _torch_reference(X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy,
+                                    dtype=torch.float32, **kw)
+    np.testing.assert_allclose(two.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
+    np.testing.assert_allclose(two.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
+
+
 def test_two_thread_epoch_divergence_stops_cleanly(rng, threads):
     threads(2)
     X, y = _team_data(rng, 1200, 300, 7)

@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
+
+#include <pybind11/stl.h>
 
 #include "blas.hpp"
 #include "checks.hpp"
@@ -410,6 +413,19 @@ void register_train(py::module_& m) {
       },
       py::arg("batch"), py::arg("d"), py::arg("c"),
       "Threads an epoch uses for batches of `batch` rows, d features, c outputs (1: the single-thread loop).");
+
+  m.def(
+      "epoch_chunk_rows",
+      [](int64_t rows, int64_t batch, int64_t d, int64_t c) {
+        if (batch < 1 || d < 1 || c < 1 || rows < 0 || rows > batch)
+          throw py::value_error("need 0 <= rows <= batch and batch, d, c >= 1, got rows=" + std::to_string(rows) +
+                                ", batch=" + std::to_string(batch) + ", d=" + std::to_string(d) +
+                                ", c=" + std::to_string(c));
+        return epoch_chunk_rows(rows, batch, d, c);
+      },
+      py::arg("rows"), py::arg("batch"), py::arg("d"), py::arg("c"),
+      "Rows of each chunk (the unit an epoch's threads claim) of a batch of `rows` rows, in an epoch "
+      "whose batches have `batch` rows, d features and c outputs.");
 
   // Data-parallel training runs these per batch, all-reducing grad in between.
   m.def(
