@@ -192,11 +192,17 @@ int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 // - `update` elements of W per chunk of the reduce-and-update phase.
 constexpr int64_t kBlockRows = 64;
 constexpr int64_t kTaperMinRows = 24;  // a smaller tail stays one chunk
-constexpr int64_t kMinTeamWork = int64_t{1} << 18;  // multiply-adds + gathered elements per batch: a team below
+constexpr int64_t kMinTeamWork = int64_t{1} << 18;  // multiply-adds + gathered elements per batch
 constexpr double kSmallGemm = 1e6;          // OpenBLAS small-kernel limit on M*N*K
 constexpr int64_t kSmallGemmTransMN = 1200;  // ... and on M*N with A transposed (the forward)
 constexpr int64_t kPartialBudget = int64_t{1} << 20;  // elements of partial gradients (at least 4 partials)
 constexpr int64_t kUpdateWork = int64_t{1} << 16;     // partial elements summed per update chunk
+
+// Whether a batch holds enough work that sharing it beats the hand-offs between
+// phases (a few us each). Shapes only: it also decides the taper below.
+bool worth_a_team(int64_t bmax, int64_t d, int64_t c) {
+  return static_cast<double>(bmax) * static_cast<double>(d) * static_cast<double>(c + 1) >= kMinTeamWork;
+}
 
 struct ChunkPlan {
   int64_t block = 1, chunk = 1, parts = 1, update = 1, update_chunks = 1;
@@ -237,10 +243,9 @@ ChunkPlan plan_chunks(int64_t bmax, int64_t d, int64_t c) {
   const int64_t max_parts =
       std::min(Phases::kMaxChunks / 2, std::max<int64_t>(4, kPartialBudget / std::max<int64_t>(c * d, 1)));
   p.chunk = p.block * n_chunks(blocks, max_parts);
-  // Taper only batches a team would share (the same test as epoch_team_size's, on
-  // the shape alone): it costs a one-member epoch an extra partial and GEMM call.
-  p.taper = p.chunk == p.block &&
-            static_cast<double>(bmax) * static_cast<double>(d) * static_cast<double>(c + 1) >= kMinTeamWork;
+  // Taper only batches a team would share: it costs a one-member epoch an extra
+  // partial and GEMM call.
+  p.taper = p.chunk == p.block && worth_a_team(bmax, d, c);
   p.parts = n_chunks(bmax, p.chunk) + (p.taper && n_chunks(bmax, p.chunk) >= 2 ? 1 : 0);  // at most one more
   const int64_t wsize = c * d;
   p.update = std::max<int64_t>(16, (kUpdateWork / p.parts + 15) / 16 * 16);  // whole cache lines of float W
@@ -248,10 +253,6 @@ ChunkPlan plan_chunks(int64_t bmax, int64_t d, int64_t c) {
   p.update_chunks = std::max<int64_t>(1, n_chunks(wsize, p.update));  // every phase needs a chunk, even for d = 0
   return p;
 }
-
-// Team size for an epoch: 1 unless a batch holds enough work that sharing it
-// beats the hand-offs between phases (a few us each; kMinTeamWork, above), and
-// never more members than a batch has whole chunks.
 
 }  // namespace
 
@@ -262,8 +263,9 @@ std::vector<int64_t> epoch_chunk_rows(int64_t rows, int64_t bmax, int64_t d, int
   return out;
 }
 
+// 1 unless a batch is worth a team, and never more members than it has whole chunks.
 int epoch_team_size(int64_t bmax, int64_t d, int64_t c) {
-  if (static_cast<double>(bmax) * static_cast<double>(d) * static_cast<double>(c + 1) < kMinTeamWork) return 1;
+  if (!worth_a_team(bmax, d, c)) return 1;
   const ChunkPlan plan = plan_chunks(bmax, d, c);
   const int64_t by_shape = n_chunks(bmax, plan.chunk);  // (the taper's pieces are too small to share)
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), by_shape)));
@@ -629,9 +631,10 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
       if (per_batch == 1 && nt > 1) fold_partials(k, false);
       // Nothing left here: while the others finish s (and the update runs), gather the
       // first block of a chunk of the next batch. Its rows do not depend on W.
-      if (per_batch == 1 && nt > 1 && k + 1 < n_batches && (ahead = phases.claim_next(s, chunks_of(s + 1))) >= 0)
-        ahead_ok = gather_block(k + 1, plan.span(batch_rows(k + 1), ahead).begin,
-                                std::min(plan.block, plan.span(batch_rows(k + 1), ahead).size()), x);
+      if (per_batch == 1 && nt > 1 && k + 1 < n_batches && (ahead = phases.claim_next(s, chunks_of(s + 1))) >= 0) {
+        const Span rows = plan.span(batch_rows(k + 1), ahead);
+        ahead_ok = gather_block(k + 1, rows.begin, std::min(plan.block, rows.size()), x);
+      }
     }
   });
   return r;
