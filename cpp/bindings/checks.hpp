@@ -23,7 +23,32 @@ inline std::string shape_str(const py::array& a) {
   return s + ")";
 }
 
-inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+// Native byte order: the kernels read values as the CPU stores them.
+inline bool native_byte_order(const py::dtype& d) {
+  constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
+  const char b = d.byteorder();
+  return b == '=' || b == '|' || b == kNative;
+}
+
+inline std::string dtype_str(const py::array& a) {
+  std::string s = py::str(a.dtype()).cast<std::string>();
+  if (!native_byte_order(a.dtype())) s += " (non-native byte order: convert with .astype(a.dtype.newbyteorder('=')))";
+  return s;
+}
+
+// Dtypes are compared by value, never by object identity: an array that was
+// unpickled, came back from multiprocessing or carries metadata has a dtype
+// equal to NumPy's float32 but a different object. Same kind and size in native
+// byte order is the same type for the kernels (int64 is C long or long long).
+inline bool same_dtype(const py::dtype& a, const py::dtype& b) {
+  return a.kind() == b.kind() && a.itemsize() == b.itemsize() && native_byte_order(a) && native_byte_order(b) &&
+         (a.kind() == 'f' || a.kind() == 'i' || a.kind() == 'u' || a.kind() == 'b');
+}
+
+template <class T>
+bool has_dtype(const py::array& a) {
+  return same_dtype(a.dtype(), py::dtype::of<T>());
+}
 
 // Accepts only a NumPy array (the Python layer converts torch tensors first).
 inline py::array as_array(const py::handle& obj, const char* name) {
@@ -33,8 +58,8 @@ inline py::array as_array(const py::handle& obj, const char* name) {
   return py::reinterpret_borrow<py::array>(obj);
 }
 
-inline bool is_float32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
-inline bool is_float64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+inline bool is_float32(const py::array& a) { return has_dtype<float>(a); }
+inline bool is_float64(const py::array& a) { return has_dtype<double>(a); }
 
 inline void require_float(const py::array& a, const char* name) {
   if (!is_float32(a) && !is_float64(a))
@@ -42,7 +67,7 @@ inline void require_float(const py::array& a, const char* name) {
 }
 
 inline void require_same_dtype(const py::array& a, const char* an, const py::array& b, const char* bn) {
-  if (!a.dtype().is(b.dtype()))
+  if (!same_dtype(a.dtype(), b.dtype()))
     throw py::type_error(std::string(bn) + " must have the same dtype as " + an + " (" + dtype_str(a) +
                          "), got " + dtype_str(b));
 }

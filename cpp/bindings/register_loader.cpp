@@ -55,7 +55,7 @@ void check_indices(const int64_t* idx, int64_t n, int64_t rows, const char* name
 
 py::array as_index_array(const py::handle& obj, const char* name) {
   py::array a = as_array(obj, name);
-  if (!a.dtype().is(py::dtype::of<int64_t>()))
+  if (!has_dtype<int64_t>(a))
     throw py::type_error(std::string(name) + " must have dtype int64, got " + dtype_str(a));
   if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be 1-D, got shape " + shape_str(a));
   require_c_contiguous(a, name);
@@ -124,7 +124,7 @@ class BatchIter {
       else if (a.shape(0) != rows_)
         throw py::value_error(name + " has " + std::to_string(a.shape(0)) + " rows, arrays[0] has " +
                               std::to_string(rows_));
-      if (c.u8_to_f32 && !a.dtype().is(py::dtype::of<uint8_t>()))
+      if (c.u8_to_f32 && !has_dtype<uint8_t>(a))
         throw py::type_error(name + ": the float32 conversion takes uint8 input, got " + dtype_str(a));
       std::vector<py::ssize_t> trailing(a.shape() + 1, a.shape() + a.ndim());
       out_dtypes_.push_back(c.u8_to_f32 ? py::dtype::of<float>() : a.dtype());
@@ -422,7 +422,7 @@ void register_loader(py::module_& m) {
         const auto* ip = static_cast<const int64_t*>(idx.data());
         const auto n = static_cast<int64_t>(idx.size());
         check_indices(ip, n, src.shape(0), "idx");
-        if (to_float32 && !src.dtype().is(py::dtype::of<uint8_t>()))
+        if (to_float32 && !has_dtype<uint8_t>(src))
           throw py::type_error("to_float32 takes a uint8 src, got " + dtype_str(src));
         if (!to_float32 && scale != 1.0) throw py::value_error("scale applies only with to_float32=True");
         std::vector<py::ssize_t> shape(src.shape(), src.shape() + src.ndim());

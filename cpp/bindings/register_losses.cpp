@@ -158,7 +158,7 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
     prob = true;
     require_same_dtype(logits, "input", target, "target (class probabilities)");
     require_same_shape(logits, "input", target, "target (class probabilities)");
-  } else if (target.dtype().is(py::dtype::of<int64_t>())) {
+  } else if (has_dtype<int64_t>(target)) {
     require_len(target, "target", n, "one class index per row of input");
   } else {
     throw py::type_error("target must hold int64 class indices or float class probabilities, got dtype " +
@@ -305,7 +305,7 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
   }
   const auto x = py::reinterpret_borrow<py::array>(logits);
   const auto y = py::reinterpret_borrow<py::array>(target);
-  if (x.ndim() != 2 || !y.dtype().is(py::dtype::of<int64_t>()) || !c_contiguous(x) || !c_contiguous(y) ||
+  if (x.ndim() != 2 || !has_dtype<int64_t>(y) || !c_contiguous(x) || !c_contiguous(y) ||
       !(weight.is_none() || c_contiguous(weight)))
     return py::none();
   const std::string red = reduction.cast<std::string>();

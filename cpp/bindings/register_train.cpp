@@ -107,7 +107,7 @@ py::tuple linear_backward_t(const py::array& x, const py::array& w, const py::ar
 // ---- whole epochs ----------------------------------------------------------
 
 void require_dtype(const py::array& a, const char* name, const py::dtype& dt, const char* what) {
-  if (!a.dtype().is(dt))
+  if (!same_dtype(a.dtype(), dt))
     throw py::type_error(std::string(name) + " must have dtype " + what + ", got " + dtype_str(a));
 }
 
@@ -175,7 +175,7 @@ EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_
                                double momentum) {
   EpochInputs in;
   in.x = as_array(x_obj, "X");
-  if (in.x.dtype().is(py::dtype::of<uint8_t>())) in.source = Source::u8;
+  if (has_dtype<uint8_t>(in.x)) in.source = Source::u8;
   else if (is_float64(in.x)) in.source = Source::f64;
   else if (!is_float32(in.x))
     throw py::type_error("X must have dtype float32, float64 or uint8, got " + dtype_str(in.x));
@@ -244,7 +244,7 @@ py::array checked_grad(const py::object& g_obj, const EpochInputs& in, const py:
   const char* dt_name = in.f64 ? "float64 (like weight)" : "float32 (like weight)";
   const py::ssize_t c = in.w.shape(0), d = in.w.shape(1);
   py::array g = as_array(g_obj, "grad");
-  if (!g.dtype().is(dt)) throw py::type_error(std::string("grad must have dtype ") + dt_name + ", got " + dtype_str(g));
+  if (!same_dtype(g.dtype(), dt)) throw py::type_error(std::string("grad must have dtype ") + dt_name + ", got " + dtype_str(g));
   if (g.ndim() != 1 || g.shape(0) != c * d + c)
     throw py::value_error("grad must have shape (" + std::to_string(c * d + c) +
                           ",) = (n_outputs * n_features + n_outputs,), got " + shape_str(g));
