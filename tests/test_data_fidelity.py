@@ -289,7 +289,9 @@ def test_sampler(rng, name, use_generator, batch_size, drop_last):
     X, y = _data(rng, 20)
     X8 = torch.from_numpy(rng.integers(0, 256, (20, 2), dtype=np.uint8))
 
-    def make(cls, data=TensorDataset(X, y)):
+    def make(cls, data=None):
+        data = TensorDataset(X, y) if data is None else data
+
         def build():
             g = torch.Generator().manual_seed(7) if use_generator else None
             sampler = _samplers(20, g)[name]()
@@ -348,10 +350,10 @@ def test_subset_and_random_split(rng, shuffle):
     torch.manual_seed(4)
     train, test = random_split(ds, [0.7, 0.3])
     nested = Subset(train, [5, -1, 0, 3])
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     for part in (train, test, nested, Subset(ds, torch.tensor([2, 2, 9])), Subset(ds, range(0, 30, 7))):
         _compare(lambda part=part: DataLoader(part, 4, shuffle=shuffle),
                  lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle))
-        g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
         _compare(lambda part=part: DataLoader(part, 4, shuffle=shuffle, generator=g()),
                  lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle, generator=g()))
     with pytest.raises(IndexError, match="Subset.indices\\[1\\] = 30 is out of range for a dataset of 30 rows"):

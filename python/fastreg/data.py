@@ -174,7 +174,7 @@ def _distributed_defaults(rank, world_size) -> tuple[int, int]:
     return rank, world_size
 
 
-_NOT_SHUFFLED_EMPTY = "num_samples should be a positive integer value, but got num_samples=0"
+_EMPTY_SHUFFLE_ERROR = "num_samples should be a positive integer value, but got num_samples=0"
 # Attributes torch's DataLoader refuses to change once built (it raises the same error).
 _FROZEN = frozenset(("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers"))
 
@@ -405,7 +405,7 @@ class DataLoader:
                 raise ValueError(f"dataset[{i}] has {a.shape[0]} rows but dataset[0] has {rows}: lengths must match")
         n = rows if self._index_map is None else len(self._index_map)
         if n == 0 and shuffle:
-            raise ValueError(_NOT_SHUFFLED_EMPTY)  # torch's RandomSampler refuses it too
+            raise ValueError(_EMPTY_SHUFFLE_ERROR)  # torch's RandomSampler refuses it too
         self._n = n
         self._to_f32, self._scales = _conversions(self._arrays, dtype, scale)
 
@@ -725,9 +725,10 @@ def _warn_pin_memory(torch, device: str) -> None:
         )
 
 
-def data_iter(batch_size: int, features, labels) -> Iterator[tuple]:
-    """d2l's from-scratch ``data_iter``: shuffled ``(features[b], labels[b])`` batches, the
-    last one short. features: ``[N, ...]``, labels: ``[N, ...]`` (arrays or tensors)."""
+def data_iter(batch_size: int, features, labels) -> Iterator[list]:
+    """d2l's from-scratch ``data_iter``: shuffled ``[features[b], labels[b]]`` batches (lists,
+    as the DataLoader's; d2l's generator yields tuples, which unpack alike), the last one
+    short. features: ``[N, ...]``, labels: ``[N, ...]`` (arrays or tensors)."""
     return iter(DataLoader((features, labels), batch_size, shuffle=True))
 
 

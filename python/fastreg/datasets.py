@@ -160,14 +160,13 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
             dtype = _IDX_DTYPES[code]
             payload = math.prod(dims) * dtype.itemsize
             header = 4 + 4 * ndim
-            if gz:
-                # Before allocating: deflate never compresses better than ~1032:1, so a
-                # corrupt header cannot ask for terabytes.
-                if payload > _MAX_DEFLATE_RATIO * path.stat().st_size:
-                    raise ValueError(
-                        f"{path}: truncated or corrupt gzip file (header {dims} needs {payload} data bytes, which "
-                        f"cannot come from a {path.stat().st_size}-byte gzip file); delete it and fetch it again"
-                    )
+            # Before allocating: deflate never compresses better than ~1032:1, so a
+            # corrupt header cannot ask for terabytes.
+            if gz and payload > _MAX_DEFLATE_RATIO * path.stat().st_size:
+                raise ValueError(
+                    f"{path}: truncated or corrupt gzip file (header {dims} needs {payload} data bytes, which "
+                    f"cannot come from a {path.stat().st_size}-byte gzip file); delete it and fetch it again"
+                )
             if total is not None and total != header + payload:
                 have = total - header
                 what = "truncated" if have < payload else "longer than its header says"
