@@ -417,6 +417,12 @@ def test_attributes_torch_code_reads(rng):
     loader.sampler.set_epoch(3)
     assert loader.epoch == 3 and len(loader.sampler) == 20
     assert torch.equal(torch.tensor(list(loader.sampler)), torch.cat([yb for _, yb in loader]))
+    # over a Subset it names positions in the subset, as torch's samplers do
+    sub = Subset(TensorDataset(X, y), list(range(19, 4, -1)))
+    loader = DataLoader(sub, 4, shuffle=True, seed=1)
+    positions = list(loader.sampler)
+    assert sorted(positions) == list(range(15))
+    assert torch.equal(torch.cat([yb for _, yb in loader]), torch.tensor([sub.indices[p] for p in positions]))
 
 
 def test_pin_memory(rng):

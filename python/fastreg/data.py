@@ -225,7 +225,7 @@ class _EpochSampler:
 
     def __iter__(self) -> Iterator[int]:
         loader = self._loader()
-        return iter(loader._order(loader.epoch).tolist())
+        return iter(loader._positions(loader.epoch).tolist())
 
     def set_epoch(self, epoch: int) -> None:
         self._loader().set_epoch(epoch)
@@ -510,15 +510,19 @@ class DataLoader:
             return order
         return self._index_map[order]
 
-    def _order(self, epoch: int) -> np.ndarray:
-        """This rank's row indices for ``epoch`` (fastreg's RNG), DistributedSampler's rules."""
+    def _positions(self, epoch: int) -> np.ndarray:
+        """This rank's dataset positions for ``epoch`` (fastreg's RNG), DistributedSampler's rules."""
         n, ws = self._n, self.world_size
         order = _core.random_permutation(n, self.seed, epoch) if self.shuffle else np.arange(n, dtype=np.int64)
         if ws > 1:
             total = self._per_rank * ws
             order = np.resize(order, total) if total > n else order[:total]  # pad by wrapping around
             order = np.ascontiguousarray(order[self.rank :: ws])
-        return self._rows(order)
+        return order
+
+    def _order(self, epoch: int) -> np.ndarray:
+        """This rank's rows of the arrays for ``epoch`` (fastreg's RNG)."""
+        return self._rows(self._positions(epoch))
 
     def _to_tensor(self):
         """The function that turns a NumPy batch into the batch handed out (None: as is)."""
