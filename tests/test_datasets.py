@@ -4,6 +4,7 @@ scikit-learn datasets and synthetic data."""
 
 import gzip
 import hashlib
+import os
 import struct
 import urllib.request
 
@@ -105,7 +106,7 @@ def test_corrupt_gzip(tmp_path, rng):
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0xFF  # damage the deflate stream, keep the trailer's size
     (tmp_path / "bad.gz").write_bytes(bytes(bad))
-    with pytest.raises(ValueError, match=r"bad\.gz: corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"bad\.gz: (truncated or )?corrupt gzip file"):
         read_idx(tmp_path / "bad.gz")
     (tmp_path / "plain.gz").write_bytes(b"this is not gzip at all, just text")
     with pytest.raises(ValueError, match="plain.gz"):
@@ -118,6 +119,62 @@ def test_corrupt_gzip(tmp_path, rng):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         read_idx(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("members", [2, 3, 7])
+def test_multi_member_gzip(tmp_path, rng, members):
+    """Several gzip members one after another (cat a.gz b.gz) are one valid stream."""
+    arr = rng.integers(0, 256, (20, 5, 3), dtype=np.uint8)
+    data = idx_bytes(arr)
+    cuts = np.sort(rng.choice(np.arange(1, len(data)), members - 1, replace=False))
+    parts = np.split(np.frombuffer(data, np.uint8), cuts)
+    path = tmp_path / "multi.gz"
+    path.write_bytes(b"".join(gzip.compress(p.tobytes()) for p in parts))
+    assert gzip.decompress(path.read_bytes()) == data  # the reference reader agrees
+    np.testing.assert_array_equal(read_idx(path), arr)
+    f32 = rng.standard_normal((4, 6)).astype(np.float32)
+    head, body = idx_bytes(f32)[:12], idx_bytes(f32)[12:]
+    path.write_bytes(gzip.compress(head) + gzip.compress(body[:7]) + gzip.compress(body[7:]))
+    np.testing.assert_array_equal(read_idx(path), f32)
+    # the members still hold exactly what the header says
+    path.write_bytes(gzip.compress(data) + gzip.compress(b"\0"))
+    with pytest.raises(ValueError, match="longer than its header says"):
+        read_idx(path)
+    path.write_bytes(gzip.compress(data[:-5]) + gzip.compress(b""))
+    with pytest.raises(ValueError, match=r"multi.gz: file is truncated \(header \(20, 5, 3\) needs 300 data bytes, found 295\)"):
+        read_idx(path)
+
+
+def test_truncated_gzip_is_called_truncated(tmp_path, rng):
+    data = gzip.compress(idx_bytes(rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)))
+    for keep in (len(data) - 1, len(data) - 8, len(data) // 2, 40):
+        path = tmp_path / "cut.gz"
+        path.write_bytes(data[:keep])
+        with pytest.raises(ValueError) as info:
+            read_idx(path)
+        message = str(info.value)
+        assert "cut.gz: truncated or corrupt gzip file" in message, message
+        assert "longer than its header" not in message
+
+
+def test_directory_and_fifo_paths(tmp_path):
+    (tmp_path / "dir.gz").mkdir()
+    (tmp_path / "dir").mkdir()
+    for name in ("dir.gz", "dir"):
+        with pytest.raises(IsADirectoryError, match=f"{name} is a directory, not an IDX file"):
+            read_idx(tmp_path / name)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe")
+        with pytest.raises(ValueError, match=r"pipe is not a regular file \(a FIFO \(named pipe\)\)"):
+            read_idx(tmp_path / "pipe")  # must not block waiting for a writer
+        stem = datasets._FILES["test"][0]
+        os.mkfifo(tmp_path / stem)
+        with pytest.raises(ValueError, match="not a regular file"):
+            load_fashion_mnist(tmp_path, "test")
+    stem = datasets._FILES["train"][0]
+    (tmp_path / (stem + ".gz")).mkdir()
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        load_fashion_mnist(tmp_path, "train")
 
 
 # ---------------------------------------------------------------- Fashion-MNIST

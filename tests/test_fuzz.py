@@ -493,7 +493,9 @@ def test_dataloader(data):
     loader, err = call(fastreg.DataLoader, (X, y), batch_size, **kwargs)
     batches = list(loader) if err is None else None
     assert_unchanged(snaps)
-    valid = (isinstance(batch_size, int) and batch_size >= 1 and n >= 1 and len(y) == n and dtype is not object
+    # an empty dataset yields nothing, as torch's; shuffled, it is refused, as torch's RandomSampler does
+    valid = (isinstance(batch_size, int) and batch_size >= 1 and (n >= 1 or not kwargs["shuffle"])
+             and len(y) == n and dtype is not object
              and (not convert or dtype == np.uint8))
     if not valid:
         assert err is not None, "invalid DataLoader accepted"

@@ -62,6 +62,19 @@ py::array as_index_array(const py::handle& obj, const char* name) {
   return a;
 }
 
+// Weak references to `a` and every array below it in its .base chain, the one that
+// owns the memory included. NumPy refuses to resize (reallocate) an array that has
+// a weak reference, even with resize(..., refcheck=False), so while these live the
+// memory a gather reads cannot be freed under it: the call raises NumPy's
+// ValueError instead of the gather reading freed memory.
+void pin_sources(const py::array& a, std::vector<py::weakref>& out) {
+  py::handle o = a;
+  for (int depth = 0; depth < 64 && py::isinstance<py::array>(o); ++depth) {
+    out.emplace_back(o);
+    o = py::handle(py::detail::array_proxy(o.ptr())->base);
+  }
+}
+
 // Hands a C++ buffer to NumPy: the array owns it through a capsule that frees it.
 // Freeing the array frees the Buffer, which returns the memory to its pool.
 py::array wrap_buffer(Buffer buf, const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
@@ -87,7 +100,7 @@ class BatchIter {
   BatchIter(const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
             py::object order, py::object order_fn, int64_t batch_size, bool drop_last, int64_t first_batch,
             py::object on_exhaust, py::object to_tensor, bool single, int prefetch, py::object pool,
-            int64_t worker_delay_us)
+            int64_t worker_delay_us, bool unbatched)
       : order_fn_(std::move(order_fn)),
         on_exhaust_(std::move(on_exhaust)),
         to_tensor_(std::move(to_tensor)),
@@ -95,6 +108,7 @@ class BatchIter {
         drop_last_(drop_last),
         next_batch_(first_batch),
         single_(single),
+        unbatched_(unbatched),
         prefetch_(prefetch),
         worker_delay_(worker_delay_us) {
     const size_t k = py::len(arrays);
@@ -104,6 +118,7 @@ class BatchIter {
     if (batch_size <= 0) throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
     if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
     if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
+    if (unbatched && batch_size != 1) throw py::value_error("unbatched takes batch_size 1");
     if (!pool.is_none()) {
       const auto& shared = pool.cast<const LoaderPool&>();
       if (shared.pid == getpid()) {
@@ -131,6 +146,7 @@ class BatchIter {
       dims_.emplace_back(a.shape(), a.shape() + a.ndim());  // dims_[c][0] is set per array made
       trailing_.push_back(std::move(trailing));
       columns_.push_back(c);
+      pin_sources(a, pins_);             // its memory cannot be reallocated meanwhile
       sources_.push_back(std::move(a));  // keeps the memory the columns point at alive
     }
     if (!order.is_none()) set_order(order);
@@ -170,8 +186,8 @@ class BatchIter {
     const size_t ncols = columns_.size();
     // Built first and filled in place: a failure half-way leaks nothing.
     py::object out;
-    if (!single_) {
-      out = py::reinterpret_steal<py::object>(PyTuple_New(static_cast<py::ssize_t>(ncols)));
+    if (!single_) {  // a list, as torch's default_collate makes of a TensorDataset's tuples
+      out = py::reinterpret_steal<py::object>(PyList_New(static_cast<py::ssize_t>(ncols)));
       if (!out) throw py::error_already_set();
     }
     if (use_pipeline()) {
@@ -237,7 +253,7 @@ class BatchIter {
   void put(py::object& out, size_t c, py::object batch) {
     if (!to_tensor_.is_none()) batch = to_tensor_(batch);
     if (single_) out = std::move(batch);
-    else PyTuple_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
+    else PyList_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
   }
 
   // Small batches are gathered a chunk at a time: one fresh array per column holding
@@ -277,23 +293,26 @@ class BatchIter {
   // Rows [row0, row0 + rows) of column c's chunk, as an array viewing it.
   py::object chunk_view(size_t c, int64_t row0, int64_t rows) {
     py::array& chunk = chunk_[c];
-    if (row0 == 0 && chunk_end_ - chunk_first_ == 1) return chunk;  // the chunk is this batch
+    if (row0 == 0 && chunk_end_ - chunk_first_ == 1 && !unbatched_) return chunk;  // the chunk is this batch
     auto* data = static_cast<char*>(chunk.mutable_data()) + row0 * columns_[c].out_row_bytes();
     dims_[c][0] = static_cast<Py_intptr_t>(rows);
-    return new_array(c, data, chunk.ptr());
+    return new_array(c, data, chunk.ptr(), unbatched_);
   }
 
   // An array of column c's output dtype and shape dims_[c]: fresh (data null), or
   // viewing `data`, owned by `base`. The NumPy C API directly: pybind11's array
   // constructor builds shape and stride vectors and checks flags on every call, which
   // costs as much as the rest of a batch-1 batch.
-  py::array new_array(size_t c, void* data, PyObject* base) {
+  // drop_rows leaves out the leading (row) dimension: one sample, as torch yields
+  // with batch_size=None.
+  py::array new_array(size_t c, void* data, PyObject* base, bool drop_rows = false) {
     auto& api = py::detail::npy_api::get();
     PyObject* descr = out_dtypes_[c].inc_ref().ptr();  // stolen by NewFromDescr
     const int flags = data ? (py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_)
                            : 0;
     auto arr = py::reinterpret_steal<py::array>(api.PyArray_NewFromDescr_(
-        api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()), dims_[c].data(), nullptr, data, flags, nullptr));
+        api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()) - (drop_rows ? 1 : 0),
+        dims_[c].data() + (drop_rows ? 1 : 0), nullptr, data, flags, nullptr));
     if (!arr) throw py::error_already_set();
     if (base) {
       Py_INCREF(base);  // stolen by SetBaseObject, even when it fails
@@ -303,7 +322,8 @@ class BatchIter {
   }
 
   std::vector<py::ssize_t> shape_of(size_t c, int64_t rows) const {
-    std::vector<py::ssize_t> s{static_cast<py::ssize_t>(rows)};
+    std::vector<py::ssize_t> s;
+    if (!unbatched_) s.push_back(static_cast<py::ssize_t>(rows));
     s.insert(s.end(), trailing_[c].begin(), trailing_[c].end());
     return s;
   }
@@ -337,6 +357,7 @@ class BatchIter {
   }
 
   std::vector<py::array> sources_;
+  std::vector<py::weakref> pins_;  // see pin_sources
   std::vector<LoaderColumn> columns_;
   std::vector<py::dtype> out_dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_;
@@ -348,7 +369,7 @@ class BatchIter {
   int64_t rows_ = 0, batch_size_, end_batch_ = 0, batch_row_bytes_ = 0;
   bool drop_last_;
   int64_t next_batch_;
-  bool single_;
+  bool single_, unbatched_;
   int prefetch_;
   std::chrono::microseconds worker_delay_;  // tests only: see BatchPipeline
   bool done_ = false, busy_ = false, exhaust_called_ = false;
@@ -393,11 +414,11 @@ void register_loader(py::module_& m) {
                                    "Iterator over the minibatches of one epoch (used by fastreg.DataLoader).");
   batch_iter
       .def(py::init<const py::list&, const std::vector<bool>&, const std::vector<double>&, py::object, py::object,
-                    int64_t, bool, int64_t, py::object, py::object, bool, int, py::object, int64_t>(),
+                    int64_t, bool, int64_t, py::object, py::object, bool, int, py::object, int64_t, bool>(),
            py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("order"), py::arg("order_fn"),
            py::arg("batch_size"), py::arg("drop_last"), py::arg("first_batch"), py::arg("on_exhaust"),
            py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("pool") = py::none(),
-           py::arg("worker_delay_us") = 0)
+           py::arg("worker_delay_us") = 0, py::arg("unbatched") = false)
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
       .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
@@ -431,6 +452,8 @@ void register_loader(py::module_& m) {
         const void* s = src.data();
         void* d = out.mutable_data();
         const int64_t row_bytes = row_len * src.itemsize();
+        std::vector<py::weakref> pins;  // another thread cannot reallocate src meanwhile
+        pin_sources(src, pins);
         py::gil_scoped_release release;
         if (to_float32)
           gather_rows_u8_to_f32(static_cast<const uint8_t*>(s), row_len, ip, n, static_cast<float>(scale),

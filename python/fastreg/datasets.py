@@ -13,6 +13,7 @@ import hashlib
 import math
 import operator
 import os
+import stat
 import struct
 import tempfile
 import urllib.error
@@ -77,11 +78,27 @@ _MAX_DEFLATE_RATIO = 1032  # deflate never expands a stream by more than this
 # --------------------------------------------------------------------------- IDX
 
 
+def _check_regular_file(path: Path) -> None:
+    """Raise a clear error unless ``path`` is a regular file (or a link to one): a
+    directory or a FIFO would otherwise give a misleading "no such file", or block."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not an IDX file")
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "not a file")
+    raise ValueError(f"{path} is not a regular file ({kind}); IDX files are read from regular files")
+
+
 def _open_idx(path: Path):
-    """Binary file object for ``path`` and its decompressed size (None if unknown)."""
+    """Binary file object for ``path`` and its size (for ``.gz``: None, as a multi-member
+    file's decompressed size is only known by reading it)."""
     if path.suffix == ".gz":
-        # The gzip trailer's ISIZE is the uncompressed size mod 2**32: it bounds the
-        # allocation before a corrupt header can ask for terabytes.
         with open(path, "rb") as raw:
             raw.seek(0, os.SEEK_END)
             if raw.tell() < 18:  # 10-byte header + 8-byte trailer
@@ -91,9 +108,10 @@ def _open_idx(path: Path):
                 # RFC 1952: a reserved FLG bit set must be an error (zlib refuses it;
                 # Python's gzip module would silently ignore it).
                 raise ValueError(f"{path}: corrupt gzip header (reserved flag bits set); delete it and fetch it again")
-            raw.seek(-4, os.SEEK_END)
-            isize = struct.unpack("<I", raw.read(4))[0]
-        return gzip.open(path, "rb"), isize
+        # The last member's trailer (ISIZE) gives only that member's size, so it says
+        # nothing exact about a multi-member file (valid gzip, which gzip reads whole):
+        # the length is checked against the header while reading instead.
+        return gzip.open(path, "rb"), None
     return open(path, "rb"), path.stat().st_size
 
 
@@ -109,13 +127,18 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
     0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions, then each
     dimension as a big-endian int32; the data follow, big-endian, C order.
 
+    A ``.gz`` file may hold several gzip members one after another (as ``cat a.gz b.gz``
+    makes); they are read as one stream.
+
     Returns an array of shape ``dims`` (writable, native byte order).
-    Raises FileNotFoundError if ``path`` does not exist, and ValueError naming the file
-    for a bad magic number, a truncated or over-long file, or a corrupt gzip stream.
+    Raises FileNotFoundError if ``path`` does not exist, IsADirectoryError for a
+    directory, and ValueError naming the file for something that is not a regular file
+    (a FIFO, a device), a bad magic number, a truncated or over-long file, or a
+    truncated or corrupt gzip stream.
     """
     path = Path(os.fspath(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    _check_regular_file(path)
+    gz = path.suffix == ".gz"
     f, total = _open_idx(path)
     try:
         with f:
@@ -137,18 +160,14 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
             dtype = _IDX_DTYPES[code]
             payload = math.prod(dims) * dtype.itemsize
             header = 4 + 4 * ndim
-            # ISIZE is mod 2**32 for gzip; exact for plain files.
-            expected_total = header + payload
-            if path.suffix == ".gz":
-                expected_total %= 2**32
-                # ISIZE only checks the size mod 2**32: also bound it by deflate's best
-                # ratio (~1032:1), so a corrupt header cannot ask for terabytes that match.
-                if payload > _MAX_DEFLATE_RATIO * path.stat().st_size:
-                    raise ValueError(
-                        f"{path}: file is truncated or corrupt (header {dims} needs {payload} data bytes, which "
-                        f"cannot come from a {path.stat().st_size}-byte gzip file); delete it and fetch it again"
-                    )
-            if total != expected_total:
+            # Before allocating: deflate never compresses better than ~1032:1, so a
+            # corrupt header cannot ask for terabytes.
+            if gz and payload > _MAX_DEFLATE_RATIO * path.stat().st_size:
+                raise ValueError(
+                    f"{path}: truncated or corrupt gzip file (header {dims} needs {payload} data bytes, which "
+                    f"cannot come from a {path.stat().st_size}-byte gzip file); delete it and fetch it again"
+                )
+            if total is not None and total != header + payload:
                 have = total - header
                 what = "truncated" if have < payload else "longer than its header says"
                 raise ValueError(
@@ -167,14 +186,24 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> n
                     break
                 got += n
             if got < payload:
-                raise ValueError(f"{path}: file is truncated ({got} of {payload} data bytes)")
+                raise ValueError(
+                    f"{path}: file is truncated (header {dims} needs {payload} data bytes, found {got}); "
+                    "delete it and fetch it again"
+                )
             if f.read(1):
-                raise ValueError(f"{path}: file is longer than its header says")
-    except (OSError, EOFError, zlib.error) as e:
+                raise ValueError(
+                    f"{path}: file is longer than its header says (header {dims} needs {payload} data bytes); "
+                    "delete it and fetch it again"
+                )
+    except EOFError as e:
+        # gzip's reader: the compressed stream ends before its end marker or trailer.
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({e}); delete it and fetch it again") from None
+    except (OSError, zlib.error) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        # gzip.BadGzipFile is an OSError; a cut-off stream ends in EOFError.
-        raise ValueError(f"{path}: corrupt or truncated file ({e}); delete it and fetch it again") from None
+        # gzip.BadGzipFile is an OSError; zlib.error a corrupt deflate stream.
+        what = "corrupt gzip file" if gz else "unreadable file"
+        raise ValueError(f"{path}: {what} ({e}); delete it and fetch it again") from None
     return out.astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -210,7 +239,7 @@ def _check_md5(path: Path, name: str | None = None) -> None:
 def _find(root: Path, stem: str) -> Path | None:
     for name in (stem + ".gz", stem):  # prefer .gz: its MD5 is published
         p = root / name
-        if p.is_file():
+        if p.exists():  # read_idx says what it is if not a regular file
             return p
     return None
 
@@ -339,6 +368,7 @@ def load_fashion_mnist(
                 f"Fashion-MNIST file {stem}[.gz] not found in {root}; put the four files "
                 f"(train-images-idx3-ubyte.gz, ...) there, or pass download=True"
             )
+        _check_regular_file(path)
         if verify and path.suffix == ".gz":
             _check_md5(path)
         try:
