@@ -516,22 +516,26 @@ def load(file):
     """Read an estimator written by ``SoftmaxRegression.save``/``LinearRegression.save``
     (an ``.npz``, read with ``allow_pickle=False``). Raises ValueError for a file that is
     not such a model, or of a newer format version."""
+    name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else getattr(file, "name", "the file")
     try:
-        with np.load(file, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        with contextlib.ExitStack() as stack:
+            if isinstance(file, (str, os.PathLike)):  # opened here, so a bad file is closed too
+                file = stack.enter_context(open(file, "rb"))
+            with np.load(file, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # not an npz, truncated, or holding pickles
-        raise ValueError(f"{file!r} is not a saved fastreg model: {e}") from None
+        raise ValueError(f"{name!r} is not a saved fastreg model: {e}") from None
     if data.get("format") is None or str(data["format"]) != _FORMAT_NAME:
-        raise ValueError(f"{file!r} is not a saved fastreg model (no '{_FORMAT_NAME}' format entry)")
+        raise ValueError(f"{name!r} is not a saved fastreg model (no '{_FORMAT_NAME}' format entry)")
     version = int(data["format_version"])
     if version > _FORMAT_VERSION:
-        raise ValueError(f"{file!r} was written in fastreg model format {version}; this fastreg reads "
+        raise ValueError(f"{name!r} was written in fastreg model format {version}; this fastreg reads "
                          f"format {_FORMAT_VERSION} and older: upgrade fastreg")
     name = str(data["estimator"])
     if name not in ("SoftmaxRegression", "LinearRegression"):
-        raise ValueError(f"{file!r} holds an unknown estimator {name!r}")
+        raise ValueError(f"{name!r} holds an unknown estimator {name!r}")
     try:
         cls = globals()[name] if name in globals() else __getattr__(name)
         est = cls(**json.loads(str(data["params"])))
@@ -561,7 +565,7 @@ def load(file):
         if "feature_names" in data:
             est.feature_names_in_ = data["feature_names"].astype(object)
     except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{file!r} is a damaged fastreg model: {type(e).__name__}: {e}") from None
+        raise ValueError(f"{name!r} is a damaged fastreg model: {type(e).__name__}: {e}") from None
     return est
 
 
