@@ -418,9 +418,11 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
 // right predictions added to *correct (taken from the logits before the loss kernel
 // overwrites them; first maximum wins, as torch.argmax), then the summed loss, with
 // d(batch mean)/d(z) written over z. Shared by the epoch team and the per-step path.
+// With per-row weights sw (X's rows), row i's loss and gradient are scaled by sw[idx[i]];
+// rl [m] then receives the unweighted row losses (scratch).
 template <class T>
 double softmax_rows(T* z, const int64_t* y, const int64_t* idx, int64_t m, int64_t c, int64_t bs, int64_t* t,
-                    int64_t* correct) {
+                    int64_t* correct, const T* sw = nullptr, T* rl = nullptr) {
   for (int64_t i = 0; i < m; ++i) t[i] = y[idx[i]];
   for (int64_t i = 0; i < m; ++i) {
     const T* zi = z + i * c;
@@ -434,25 +436,41 @@ double softmax_rows(T* z, const int64_t* y, const int64_t* idx, int64_t m, int64
   xa.reduction = Reduction::sum;  // a batch may span several members' rows:
   xa.grad_scale = 1.0 / static_cast<double>(bs);  // d(sum)/d(z) / bs = d(batch mean)/d(z)
   xa.grad = z;                    // in place
-  return softmax_cross_entropy<T>(xa);
+  if (!sw) return softmax_cross_entropy<T>(xa);
+  xa.row_loss = rl;
+  softmax_cross_entropy<T>(xa);
+  double loss = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    const T wi = sw[idx[i]];
+    loss += static_cast<double>(wi) * static_cast<double>(rl[i]);
+    for (T *g = z + i * c, *e = g + c; g < e; ++g) *g *= wi;
+  }
+  return loss;
 }
 
 // Regression rows pred [m] (X rows idx[0, m) of a batch of bs): the summed loss, with
 // d(batch mean)/d(pred) written over pred.
 template <class T>
-double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64_t bs, RegressionLoss kind) {
+double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64_t bs, RegressionLoss kind,
+                       const T* sw = nullptr) {
   double loss = 0.0;
   const T inv = T(1) / static_cast<T>(bs);
   for (int64_t i = 0; i < m; ++i) {
     const T res = pred[i] - y[idx[i]], ares = std::abs(res);
     T g;
+    double l;
     if (kind == RegressionLoss::squared || (kind == RegressionLoss::huber && ares <= T(1))) {
-      loss += 0.5 * double(res) * double(res);
+      l = 0.5 * double(res) * double(res);
       g = res;
     } else {
-      loss += kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
+      l = kind == RegressionLoss::l1 ? double(ares) : double(ares) - 0.5;
       g = res > T(0) ? T(1) : res < T(0) ? T(-1) : T(0);  // sign, 0 at 0 as torch
     }
+    if (sw) {  // weighted rows (see EpochArgs::sample_weight)
+      l *= static_cast<double>(sw[idx[i]]);
+      g *= sw[idx[i]];
+    }
+    loss += l;
     pred[i] = g * inv;
   }
   return loss;
@@ -644,16 +662,20 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
 
 template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y) {
-  std::vector<int64_t> yb(static_cast<size_t>(std::min(a.batch_size, a.n_order)));
+  const auto bmax = static_cast<size_t>(std::min(a.batch_size, a.n_order));
+  std::vector<int64_t> yb(bmax);
+  std::vector<T> rl(a.sample_weight ? bmax : 0);  // weighted: the row losses
   return run_epoch(a, [&](T* z, const int64_t* idx, int64_t r0, int64_t m, int64_t bs, int64_t* correct) {
-    return softmax_rows(z, y, idx, m, a.c, bs, yb.data() + r0, correct);  // members write disjoint rows of yb
+    // members write disjoint rows of yb and rl
+    return softmax_rows(z, y, idx, m, a.c, bs, yb.data() + r0, correct, a.sample_weight,
+                        a.sample_weight ? rl.data() + r0 : nullptr);
   });
 }
 
 template <class T>
 EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss kind) {
   return run_epoch(a, [&](T* pred, const int64_t* idx, int64_t, int64_t m, int64_t bs, int64_t*) {
-    return regression_rows(pred, y, idx, m, bs, kind);
+    return regression_rows(pred, y, idx, m, bs, kind, a.sample_weight);
   });
 }
 

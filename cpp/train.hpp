@@ -37,6 +37,10 @@ struct EpochArgs {
   // one: lets fit() skip a separate pass over X, since the first epoch reads
   // every row anyway (while the row is in cache, so the check is nearly free).
   bool check_finite = false;
+  // Per-row weights sample_weight[n_rows] (>= 0, finite; checked by the caller), or null:
+  // a batch's loss is then sum_i w_i l_i / batch_rows (SGDClassifier's weighting: a row of
+  // weight 2 pulls like two copies of it). Null keeps the unweighted loop unchanged.
+  const T* sample_weight = nullptr;
   SgdOptions opt;            // weight_decay is applied to w only (not to the bias)
 };
 

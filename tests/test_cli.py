@@ -44,8 +44,15 @@ def test_info_prints_show_config(capsys):
         (["fly"], "invalid choice"),
         (["train", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
         (["train", "--epochs", "two"], "positive integer"),
-        (["train", "--lr", "-1"], "--lr: expected a finite number >= 0"),
-        (["train", "--lr", "0"], "--lr: expected a number > 0"),
+        (["train", "--lr", "-1"], "--lr: expected a learning rate, a finite number > 0, got '-1'"),
+        (["train", "--lr", "0"], "--lr: expected a learning rate, a finite number > 0"),
+        (["train", "--lr", "1e30"], r"--lr: expected a learning rate in \(0, 10\], got '1e30'"),
+        (["train", "--lr", "inf"], "--lr: expected a learning rate, a finite number > 0"),
+        (["train", "--momentum", "1.5"], r"--momentum: expected a momentum in \[0, 1\), got '1.5'"),
+        (["train", "--momentum", "1"], r"--momentum: expected a momentum in \[0, 1\)"),
+        (["train", "--momentum", "-0.5"], r"--momentum: expected a momentum in \[0, 1\)"),
+        (["predict", "--model", "m.npz"], "required: --data"),
+        (["predict", "--model", "/no/such/m.npz", "--data", "digits"], "no such file"),
         (["train", "--lr", "nan"], "finite"),
         (["train", "--batch-size", "-5"], "--batch-size"),
         (["train", "--momentum", "x"], "--momentum"),
@@ -53,7 +60,7 @@ def test_info_prints_show_config(capsys):
         (["train", "--seed", "-1"], "--seed"),
         (["train", "--dataset", "imagenet"], "invalid choice"),
         (["train", "--model", "linear", "--dataset", "digits"], "use --model softmax"),
-        (["train", "--dataset", "synthetic"], "use --model linear"),
+        (["train", "--model", "softmax", "--dataset", "synthetic"], "use --model linear"),
         (["train", "--loss", "huber"], "--model linear only"),
         (["train", "--plot", "/no/such/folder/c.png"], "folder /no/such/folder does not exist"),
         (["train", "--save", "/no/such/folder/m.npz"], "does not exist"),
@@ -209,3 +216,59 @@ def test_train_compare_torch(capsys):
     tr = [ln for ln in out.splitlines() if ln.startswith("torch (d2l concise)")][0].split()
     assert float(fr[-1]) > 0.85 and float(tr[-1]) > 0.85  # both learn the digits
     assert re.search(r"fastreg is [\d.]+x (faster|slower) per epoch than torch", out)
+
+
+@has_estimators
+def test_dataset_alone_implies_the_model(capsys):
+    rc, out, err = run(["train", "--dataset", "diabetes", "--plot", "none", "-q"], capsys)
+    assert rc == 0, err
+    assert "linear regression on scikit-learn diabetes" in out and "test R^2" in out
+
+
+def test_help_shows_defaults(capsys):
+    rc, out, _ = run(["train", "--help"], capsys)
+    assert rc == 0
+    text = " ".join(out.split())
+    for shown in ("(default: curves.png", "--momentum MOMENTUM SGD momentum, in [0, 1) (default: 0.0)",
+                  "(default: squared)", "implied by --dataset"):
+        assert shown in text, shown
+
+
+@has_estimators
+def test_table_says_train_acc_is_a_running_mean(capsys):
+    rc, out, _ = run(["train", "--epochs", "2", "--plot", "none"], capsys)
+    assert rc == 0 and "running means over each epoch's batches" in out and "finished model" in out
+
+
+@has_estimators
+def test_save_then_predict(tmp_path, capsys, rng):
+    model = str(tmp_path / "digits.model")
+    rc, out, err = run(["train", "-q", "--plot", "none", "--epochs", "3", "--save", model, "--seed", "4"], capsys)
+    assert rc == 0, err
+    test_acc = float(out.split("test accuracy ")[1].split(",")[0])
+    est = fastreg.models.load(model)
+    assert type(est).__name__ == "SoftmaxRegression" and est.n_iter_ == 3
+    # the dataset's test split, as train made it: the same accuracy
+    rc, out, err = run(["predict", "--model", model, "--data", "digits", "--seed", "4"], capsys)
+    assert rc == 0, err
+    assert f"accuracy {test_acc:.4f} on 449 samples" in out
+    # files: labelled .npz gives the score, .npy / .csv one prediction per line
+    X, y = fastreg.datasets.load_digits()
+    X, y = X[:50], y[:50]
+    np.savez(tmp_path / "xy.npz", X=X, y=y)
+    rc, out, _ = run(["predict", "--model", model, "--data", str(tmp_path / "xy.npz")], capsys)
+    assert rc == 0 and f"accuracy {est.score(X, y):.4f} on 50 samples" in out
+    np.save(tmp_path / "x.npy", X)
+    np.savetxt(tmp_path / "x.csv", X, delimiter=",")
+    for name in ("x.npy", "x.csv"):
+        rc, out, _ = run(["predict", "--model", model, "--data", str(tmp_path / name)], capsys)
+        assert rc == 0
+        np.testing.assert_array_equal(np.array(out.split(), dtype=int), est.predict(X))
+    np.savez(tmp_path / "wrong.npz", A=X)
+    rc, _, err = run(["predict", "--model", model, "--data", str(tmp_path / "wrong.npz")], capsys)
+    assert rc == 2 and "needs an array named X" in err
+    np.save(tmp_path / "narrow.npy", X[:, :5])
+    rc, _, err = run(["predict", "--model", model, "--data", str(tmp_path / "narrow.npy")], capsys)
+    assert rc == 2 and "X has 5 features" in err
+    rc, _, err = run(["predict", "--model", str(tmp_path / "xy.npz"), "--data", "digits"], capsys)
+    assert rc == 2 and "not a saved fastreg model" in err

@@ -217,7 +217,8 @@ def test_get_set_params_and_sklearn_clone(rng):
     p = m.get_params()
     assert p["lr"] == 0.01 and p["loss"] == "huber" and p["solver"] == "sgd" and p["batch_size"] == 10
     assert set(SoftmaxRegression().get_params()) == {
-        "lr", "batch_size", "epochs", "momentum", "weight_decay", "init", "shuffle", "random_state", "verbose"}
+        "lr", "batch_size", "epochs", "momentum", "weight_decay", "init", "shuffle", "random_state", "verbose",
+        "warm_start"}
     assert m.set_params(epochs=7) is m and m.epochs == 7
     with pytest.raises(ValueError, match="Invalid parameter"):
         m.set_params(alpha=1.0)
@@ -266,8 +267,9 @@ def test_diverging_run_raises_naming_epoch_and_keeps_finite_params(rng):
     m = LinearRegression(lr=10.0, epochs=5, random_state=0)
     with pytest.raises(fastreg.models.TrainingDivergedError, match=r"epoch (\d+).*smaller lr") as info:
         m.fit(X, y)
-    epoch = int(re.search(r"epoch (\d+)", str(info.value)).group(1))
-    assert np.isfinite(m.coef_).all() and m.n_iter_ == epoch - 1 == len(m.history_["epoch"])
+    assert int(re.search(r"epoch (\d+)", str(info.value)).group(1)) >= 1
+    # a failed fit leaves the estimator as it was: here, unfitted (issue 21 item 3)
+    assert not hasattr(m, "n_iter_") and not hasattr(m, "coef_")
     assert isinstance(info.value, ValueError) and isinstance(info.value, FloatingPointError)
 
 
@@ -311,8 +313,8 @@ def test_bad_hyper_parameters(rng, make, exc, match):
     [
         (np.ones(5), np.zeros(5), ValueError, "2-D"),
         (np.ones((5, 2)), np.zeros(4), ValueError, "4 entries but X has 5 rows"),
-        (np.ones((5, 2)), np.zeros((5, 1)), ValueError, "1-D"),
-        (np.ones((0, 2)), np.zeros(0), ValueError, "0 samples"),
+        (np.ones((5, 2)), np.zeros((5, 2)), ValueError, "1-D"),
+        (np.ones((0, 2)), np.zeros(0), ValueError, r"0 sample\(s\)"),
         (np.array([["a", "b"]]), np.zeros(1), TypeError, "numeric"),
     ],
 )
@@ -323,7 +325,7 @@ def test_bad_shapes(X, y, exc, match):
 
 def test_predict_checks(rng):
     X, y = _blobs(rng, n=50)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(fastreg.models.NotFittedError, match="not fitted"):
         SoftmaxRegression().predict(X)
     m = SoftmaxRegression(epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="features"):
@@ -566,7 +568,14 @@ def test_two_thread_epoch_divergence_stops_cleanly(rng, threads):
     m = SoftmaxRegression(epochs=1, lr=1.0, random_state=0)
     with pytest.raises(fastreg.models.TrainingDivergedError, match="epoch 1"):
         m.fit(X, y)
-    assert np.isfinite(m.coef_).all() and np.isfinite(m.intercept_).all()
+    assert not hasattr(m, "coef_")  # left as it was: unfitted
+    X[::10] = 0
+    m.fit(X, y)
+    w = m.coef_.copy()
+    X[::10] = 1e30
+    with pytest.raises(fastreg.models.TrainingDivergedError, match="epoch 1"):
+        m.fit(X, y)
+    np.testing.assert_array_equal(m.coef_, w)
 
 
 def test_epoch_team_size_rules(threads):
@@ -622,7 +631,7 @@ def test_fit_reports_the_first_non_finite_row_and_leaves_the_estimator_as_it_was
     with pytest.raises(ValueError, match=f"X contains NaN or infinity at row {rows[0]}$"):
         fresh.fit(X, y)
     assert not hasattr(fresh, "classes_") and not hasattr(fresh, "n_iter_")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(fastreg.models.NotFittedError, match="not fitted"):
         fresh.predict(X[:1])
     good = X.copy()
     good[rows] = 0
@@ -649,7 +658,7 @@ def test_regression_fit_reports_non_finite_X_row(rng, threads, n_threads):
     m = LinearRegression(lr=0.01, batch_size=256, random_state=0)
     with pytest.raises(ValueError, match="row 611$"):
         m.fit(X, y)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(fastreg.models.NotFittedError, match="not fitted"):
         m.predict(X[:1])
     with pytest.raises(ValueError, match="row 611$"):  # the closed form still scans X first
         LinearRegression(solver="normal").fit(X, y)
@@ -702,7 +711,7 @@ def test_epoch_check_finite_finds_a_value_anywhere_in_the_row(rng, simd_levels, 
 
 @pytest.mark.parametrize("labels", [
     np.arange(10), np.arange(10, dtype=np.uint8), np.array([0, 3, 7]), np.array([0, 3, 7], dtype=np.int32),
-    np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([0.5, 2.0]),
+    np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([1.0, 2.0]),
     np.array(["cat", "dog", "emu"]), np.array([True, False]),
 ], ids=lambda a: f"{a.dtype}:{a.tolist()}")
 def test_fit_label_encoding_matches_np_unique(rng, labels):
@@ -750,3 +759,290 @@ def test_team_epoch_error_in_a_member_is_raised_not_hung():
     )
     proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# --- sample_weight: the weighted loss in the C++ epoch ----------------------------
+
+
+def _numpy_weighted_softmax_sgd(X, y, sw, w, b, lr, batch_size, order):
+    """float64 reference: per batch, loss = sum_i w_i CE_i / rows, plain SGD."""
+    w, b = w.astype(np.float64).copy(), b.astype(np.float64).copy()
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        z = X[idx] @ w.T + b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(len(idx)), y[idx]] -= 1
+        g = p * sw[idx, None] / len(idx)
+        w -= lr * g.T @ X[idx]
+        b -= lr * g.sum(0)
+    return w, b
+
+
+def test_sample_weight_matches_a_float64_reference(rng):
+    X, y = _blobs(rng, n=300, d=6, c=3, dtype=np.float64)
+    sw = rng.uniform(0, 3, 300)
+    m = SoftmaxRegression(epochs=1, batch_size=32, shuffle=False, init="zeros", lr=0.3).fit(X, y, sample_weight=sw)
+    w, b = _numpy_weighted_softmax_sgd(X, y, sw, np.zeros((3, 6)), np.zeros(3), 0.3, 32, np.arange(300))
+    np.testing.assert_allclose(m.coef_, w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m.intercept_, b, rtol=1e-10, atol=1e-12)
+    # weights of one are the unweighted fit, bit for bit; a strided weight array is taken
+    one = SoftmaxRegression(epochs=2, random_state=0).fit(X, y, sample_weight=np.ones(600)[::2])
+    np.testing.assert_array_equal(one.coef_, SoftmaxRegression(epochs=2, random_state=0).fit(X, y).coef_)
+
+
+def test_regression_sample_weight_sgd_and_normal(rng):
+    X = rng.standard_normal((200, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.standard_normal(200)
+    sw = rng.uniform(0, 2, 200)
+    m = LinearRegression(epochs=1, batch_size=200, shuffle=False, init="zeros", lr=0.1).fit(X, y, sample_weight=sw)
+    g = (sw * (0 - y))[:, None] * X  # d/dw of sum w_i 0.5 r_i^2 at w = 0
+    np.testing.assert_allclose(m.coef_, -0.1 * g.sum(0) / 200, rtol=1e-12)
+    exact = LinearRegression(solver="normal").fit(X, y, sample_weight=sw)
+    A = np.c_[X, np.ones(200)] * np.sqrt(sw)[:, None]
+    ref = np.linalg.lstsq(A, y * np.sqrt(sw), rcond=None)[0]
+    np.testing.assert_allclose(np.r_[exact.coef_, exact.intercept_], ref, rtol=1e-10)
+    # score takes sample_weight as scikit-learn's r2_score does
+    sk = pytest.importorskip("sklearn.metrics")
+    assert exact.score(X, y, sample_weight=sw) == pytest.approx(sk.r2_score(y, exact.predict(X), sample_weight=sw))
+
+
+@pytest.mark.parametrize("sw, exc, match", [
+    (np.ones(5), ValueError, r"shape == \(5,\), expected \(600,\)"),
+    (-np.ones(600), ValueError, ">= 0"),
+    (np.full(600, np.nan), ValueError, "finite"),
+    (np.zeros(600), ValueError, "non-zero"),
+    (np.array(["a"] * 600), TypeError, "numeric"),
+])
+def test_bad_sample_weight(rng, sw, exc, match):
+    X, y = _blobs(rng)
+    with pytest.raises(exc, match=match):
+        SoftmaxRegression().fit(X, y, sample_weight=sw)
+
+
+# --- issue 21 item 2: any layout -------------------------------------------------
+
+
+def test_any_layout_of_X_y_and_weights(rng):
+    X, y = _blobs(rng, n=600)
+    ref = SoftmaxRegression(epochs=2, random_state=0).fit(X[::2], y[::2].copy())
+    for Xv, yv in [(X[::2], y[::2]), (np.asfortranarray(X)[::2], np.repeat(y[::2], 2)[::2]),
+                   (X[::-1][::-2], y[::-1][::-2])]:
+        m = SoftmaxRegression(epochs=2, random_state=0).fit(Xv, yv, sample_weight=np.ones(600)[::2])
+        np.testing.assert_array_equal(m.coef_, ref.coef_)
+        m.partial_fit(Xv, yv)
+        assert m.score(Xv, yv) > 0.5
+    yr = X[:, 0].astype(np.float64)
+    r = LinearRegression(epochs=2, random_state=0).fit(X[::2], yr[::2])
+    np.testing.assert_array_equal(r.coef_, LinearRegression(epochs=2, random_state=0).fit(X[::2].copy(),
+                                                                                           yr[::2].copy()).coef_)
+
+
+# --- issue 21 item 3: a failed refit or partial_fit changes nothing ----------------
+
+
+def _state(m):
+    out = {}
+    for k, v in vars(m).items():
+        if isinstance(v, np.ndarray):
+            out[k] = v.copy()
+        elif isinstance(v, dict):
+            out[k] = {kk: list(vv) if isinstance(vv, list) else vv for kk, vv in v.items()}
+        elif isinstance(v, np.random.Generator):
+            out[k] = v.bit_generator.state
+        else:
+            out[k] = v
+    return out
+
+
+def _assert_same_state(m, before, coef_obj):
+    after = _state(m)
+    assert after.keys() == before.keys()
+    for k in before:
+        if isinstance(before[k], np.ndarray):
+            np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+        else:
+            assert after[k] == before[k], k
+    assert m.coef_ is coef_obj or m.coef_.base is coef_obj.base  # arrays the caller holds keep their identity
+
+
+def _failures(X, y):
+    Xnan = X.copy()
+    Xnan[7, 1] = np.nan
+    ybad = y.copy()
+    ybad[3] = 99
+    return {
+        "bad eval_set": lambda m: m.fit(X, y, eval_set=(X[:, :2], y)),
+        "bad eval labels": lambda m: m.fit(X, y, eval_set=(X, y + 100)),
+        "divergence": lambda m: m.set_params(lr=1e30, batch_size=16).fit(X * 1e15, np.roll(y, 1)),
+        "NaN in X": lambda m: m.fit(Xnan, y),
+        "bad y length": lambda m: m.fit(X, y[:-1]),
+        "bad sample_weight": lambda m: m.fit(X, y, sample_weight=-np.ones(len(y))),
+        "partial_fit unknown label": lambda m: m.partial_fit(X, ybad),
+        "partial_fit NaN": lambda m: m.partial_fit(Xnan, y),
+        "partial_fit divergence": lambda m: m.set_params(lr=1e30, batch_size=16).partial_fit(X * 1e15, np.roll(y, 1)),
+        "partial_fit features": lambda m: m.partial_fit(X[:, :3], y),
+        "partial_fit classes": lambda m: m.partial_fit(X, y, classes=[0, 1]),
+        "warm fit new label": lambda m: m.set_params(warm_start=True).fit(X, ybad),
+    }
+
+
+@pytest.mark.parametrize("failure", list(_failures(np.ones((10, 4)), np.zeros(10, int))))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_failed_refit_leaves_the_fitted_estimator_as_it_was(rng, failure, momentum):
+    X, y = _blobs(rng, n=300, d=6, c=3)
+    m = SoftmaxRegression(epochs=2, momentum=momentum, random_state=0).fit(X, y, eval_set=(X, y))
+    params, before, coef, pred = m.get_params(), _state(m), m.coef_, m.predict_proba(X)
+    with pytest.raises((ValueError, TypeError)):
+        _failures(X, y)[failure](m)
+    m.set_params(**params)
+    _assert_same_state(m, before, coef)
+    np.testing.assert_array_equal(m.predict_proba(X), pred)
+    # and it trains on exactly as an estimator that never saw the failure
+    twin = SoftmaxRegression(epochs=2, momentum=momentum, random_state=0).fit(X, y, eval_set=(X, y))
+    np.testing.assert_array_equal(m.partial_fit(X, y).coef_, twin.partial_fit(X, y).coef_)
+
+
+@pytest.mark.parametrize("failure", ["divergence", "NaN in X", "bad y", "partial_fit features"])
+def test_failed_regression_refit_leaves_it_as_it_was(rng, failure):
+    X = rng.standard_normal((200, 4))
+    y = X @ np.array([1.0, 2.0, -1.0, 0.5])
+    m = LinearRegression(epochs=2, random_state=0).fit(X, y)
+    before, coef = _state(m), m.coef_
+    Xnan = X.copy()
+    Xnan[3, 0] = np.inf
+    call = {"divergence": lambda: m.set_params(lr=1e30).fit(X * 1e10, y), "NaN in X": lambda: m.fit(Xnan, y),
+            "bad y": lambda: m.fit(X, np.r_[y[:-1], np.nan]),
+            "partial_fit features": lambda: m.partial_fit(X[:, :2], y)}[failure]
+    with pytest.raises(ValueError):
+        call()
+    m.set_params(lr=0.03)
+    _assert_same_state(m, before, coef)
+
+
+# --- issue 21 item 9: uint8 X is x / 255 for LinearRegression too -------------------
+
+
+def test_linear_regression_reads_uint8_as_x_over_255(rng):
+    X8 = rng.integers(0, 256, (300, 5), dtype=np.uint8)
+    Xf = X8.astype(np.float32) / np.float32(255)
+    y = (Xf @ np.array([1.0, -2.0, 0.5, 0.0, 3.0], np.float32) + 0.5).astype(np.float32)
+    m8 = LinearRegression(epochs=3, random_state=0).fit(X8, y)
+    mf = LinearRegression(epochs=3, random_state=0).fit(Xf, y)
+    assert m8.coef_.dtype == np.float32
+    np.testing.assert_allclose(m8.coef_, mf.coef_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m8.predict(X8), mf.predict(Xf), rtol=1e-5, atol=1e-5)
+    exact = LinearRegression(solver="normal").fit(X8, y)
+    np.testing.assert_allclose(exact.coef_, [1.0, -2.0, 0.5, 0.0, 3.0], atol=1e-3)
+
+
+# --- warm_start, n_iter_, random_state, partial_fit classes ----------------------------
+
+
+def test_warm_start_continues_and_random_state_reproduces(rng):
+    X, y = _blobs(rng, n=300)
+    a = SoftmaxRegression(epochs=2, random_state=3).fit(X, y)
+    b = SoftmaxRegression(epochs=2, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.n_iter_ == 2
+    warm = SoftmaxRegression(epochs=2, random_state=3, warm_start=True).fit(X, y)
+    coef = warm.coef_.copy()
+    warm.fit(X, y)
+    assert warm.n_iter_ == 4 and len(warm.history_["epoch"]) == 4
+    long = SoftmaxRegression(epochs=4, random_state=3).fit(X, y)
+    np.testing.assert_array_equal(warm.coef_, long.coef_)  # 2 + 2 warm epochs = 4 epochs
+    assert not np.array_equal(coef, warm.coef_)
+    cold = SoftmaxRegression(epochs=2, random_state=3).fit(X, y)
+    cold.fit(X, y)  # without warm_start a refit starts again
+    np.testing.assert_array_equal(cold.coef_, a.coef_)
+
+
+def test_partial_fit_classes_as_sgdclassifier(rng):
+    X, y = _blobs(rng, n=300, c=4)
+    m = SoftmaxRegression(random_state=0).partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2, 3])
+    np.testing.assert_array_equal(m.classes_, [0, 1, 2, 3])
+    m.partial_fit(X, y)  # later calls may leave classes out, or repeat them
+    m.partial_fit(X, y, classes=np.array([3, 2, 1, 0]))
+    with pytest.raises(ValueError, match="not the same as on the first call"):
+        m.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="Unknown label type"):
+        SoftmaxRegression().fit(X, y + 0.5)
+
+
+def test_predict_log_proba_and_decision_function(rng):
+    X, y = _blobs(rng, n=300, d=5, c=3, dtype=np.float64)
+    m = SoftmaxRegression(epochs=3, random_state=0).fit(X, y)
+    z = X @ m.coef_.T + m.intercept_
+    ref = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+    np.testing.assert_allclose(m.predict_log_proba(X), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m.decision_function(X), z, rtol=1e-12)
+    binary = SoftmaxRegression(epochs=3, random_state=0).fit(X, np.where(y == 0, "a", "b"))
+    d = binary.decision_function(X)
+    assert d.shape == (300,)
+    np.testing.assert_array_equal(binary.predict(X), np.where(d > 0, "b", "a"))
+
+
+# --- persistence: save / load without pickle ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["softmax", "linear", "strings", "momentum"])
+def test_save_load_round_trip(rng, tmp_path, kind):
+    X, y = _blobs(rng, n=300)
+    if kind == "linear":
+        m = LinearRegression(epochs=2, random_state=0).fit(X, X[:, 0])
+    else:
+        labels = np.array(["ant", "bee", "cat", "dog"]) if kind == "strings" else np.arange(4)
+        m = SoftmaxRegression(epochs=2, random_state=0, momentum=0.9 if kind == "momentum" else 0.0)
+        m.fit(X, labels[y])
+        y = labels[y]
+    path = tmp_path / "model.bin"  # written as given: no ".npz" appended
+    m.save(path)
+    assert path.exists()
+    back = fastreg.models.load(path)
+    assert type(back) is type(m) and back.get_params() == m.get_params() and back.n_iter_ == m.n_iter_
+    np.testing.assert_array_equal(back.predict(X), m.predict(X))
+    assert back.history_ == m.history_
+    # it trains on exactly as the original would (momentum buffers and the Generator saved)
+    target = X[:, 0] if kind == "linear" else y
+    np.testing.assert_array_equal(back.partial_fit(X, target).coef_, m.partial_fit(X, target).coef_)
+    assert type(m).load(path).n_iter_ == m.n_iter_ - 1
+    other = LinearRegression if kind != "linear" else SoftmaxRegression
+    with pytest.raises(TypeError, match="not a"):
+        other.load(path)
+
+
+def test_load_refuses_what_is_not_a_model(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.ones(3))
+    with pytest.raises(ValueError, match="not a saved fastreg model"):
+        fastreg.models.load(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a saved fastreg model"):
+        fastreg.models.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "obj.npz", format=np.array([{"x": 1}], dtype=object))  # a pickle inside: never loaded
+    with pytest.raises(ValueError, match="not a saved fastreg model"):
+        fastreg.models.load(tmp_path / "obj.npz")
+    with pytest.raises(fastreg.models.NotFittedError):
+        SoftmaxRegression().save(tmp_path / "unfitted.npz")
+
+
+def test_load_refuses_a_newer_format(rng, tmp_path):
+    X, y = _blobs(rng, n=100)
+    SoftmaxRegression(epochs=1).fit(X, y).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as z:
+        data = dict(z)
+    data["format_version"] = np.array(99)
+    np.savez(tmp_path / "new.npz", **data)
+    with pytest.raises(ValueError, match="format 99.*upgrade"):
+        fastreg.models.load(tmp_path / "new.npz")
+
+
+def test_momentum_and_lr_rules_are_shared():
+    for bad in (1.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="momentum"):
+            fastreg.models.check_momentum(bad)
+    assert fastreg.models.check_momentum(0.9) == 0.9
+    with pytest.raises(ValueError, match="momentum"):
+        SoftmaxRegression(momentum=1.0).fit(np.ones((2, 2)), [0, 1])
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="lr"):
+            fastreg.models.check_lr(bad)

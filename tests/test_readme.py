@@ -20,6 +20,11 @@ def test_quickstart_runs(capsys):
     assert scope["loss"] == pytest.approx(50.0)
     assert scope["model"].score(scope["X"], scope["y"]) > 0.9
     assert "simd" in capsys.readouterr().out
+    if "pipe" in scope:  # the Pipeline lines (they need scikit-learn, as the README says)
+        from sklearn.model_selection import cross_val_score
+
+        scores = cross_val_score(scope["pipe"], scope["X"], scope["y"], cv=5)
+        assert scores.shape == (5,) and scores.min() > 0.8
 
 
 def test_drop_in_example_runs():

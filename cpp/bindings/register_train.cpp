@@ -223,6 +223,20 @@ EpochArgs<T> make_args(const EpochInputs& in, double lr, double momentum, double
   return a;
 }
 
+// Optional per-row weights [n_rows] of the model's dtype (values checked by the caller:
+// the estimators check they are finite and >= 0); null when None.
+template <class T>
+const T* checked_sample_weight(const py::object& obj, const EpochInputs& in) {
+  if (obj.is_none()) return nullptr;
+  py::array sw = as_array(obj, "sample_weight");
+  require_same_dtype(in.w, "weight", sw, "sample_weight");
+  if (sw.ndim() != 1 || sw.shape(0) != in.x.shape(0))
+    throw py::value_error("sample_weight must have shape (" + std::to_string(in.x.shape(0)) +
+                          ",) like X's rows, got " + shape_str(sw));
+  require_c_contiguous(sw, "sample_weight");
+  return cdata_of<T>(sw);
+}
+
 py::tuple result_tuple(const EpochResult& r) {
   return py::make_tuple(r.loss_sum, r.correct, r.rows, r.finite, r.nonfinite_row);
 }
@@ -330,7 +344,8 @@ void register_train(py::module_& m) {
       "softmax_epoch",
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
-         double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite) -> py::tuple {
+         double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite,
+         const py::object& sample_weight) -> py::tuple {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
         py::array y = as_array(y_obj, "y");
@@ -347,10 +362,12 @@ void register_train(py::module_& m) {
         EpochResult r;
         if (in.f64) {
           auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
+          a.sample_weight = checked_sample_weight<double>(sample_weight, in);
           py::gil_scoped_release release;
           r = softmax_epoch<double>(a, yp);
         } else {
           auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
+          a.sample_weight = checked_sample_weight<float>(sample_weight, in);
           py::gil_scoped_release release;
           r = softmax_epoch<float>(a, yp);
         }
@@ -359,15 +376,17 @@ void register_train(py::module_& m) {
       py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
       py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
       py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("check_finite") = false,
+      py::arg("sample_weight") = py::none(),
       "One epoch of softmax regression in C++; returns (loss_sum, correct, rows, finite, nonfinite_row).\n"
-      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).");
+      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).\n"
+      "sample_weight: None or [n_samples] of the model's dtype; a batch's loss is sum_i w_i l_i / rows.");
 
   m.def(
       "regression_epoch",
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& w_buf, const py::object& b_buf, double lr, double momentum,
          double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite,
-         const std::string& loss) {
+         const std::string& loss, const py::object& sample_weight) {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         RegressionLoss kind;
         if (loss == "squared") kind = RegressionLoss::squared;
@@ -385,11 +404,13 @@ void register_train(py::module_& m) {
         EpochResult r;
         if (in.f64) {
           auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
+          a.sample_weight = checked_sample_weight<double>(sample_weight, in);
           const double* yp = static_cast<const double*>(y.data());
           py::gil_scoped_release release;
           r = regression_epoch<double>(a, yp, kind);
         } else {
           auto a = make_args<float>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
+          a.sample_weight = checked_sample_weight<float>(sample_weight, in);
           const float* yp = static_cast<const float*>(y.data());
           py::gil_scoped_release release;
           r = regression_epoch<float>(a, yp, kind);
@@ -399,9 +420,10 @@ void register_train(py::module_& m) {
       py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("weight_buffer"),
       py::arg("bias_buffer"), py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"),
       py::arg("batch_size"), py::arg("scale") = 1.0, py::arg("first_step") = false, py::arg("check_finite") = false,
-      py::arg("loss") = "squared",
+      py::arg("loss") = "squared", py::arg("sample_weight") = py::none(),
       "One epoch of linear regression in C++; returns (loss_sum, 0, rows, finite, nonfinite_row).\n"
-      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).");
+      "check_finite: stop before using a row of X with NaN/inf and return its index (else -1).\n"
+      "sample_weight: None or [n_samples] of the model's dtype; a batch's loss is sum_i w_i l_i / rows.");
 
   m.def(
       "epoch_team_size",

@@ -34,6 +34,16 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line, exit status 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, except where there is none to show (None/False:
+    those options say in their help what happens without them)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (with where to find help), exit status 2."""
 
@@ -79,6 +89,38 @@ def _positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
+
+
+# The learning rates the command's datasets can use: their features are scaled to about
+# unit size (pixels / 255, standardised columns). Measured: digits trains at lr 10, the
+# diabetes regression diverges from lr 5; steps far beyond 10 can only diverge.
+_MAX_CLI_LR = 10.0
+
+
+def _lr(text: str) -> float:
+    """--lr: the estimators' rule (finite, > 0), and at most _MAX_CLI_LR."""
+    from .models import check_lr
+
+    try:
+        value = check_lr(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate, a finite number > 0, got {text!r}") from None
+    if value > _MAX_CLI_LR:
+        raise argparse.ArgumentTypeError(
+            f"expected a learning rate in (0, {_MAX_CLI_LR:g}], got {text!r}: the datasets' features are "
+            f"scaled to about unit size, where steps that large only diverge")
+    return value
+
+
+def _momentum(text: str) -> float:
+    """--momentum: the estimators' rule, [0, 1)."""
+    from .models import check_momentum
+
+    try:
+        return check_momentum(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text!r} (momentum >= 1 "
+                                         f"never forgets a step and diverges)") from None
 
 
 def _fraction(text: str) -> float:
@@ -239,6 +281,8 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
 
 def cmd_train(args, out=None) -> int:
     out = sys.stdout if out is None else out
+    if args.model is None:  # implied by the dataset (diabetes: linear), else softmax
+        args.model = "softmax" if args.dataset is None or DATASETS[args.dataset][0] == "classification" else "linear"
     model = args.model
     dataset = args.dataset or DEFAULT_DATASET[model]
     task, defaults = DATASETS[dataset]
@@ -279,6 +323,9 @@ def cmd_train(args, out=None) -> int:
     history = est.history_
     if not args.quiet:
         _print_history(history, task, out)
+        print("  (train loss/acc: running means over each epoch's batches, taken while the model was still "
+              "learning;\n   the final line below scores the finished model on the whole train and test sets)",
+              file=out)
     per_epoch = statistics.mean(history["seconds"]) if history["seconds"] else float("nan")
     final_loss = history["train_loss"][-1] if history["train_loss"] else float("nan")
     if not math.isfinite(final_loss):
@@ -297,17 +344,74 @@ def cmd_train(args, out=None) -> int:
         ratio = t_epoch / per_epoch
         print(f"fastreg is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} per epoch than torch", file=out)
     if args.save:
-        np.savez(
-            args.save, coef=np.asarray(est.coef_), intercept=np.asarray(est.intercept_),
-            model=model, dataset=dataset, history=json.dumps(history),
-        )
-        print(f"saved the model to {args.save}", file=out)
+        est.save(args.save)  # fastreg's model format (docs/models.md): fastreg predict --model reads it
+        print(f"saved the model to {args.save} (fastreg predict --model {args.save} --data {dataset} "
+              f"--seed {args.seed} --test-size {args.test_size} scores it on this test split)", file=out)
     if args.plot:
         from . import plot
 
         title = f"{model} regression on {dataset}"
         plot.learning_curves(history, path=args.plot, title=title)
         print(f"wrote the learning curves to {args.plot}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- predict
+
+
+def _load_data_file(path: str):
+    """(X, y or None) from a .npy (X), .npz (X and optionally y) or .csv (X, numbers, no header)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--data {path}: no such file (or a dataset name: {', '.join(DATASETS)})")
+    try:
+        if p.suffix == ".npy":
+            X, y = np.load(p, allow_pickle=False), None
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "X" not in z.files:
+                    raise UsageError(f"--data {path}: an .npz needs an array named X (and optionally y), "
+                                     f"found {', '.join(z.files) or 'nothing'}")
+                X, y = z["X"], (z["y"] if "y" in z.files else None)
+        elif p.suffix == ".csv":
+            X, y = np.loadtxt(p, delimiter=",", ndmin=2), None
+        else:
+            raise UsageError(f"--data {path}: expected a .npy, .npz or .csv file, or a dataset name")
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--data {path}: cannot read it: {e}") from None
+    if X.ndim > 2:  # images: one flat row each, as the estimators take them
+        X = X.reshape(len(X), -1)
+    return X, y
+
+
+def cmd_predict(args, out=None) -> int:
+    """Load a saved model; print its accuracy (R^2) on labelled data, else one prediction per line."""
+    out = sys.stdout if out is None else out
+    from . import models
+
+    try:
+        est = models.load(args.model)
+    except FileNotFoundError:
+        raise UsageError(f"--model {args.model}: no such file") from None
+    except (ValueError, TypeError) as e:
+        raise UsageError(str(e)) from None
+    if args.data in DATASETS:
+        _, _, X, y, desc = load_dataset(args.data, data_dir=args.data_dir, download=args.download,
+                                        test_size=args.test_size, seed=args.seed, verify=not args.no_verify)
+        desc = f"the test split of {desc}"
+    else:
+        X, y = _load_data_file(args.data)
+        desc = args.data
+    try:
+        if y is None:
+            for label in est.predict(X):
+                print(label, file=out)
+            return 0
+        score = est.score(X, y)
+    except ValueError as e:
+        raise UsageError(f"cannot apply the model to --data {args.data}: {e}") from None
+    metric = "accuracy" if hasattr(est, "classes_") else "R^2"
+    print(f"{type(est).__name__} from {args.model}: {metric} {score:.4f} on {len(X)} samples of {desc}", file=out)
     return 0
 
 
@@ -526,7 +630,8 @@ def _bench_plot(rows: list, path: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastreg", description="Fast linear and softmax regression (d2l chapter 3).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,info}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,predict,bench,info}",
+                                parser_class=_Parser)
 
     sub.add_parser("info", help="print the build and runtime configuration", description="Print show_config().")
 
@@ -534,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model and plot its learning curves",
         description="Train softmax (default: on scikit-learn's digits, no download) or linear regression; "
         "print per-epoch progress and final accuracy, write the learning-curve PNG.",
+        formatter_class=_HelpFormatter,
     )
     t.add_argument("--dataset", choices=list(DATASETS),
                    help="default: digits for --model softmax, synthetic for --model linear")
@@ -541,22 +647,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"folder with the Fashion-MNIST files (default: {DEFAULT_DATA_DIR})")
     t.add_argument("--download", action="store_true", help="download Fashion-MNIST into --data-dir if missing")
     t.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the Fashion-MNIST files")
-    t.add_argument("--model", choices=list(MODEL_TASK), default="softmax")
+    t.add_argument("--model", choices=list(MODEL_TASK),
+                   help="default: implied by --dataset (linear for synthetic and diabetes), else softmax")
     t.add_argument("--loss", choices=["squared", "huber", "l1"], default="squared", help="for --model linear")
-    t.add_argument("--epochs", type=_positive_int)
-    t.add_argument("--lr", type=_positive_float, help="learning rate")
-    t.add_argument("--batch-size", type=_positive_int)
-    t.add_argument("--momentum", type=_nonneg_float, default=0.0)
-    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
+    t.add_argument("--epochs", type=_positive_int, help="default: the dataset's (docs/cli.md)")
+    t.add_argument("--lr", type=_lr, help=f"learning rate in (0, {_MAX_CLI_LR:g}]; default: the dataset's")
+    t.add_argument("--batch-size", type=_positive_int, help="default: the dataset's")
+    t.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum, in [0, 1)")
+    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="L2 penalty on the weights")
     t.add_argument("--seed", type=_nonneg_int, help="seed for the split, initialisation and shuffling (default 0)")
     t.add_argument("--test-size", type=_fraction, default=0.25,
                    help="held-out fraction for datasets without a test split (default 0.25)")
     t.add_argument("--threads", type=_positive_int, help="threads for fastreg's kernels")
     t.add_argument("--plot", type=_png_path, default="curves.png", metavar="PNG",
                    help="learning-curve picture (default: curves.png; 'none' to skip)")
-    t.add_argument("--save", metavar="NPZ", help="save coef_, intercept_ and the history to this .npz")
+    t.add_argument("--save", metavar="FILE",
+                   help="save the trained model in fastreg's format (an .npz without pickles; "
+                   "fastreg predict --model FILE reads it)")
     t.add_argument("--compare-torch", action="store_true", help="also train d2l's concise torch model")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch table")
+
+    pr = sub.add_parser(
+        "predict", help="apply a saved model to data",
+        description="Load a model saved by 'fastreg train --save' (or an estimator's save()); print its "
+        "accuracy (R^2 for linear) when the data has labels, else one prediction per line.",
+        formatter_class=_HelpFormatter,
+    )
+    pr.add_argument("--model", required=True, metavar="FILE", help="the saved model")
+    pr.add_argument("--data", required=True, metavar="DATA",
+                    help=f"a dataset name ({', '.join(DATASETS)}: its test split, as 'fastreg train' made it "
+                    "with the same --seed and --test-size), or a file: .npz with X (and y), .npy (X), .csv (X)")
+    pr.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the Fashion-MNIST files")
+    pr.add_argument("--download", action="store_true", help="download Fashion-MNIST into --data-dir if missing")
+    pr.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the Fashion-MNIST files")
+    pr.add_argument("--seed", type=_nonneg_int, default=0, help="the split's seed, as given to fastreg train")
+    pr.add_argument("--test-size", type=_fraction, default=0.25, help="the held-out fraction, as given to train")
 
     b = sub.add_parser(
         "bench", help="time fastreg against PyTorch",
@@ -580,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         return cmd_bench(args)
     except UsageError as e:
         print(f"fastreg {args.command}: error: {e}", file=sys.stderr)
