@@ -12,7 +12,6 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 
 from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import (  # noqa: E402
     GridSearchCV,
     RandomizedSearchCV,
@@ -27,42 +26,11 @@ import fastreg  # noqa: E402
 from fastreg import models  # noqa: E402
 
 
-def _dtype_by_value() -> bool:
-    """Whether the bindings compare dtypes by value (issue 21 item 1): an unpickled
-    float32 array's dtype is equal to, but not the same object as, NumPy's."""
-    a = pickle.loads(pickle.dumps(np.ones((2, 3), np.float32)))
-    try:
-        fastreg.ops.softmax(a)
-    except TypeError:
-        return False
-    return True
-
-
-DTYPE_BY_VALUE = _dtype_by_value()
-needs_dtype_by_value = pytest.mark.xfail(
-    not DTYPE_BY_VALUE, strict=True, raises=TypeError,
-    reason="the bindings compare dtypes by identity until issue 21 item 1 is merged; unpickled arrays are refused",
-)
-
-
-def _reads_unpickled_or_memmapped(check) -> bool:
-    """The checks that hand the estimator arrays whose dtype is not NumPy's own object."""
-    keywords, f = {}, check
-    while hasattr(f, "func"):
-        keywords.update(f.keywords)
-        f = f.func
-    name = getattr(f, "__name__", "")
-    return bool(keywords.get("readonly_memmap")) or name in ("check_estimators_pickle", "check_readonly_memmap_input")
-
-
 @parametrize_with_checks(
     [fastreg.SoftmaxRegression(random_state=0), fastreg.LinearRegression(random_state=0)],
     expected_failed_checks=models._expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):
-    if not DTYPE_BY_VALUE and _reads_unpickled_or_memmapped(check):
-        # Runs (and must pass) once issue 21 item 1 is merged.
-        pytest.xfail("the bindings compare dtypes by identity (issue 21 item 1): unpickled/memmapped arrays refused")
     check(estimator)
 
 
@@ -186,7 +154,6 @@ def test_not_fitted_error_is_scikit_learns():
         fastreg.SoftmaxRegression().predict_proba(np.ones((2, 3)))
 
 
-@needs_dtype_by_value
 def test_pickled_estimators_predict_the_same(case):
     kind, X, y = case
     est = _est(kind).fit(X, y)
@@ -196,7 +163,6 @@ def test_pickled_estimators_predict_the_same(case):
     back.partial_fit(X, y)  # the unpickled parameters train on
 
 
-@needs_dtype_by_value
 def test_pickled_arrays_fit_and_predict(case):
     kind, X, y = case
     Xp, yp = pickle.loads(pickle.dumps((X, y)))
