@@ -14,11 +14,11 @@ import math
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._checks import check_int
 from ._interop import is_tensor, torch_module
 
 __all__ = ["DataLoader", "data_iter", "load_array"]
@@ -42,14 +42,6 @@ def _close_live_iterators() -> None:
         it = r()
         if it is not None:
             it.close()
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
 
 
 def _index_list(indices, n: int, what: str) -> np.ndarray:
@@ -165,10 +157,10 @@ def _distributed_defaults(rank, world_size) -> tuple[int, int]:
     initialised = dist is not None and dist.is_available() and dist.is_initialized()
     if world_size is None:
         world_size = dist.get_world_size() if initialised else 1
-    world_size = _check_int("world_size", world_size, 1)
+    world_size = check_int(world_size, "world_size", 1)
     if rank is None:
         rank = dist.get_rank() if initialised else 0
-    rank = _check_int("rank", rank, 0)
+    rank = check_int(rank, "rank", 0)
     if rank >= world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     return rank, world_size
@@ -333,7 +325,7 @@ class DataLoader:
     ) -> None:
         torch = torch_module()
         # torch's own checks, in its order and with its messages.
-        num_workers = _check_int("num_workers", num_workers, -(2**63))
+        num_workers = check_int(num_workers, "num_workers", -(2**63))
         if num_workers < 0:
             raise ValueError("num_workers option should be non-negative; use num_workers=0 to disable multiprocessing.")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
@@ -348,7 +340,7 @@ class DataLoader:
         elif num_workers > 0 and prefetch_factor is None:
             prefetch_factor = 2
         elif prefetch_factor is not None:
-            prefetch_factor = _check_int("prefetch_factor", prefetch_factor, -(2**63))
+            prefetch_factor = check_int(prefetch_factor, "prefetch_factor", -(2**63))
             if prefetch_factor < 0:
                 raise ValueError("prefetch_factor option should be non-negative")
         if persistent_workers and num_workers == 0:
@@ -383,7 +375,7 @@ class DataLoader:
         self.multiprocessing_context = _check_multiprocessing_context(multiprocessing_context, num_workers)
         self.pin_memory, self.pin_memory_device = bool(pin_memory), pin_memory_device
         self.persistent_workers = bool(persistent_workers)
-        self.batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", 1)
         self.shuffle, self.drop_last = shuffle, drop_last
         self._prefetch = -1 if prefetch is None else int(bool(prefetch))
 
@@ -435,9 +427,7 @@ class DataLoader:
         if generator is None and seed is None and not self._torch_rng and not custom_order:
             seed = 0 if self.world_size > 1 else int(np.random.SeedSequence().entropy) % 2**64
         if seed is not None:
-            seed = _check_int("seed", seed, 0)
-            if seed >= 2**64:
-                raise ValueError(f"seed must be < 2**64, got {seed}")
+            seed = check_int(seed, "seed", 0, 2**64 - 1)
         self.generator, self.seed = generator, seed
 
         # The attributes torch's DataLoader has, with the objects it would make.
@@ -501,7 +491,7 @@ class DataLoader:
     def set_epoch(self, epoch: int) -> None:
         """Pin the epoch (as ``DistributedSampler.set_epoch``): every iteration uses it until
         the next call. Without it, each iteration starts the next epoch by itself."""
-        self._pinned_epoch = _check_int("epoch", epoch, 0)
+        self._pinned_epoch = check_int(epoch, "epoch", 0)
         self._resume = None
 
     def _rows(self, order: np.ndarray) -> np.ndarray:
@@ -688,8 +678,8 @@ class DataLoader:
                 raise ValueError(f"state_dict lacks '{key}'")
             if state_dict[key] != value:
                 raise ValueError(f"state_dict was saved with {key}={state_dict[key]!r}, this loader has {value!r}")
-        epoch = _check_int("state_dict['epoch']", state_dict.get("epoch"), 0)
-        done = _check_int("state_dict['batches_yielded']", state_dict.get("batches_yielded"), 0)
+        epoch = check_int(state_dict.get("epoch"), "state_dict['epoch']", 0)
+        done = check_int(state_dict.get("batches_yielded"), "state_dict['batches_yielded']", 0)
         if done > len(self):
             raise ValueError(f"state_dict['batches_yielded'] = {done} exceeds the {len(self)} batches of an epoch")
         gen_state = state_dict.get("generator_state")
@@ -700,9 +690,9 @@ class DataLoader:
             if state_dict.get("seed") is not None:
                 raise ValueError("state_dict was saved with seed= (fastreg's RNG); this loader uses torch's global RNG")
             if sampler_seed is not None:
-                sampler_seed = _check_int("state_dict['sampler_seed']", sampler_seed, 0)
+                sampler_seed = check_int(sampler_seed, "state_dict['sampler_seed']", 0, 2**64 - 1)
         elif self.generator is None:
-            self.seed = _check_int("state_dict['seed']", state_dict.get("seed"), 0)
+            self.seed = check_int(state_dict.get("seed"), "state_dict['seed']", 0, 2**64 - 1)
         self._pinned_epoch = epoch if state_dict.get("epoch_pinned") else None
         self._resume = (epoch, done, gen_state, sampler_seed)
 

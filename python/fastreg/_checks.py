@@ -1,0 +1,32 @@
+"""Argument rules shared by the Python API, each with one message.
+
+The C++ kernels take 64-bit integers: a Python int outside that range would reach a
+binding as pybind11's "incompatible function arguments" (a TypeError listing C++
+signatures). Integers are checked here first, so the error names the argument.
+"""
+
+from __future__ import annotations
+
+import operator
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+def check_int(value, name: str, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """``value`` as a Python int in ``[minimum, maximum]`` (any int-like but bool)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got bool ({value!r})")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})") from None
+    if v < minimum and minimum == INT64_MIN or v > maximum and maximum == INT64_MAX:
+        raise OverflowError(f"{name} must fit in a signed 64-bit integer, got {v}")
+    if v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v}")
+    if v > maximum:
+        powers_of_two = maximum > 0 and (maximum + 1) & maximum == 0
+        bound = f"< 2**{maximum.bit_length()}" if powers_of_two else f"<= {maximum}"
+        raise ValueError(f"{name} must be {bound}, got {v}")
+    return v
