@@ -25,14 +25,13 @@ With --benchmark-disable (smoke, as CI runs it) every case runs once.
 import os
 import warnings
 
+import fastreg
 import numpy as np
 import pytest
 
-import fastreg
-
 sklearn = pytest.importorskip("sklearn")
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.linear_model import LogisticRegression, SGDClassifier  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 LARGE = os.environ.get("FASTREG_BENCH_LARGE") == "1"
 TOLERANCE = 0.01  # within 1 percentage point of the reference's held-out accuracy
@@ -116,6 +115,6 @@ def test_time_to_accuracy(benchmark, problem, ref, who):
         est = benchmark.pedantic(_fit_reference, args=(ref, Xtr, ytr), rounds=rounds, iterations=1)
         assert est.score(Xte, yte) == pytest.approx(ref_acc, abs=0.02)  # saga/SGD differ a little by run
     else:
-        fit = lambda: fastreg.SoftmaxRegression(random_state=0, epochs=epochs, **settings).fit(Xtr, ytr)  # noqa: E731
+        fit = lambda: fastreg.SoftmaxRegression(random_state=0, epochs=epochs, **settings).fit(Xtr, ytr)
         est = benchmark.pedantic(fit, rounds=max(rounds, 5), iterations=1)
         assert est.score(Xte, yte) == acc >= ref_acc - TOLERANCE

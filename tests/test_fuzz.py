@@ -627,8 +627,8 @@ def test_estimators_fit_predict_or_refuse(data, model):
         if model == "softmax":
             assert set(np.unique(pred)) <= set(np.unique(y))
             proba = est.predict_proba(X)
-            # inf logits give nan, as torch; binary problems give one score per row, as scikit-learn
-            ok = np.isfinite(est.decision_function(X)).reshape(n, -1).all(axis=1)
+            # inf logits give nan, as torch (two classes: decision_function is [n], scikit-learn's shape)
+            ok = np.isfinite(est.decision_function(X).reshape(n, -1)).all(axis=1)
             np.testing.assert_allclose(proba[ok].sum(axis=1), 1.0, rtol=1e-5)
         else:
             assert np.isfinite(pred).all()

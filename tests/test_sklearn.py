@@ -11,19 +11,18 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
-from sklearn.model_selection import (  # noqa: E402
+import fastreg
+from fastreg import models
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.model_selection import (
     GridSearchCV,
     RandomizedSearchCV,
     cross_val_score,
     cross_validate,
 )
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
-
-import fastreg  # noqa: E402
-from fastreg import models  # noqa: E402
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 
 @parametrize_with_checks(
@@ -107,7 +106,7 @@ def test_pipeline_set_output_pandas_and_html_repr(case):
 
 
 def test_html_repr_without_pandas(case):
-    kind, X, y = case
+    kind = case[0]
     html = make_pipeline(StandardScaler(), _est(kind))._repr_html_()
     assert type(_est(kind)).__name__ in html
 

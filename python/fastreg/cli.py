@@ -47,7 +47,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (with where to find help), exit status 2."""
 
-    def error(self, message: str):  # noqa: D401 - argparse's API
+    def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

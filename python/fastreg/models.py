@@ -37,7 +37,9 @@ import numpy as np
 from . import _core, _distributed
 from .linear import _ensure_blas
 
-__all__ = ["LinearRegression", "NotFittedError", "SoftmaxRegression", "TrainingDivergedError", "load"]
+# The two estimators and NotFittedError are created on first use, by __getattr__ below.
+__all__ = ["LinearRegression", "NotFittedError", "SoftmaxRegression", "TrainingDivergedError",  # noqa: F822
+           "check_lr", "check_momentum", "load"]
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):
@@ -107,9 +109,8 @@ def _check_X(X, name: str = "X", *, check_finite: bool = True) -> np.ndarray:
     if X.dtype.kind == "c":
         raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
     if X.dtype not in (np.uint8, np.float32, np.float64):
-        if X.dtype.kind not in "biuf":
-            if X.dtype.kind != "O":
-                raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
+        if X.dtype.kind not in "biufO":
+            raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
         X = X.astype(np.float64)  # an object array of numbers converts; of anything else, TypeError
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D [n_samples, n_features], got shape {X.shape}. Reshape your data "
