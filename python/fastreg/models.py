@@ -35,6 +35,7 @@ import zipfile
 import numpy as np
 
 from . import _core, _distributed
+from ._checks import check_int
 from .linear import _ensure_blas
 
 # The two estimators and NotFittedError are created on first use, by __getattr__ below.
@@ -273,18 +274,11 @@ class _SGDEstimator:
 
     # -- hyper-parameter checks ------------------------------------------------
     def _check_hyper(self) -> None:
-        def count(name):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-            if v <= 0:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-
         check_lr(self.lr)
         check_momentum(self.momentum)
         _number("weight_decay", self.weight_decay, positive=False)
-        count("batch_size")
-        count("epochs")
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.epochs, "epochs", 1)
         if self.init not in ("normal", "zeros"):
             raise ValueError(f"init must be 'normal' or 'zeros', got {self.init!r}")
         if not isinstance(self.warm_start, (bool, np.bool_)):
