@@ -92,6 +92,11 @@ FASTREG_TARGET_AVX2 double chunk_avx2(const RegressionArgs<T>& a, T gs, int64_t 
   return chunk_kind(a, gs, b, e);
 }
 
+template <class T>
+FASTREG_TARGET_AVX512 double chunk_avx512(const RegressionArgs<T>& a, T gs, int64_t b, int64_t e) {
+  return chunk_kind(a, gs, b, e);
+}
+
 }  // namespace
 
 template <class T>
@@ -105,11 +110,13 @@ double regression_loss(const RegressionArgs<T>& a) {
   const T gs = static_cast<T>(mean ? a.grad_scale / static_cast<double>(a.n) : a.grad_scale);
   const int64_t chunks = (a.n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks));
-  const bool avx2 = active_simd() == Simd::avx2;
+  const Simd level = active_simd();
   parallel_for(chunks, 2, [&](int64_t cb, int64_t ce) {
     for (int64_t k = cb; k < ce; ++k) {
       const int64_t b = k * kChunk, e = std::min(a.n, b + kChunk);
-      partial[static_cast<size_t>(k)] = avx2 ? chunk_avx2(a, gs, b, e) : chunk_scalar(a, gs, b, e);
+      partial[static_cast<size_t>(k)] = level == Simd::avx512 ? chunk_avx512(a, gs, b, e)
+                                        : level == Simd::avx2 ? chunk_avx2(a, gs, b, e)
+                                                              : chunk_scalar(a, gs, b, e);
     }
   });
   double total = 0;

@@ -24,6 +24,7 @@ struct Vec {
   using T = T_;
   using R = T;
   static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
+  static constexpr bool kMaskTail = false;  // see softmax_rows.inl
   static FASTREG_INLINE R load(const T* p) { return *p; }
   static FASTREG_INLINE void store(T* p, R v) { *p = v; }
   static FASTREG_INLINE R set1(T v) { return v; }
@@ -75,6 +76,7 @@ struct Vec<float> {
   using T = float;
   using R = __m256;
   static constexpr int64_t W = 8, TW = 8;
+  static constexpr bool kMaskTail = false;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_ps(v); }
@@ -189,6 +191,7 @@ struct Vec<double> {
   using T = double;
   using R = __m256d;
   static constexpr int64_t W = 4, TW = 4;
+  static constexpr bool kMaskTail = false;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_pd(v); }
@@ -276,7 +279,218 @@ struct Vec<double> {
 #pragma GCC pop_options
 #endif
 
-bool use_avx2() { return FASTREG_HAVE_AVX2_KERNELS && active_simd() == Simd::avx2; }
+
+// ---- AVX-512 (F, BW, VL, DQ) policy: 16 floats / 8 doubles, masked row tails ---------
+#if FASTREG_HAVE_AVX2_KERNELS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+namespace avx512_rows {
+
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using T = float;
+  using R = __m512;
+  using Mask = __mmask16;
+  // Tiles are 16 rows x 8 columns: two of the AVX2 policy's 8 x 8 transposes, their
+  // halves joined (a 16 x 16 transpose would take twice the shuffles for c <= 16).
+  static constexpr int64_t W = 16, TW = 8;
+  static constexpr bool kMaskTail = true;
+  using Half = avx2_rows::Vec<float>;
+  static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_ps(p); }
+  static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_ps(p, v); }
+  static FASTREG_INLINE R set1(T v) { return _mm512_set1_ps(v); }
+  static FASTREG_INLINE R zero() { return _mm512_setzero_ps(); }
+  static FASTREG_INLINE R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static FASTREG_INLINE R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static FASTREG_INLINE R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static FASTREG_INLINE R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static FASTREG_INLINE R mul_nz(R u, R d) {
+    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NEQ_UQ), u, d);
+  }
+  static FASTREG_INLINE R exp(R v) { return exp_avx512(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx512(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx512(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm512_div_ps(a, b); }
+  // Masked tails: lanes [0, n) of a vector; loads fill the others with `fill` and
+  // never touch their memory.
+  static FASTREG_INLINE Mask tail_mask(int64_t n) { return static_cast<Mask>((1u << n) - 1u); }
+  static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_ps(set1(fill), k, p); }
+  static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_ps(p, k, v); }
+  static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_ps(k, v); }
+  static FASTREG_INLINE R join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    __m256 a[8], b[8];
+    Half::load_tile(p, stride, a);
+    Half::load_tile(p + 8 * stride, stride, b);
+    for (int k = 0; k < 8; ++k) cols[k] = join(a[k], b[k]);
+  }
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    __m256 a[8], b[8];
+    for (int k = 0; k < 8; ++k) a[k] = _mm512_castps512_ps256(cols[k]), b[k] = _mm512_extractf32x8_ps(cols[k], 1);
+    Half::store_tile(p, stride, a);
+    Half::store_tile(p + 8 * stride, stride, b);
+  }
+  // Rows of `width` < 8 values: AVX-512VL masked moves (faults suppressed past the row).
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
+    __m256 a[8], b[8];
+    for (int r = 0; r < 8; ++r) a[r] = _mm256_maskz_loadu_ps(k, p + r * stride);
+    for (int r = 0; r < 8; ++r) b[r] = _mm256_maskz_loadu_ps(k, p + (8 + r) * stride);
+    __m256 ta[8], tb[8];
+    Half::transpose8(a, ta);
+    Half::transpose8(b, tb);
+    for (int c = 0; c < 8; ++c) cols[c] = join(ta[c], tb[c]);
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
+    __m256 a[8], b[8], ra[8], rb[8];
+    for (int c = 0; c < 8; ++c) a[c] = _mm512_castps512_ps256(cols[c]), b[c] = _mm512_extractf32x8_ps(cols[c], 1);
+    Half::transpose8(a, ra);
+    Half::transpose8(b, rb);
+    for (int r = 0; r < 8; ++r) _mm256_mask_storeu_ps(p + r * stride, k, ra[r]);
+    for (int r = 0; r < 8; ++r) _mm256_mask_storeu_ps(p + (8 + r) * stride, k, rb[r]);
+  }
+  // 16 int64 labels -> floats (-1 where ignored) and 1/0 validity. Labels were
+  // range-checked, so truncating to 32 bits (vpmovqd) keeps the value.
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m512i lo = _mm512_loadu_si512(y), hi = _mm512_loadu_si512(y + 8);
+    const __m512i ig = _mm512_set1_epi64(ignore);
+    const Mask ign = static_cast<Mask>(_mm512_cmpeq_epi64_mask(lo, ig) | (_mm512_cmpeq_epi64_mask(hi, ig) << 8));
+    const __m512i y32 =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)), _mm512_cvtepi64_epi32(hi), 1);
+    vy = _mm512_mask_blend_ps(ign, _mm512_cvtepi32_ps(y32), _mm512_set1_ps(-1.0f));
+    valid = _mm512_maskz_mov_ps(static_cast<Mask>(~ign), _mm512_set1_ps(1.0f));
+  }
+  static FASTREG_INLINE R ge_one(R x, R m) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, m, _CMP_GE_OQ), _mm512_set1_ps(1.0f));
+  }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), other, v);
+  }
+  static FASTREG_INLINE R mask_nz(R flag, R v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(flag, _mm512_setzero_ps(), _CMP_NEQ_UQ), v);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) {
+    _mm512_storeu_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    _mm512_storeu_pd(p + 8, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+  }
+  static FASTREG_INLINE double hsum(R v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    double s = 0;
+    for (float f : t) s += f;
+    return s;
+  }
+  static FASTREG_INLINE T hmax(R v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    float m = t[0];
+    for (float f : t) m = f > m ? f : m;
+    return m;
+  }
+};
+
+template <>
+struct Vec<double> {
+  using T = double;
+  using R = __m512d;
+  using Mask = __mmask8;
+  static constexpr int64_t W = 8, TW = 4;  // 8 rows x 4 columns: two AVX2 4 x 4 tiles
+  static constexpr bool kMaskTail = true;
+  using Half = avx2_rows::Vec<double>;
+  static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_pd(p); }
+  static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_pd(p, v); }
+  static FASTREG_INLINE R set1(T v) { return _mm512_set1_pd(v); }
+  static FASTREG_INLINE R zero() { return _mm512_setzero_pd(); }
+  static FASTREG_INLINE R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static FASTREG_INLINE R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+  static FASTREG_INLINE R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static FASTREG_INLINE R max(R a, R b) { return _mm512_max_pd(a, b); }
+  static FASTREG_INLINE R mul_nz(R u, R d) {
+    return _mm512_maskz_mul_pd(_mm512_cmp_pd_mask(u, _mm512_setzero_pd(), _CMP_NEQ_UQ), u, d);
+  }
+  static FASTREG_INLINE R exp(R v) { return exp_avx512(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx512(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx512(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm512_div_pd(a, b); }
+  static FASTREG_INLINE Mask tail_mask(int64_t n) { return static_cast<Mask>((1u << n) - 1u); }
+  static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_pd(set1(fill), k, p); }
+  static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_pd(p, k, v); }
+  static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_pd(k, v); }
+  static FASTREG_INLINE R join(__m256d lo, __m256d hi) { return _mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1); }
+  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
+    __m256d a[4], b[4];
+    Half::load_tile(p, stride, a);
+    Half::load_tile(p + 4 * stride, stride, b);
+    for (int k = 0; k < 4; ++k) cols[k] = join(a[k], b[k]);
+  }
+  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
+    __m256d a[4], b[4];
+    for (int k = 0; k < 4; ++k) a[k] = _mm512_castpd512_pd256(cols[k]), b[k] = _mm512_extractf64x4_pd(cols[k], 1);
+    Half::store_tile(p, stride, a);
+    Half::store_tile(p + 4 * stride, stride, b);
+  }
+  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
+    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
+    __m256d a[4], b[4], ta[4], tb[4];
+    for (int r = 0; r < 4; ++r) a[r] = _mm256_maskz_loadu_pd(k, p + r * stride);
+    for (int r = 0; r < 4; ++r) b[r] = _mm256_maskz_loadu_pd(k, p + (4 + r) * stride);
+    Half::transpose4(a, ta);
+    Half::transpose4(b, tb);
+    for (int c = 0; c < 4; ++c) cols[c] = join(ta[c], tb[c]);
+  }
+  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
+    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
+    __m256d a[4], b[4], ra[4], rb[4];
+    for (int c = 0; c < 4; ++c) a[c] = _mm512_castpd512_pd256(cols[c]), b[c] = _mm512_extractf64x4_pd(cols[c], 1);
+    Half::transpose4(a, ra);
+    Half::transpose4(b, rb);
+    for (int r = 0; r < 4; ++r) _mm256_mask_storeu_pd(p + r * stride, k, ra[r]);
+    for (int r = 0; r < 4; ++r) _mm256_mask_storeu_pd(p + (4 + r) * stride, k, rb[r]);
+  }
+  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
+    const __m512i v = _mm512_loadu_si512(y);
+    const Mask ign = _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(ignore));
+    vy = _mm512_mask_blend_pd(ign, _mm512_cvtepi64_pd(v), _mm512_set1_pd(-1.0));
+    valid = _mm512_maskz_mov_pd(static_cast<Mask>(~ign), _mm512_set1_pd(1.0));
+  }
+  static FASTREG_INLINE R ge_one(R x, R m) {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, m, _CMP_GE_OQ), _mm512_set1_pd(1.0));
+  }
+  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ), other, v);
+  }
+  static FASTREG_INLINE R mask_nz(R flag, R v) {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(flag, _mm512_setzero_pd(), _CMP_NEQ_UQ), v);
+  }
+  static FASTREG_INLINE void store_double(double* p, R v) { _mm512_storeu_pd(p, v); }
+  static FASTREG_INLINE double hsum(R v) {  // pairwise, as the AVX2 policy's 4 lanes
+    alignas(64) double t[8];
+    _mm512_store_pd(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+  static FASTREG_INLINE T hmax(R v) {
+    alignas(64) double t[8];
+    _mm512_store_pd(t, v);
+    double m = t[0];
+    for (double f : t) m = f > m ? f : m;
+    return m;
+  }
+};
+
+#include "softmax_rows.inl"
+
+}  // namespace avx512_rows
+#pragma GCC pop_options
+#endif
+
+// The level the row kernels run at (scalar where the build has no x86 kernels).
+Simd row_level() { return FASTREG_HAVE_AVX2_KERNELS ? active_simd() : Simd::scalar; }
 
 // Rows per thread chunk: ~64K elements, below which a thread costs more than it saves.
 int64_t row_grain(int64_t c) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(c, 1)); }
@@ -304,8 +518,16 @@ LabelScan scan_labels_plain(const int64_t* y, int64_t n, int64_t c, int64_t igno
 FASTREG_TARGET_AVX2 LabelScan scan_labels_avx2(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
   return scan_labels_body(y, n, c, ignore);
 }
+FASTREG_TARGET_AVX512 LabelScan scan_labels_avx512(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
+  return scan_labels_body(y, n, c, ignore);
+}
 LabelScan scan_labels(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
-  return use_avx2() ? scan_labels_avx2(y, n, c, ignore) : scan_labels_plain(y, n, c, ignore);
+  switch (row_level()) {
+    case Simd::avx512: return scan_labels_avx512(y, n, c, ignore);
+    case Simd::avx2: return scan_labels_avx2(y, n, c, ignore);
+    case Simd::scalar: break;
+  }
+  return scan_labels_plain(y, n, c, ignore);
 }
 
 // Index of the first label outside [0, c) that is not ignore_index (one exists).
@@ -382,12 +604,13 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
     heap_rows.reset(new double[static_cast<size_t>(a.n)]);  // every entry is written by the kernel
     rows = heap_rows.get();
   }
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(a.n, row_grain(a.c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx512) return avx512_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::xent_range<T>(a, b, e, r, wsum, rows);
   });
   if (a.row_loss)
@@ -400,12 +623,13 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
 
 template <class T>
 void softmax_rows(const T* x, T* out, int64_t n, int64_t c, bool log) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, row_grain(c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::softmax_range<T>(x, out, c, log, b, e);
+    if (level == Simd::avx512) return avx512_rows::softmax_range<T>(x, out, c, log, b, e);
+    if (level == Simd::avx2) return avx2_rows::softmax_range<T>(x, out, c, log, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::softmax_range<T>(x, out, c, log, b, e);
   });
 }
@@ -414,36 +638,39 @@ template <class T>
 void logsumexp_rows(const T* x, T* out, int64_t n, int64_t c, double temperature) {
   if (!(temperature >= 0) || std::isinf(temperature))
     throw std::invalid_argument("logsumexp: temperature must be a finite number >= 0");
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, row_grain(c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
+    if (level == Simd::avx512) return avx512_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
+    if (level == Simd::avx2) return avx2_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
   });
 }
 
 template <class T>
 void vexp(const T* x, T* out, int64_t n, bool shifted) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
+    if (level == Simd::avx512) return avx512_rows::vexp_range<T>(x, out, b, e, shifted);
+    if (level == Simd::avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::vexp_range<T>(x, out, b, e, shifted);
   });
 }
 
 template <class T>
 void vlog1p(const T* x, T* out, int64_t n) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vlog1p_range<T>(x, out, b, e);
+    if (level == Simd::avx512) return avx512_rows::vlog1p_range<T>(x, out, b, e);
+    if (level == Simd::avx2) return avx2_rows::vlog1p_range<T>(x, out, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::vlog1p_range<T>(x, out, b, e);
   });
 }

@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import operator
+import os
 import sys
 
 from . import _core
+
+# Lowest first; each level includes the ones before it.
+SIMD_LEVELS = ("scalar", "avx2", "avx512")
+
+
+def _check_simd_env() -> None:
+    """Refuse a FASTREG_SIMD this build or CPU cannot honour (the C++ side, which reads it
+    first, then keeps the best level): a typo or a level the machine lacks would otherwise
+    run at some other level unnoticed."""
+    wanted = os.environ.get("FASTREG_SIMD", "")
+    if wanted in ("", "auto"):
+        return
+    if wanted not in SIMD_LEVELS:
+        raise ImportError(
+            f"FASTREG_SIMD must be 'auto', {', '.join(repr(v) for v in SIMD_LEVELS)} or unset, got {wanted!r}"
+        )
+    best = _core.cpu_simd_level()
+    if SIMD_LEVELS.index(wanted) > SIMD_LEVELS.index(best):
+        raise ImportError(
+            f"FASTREG_SIMD={wanted} but this CPU (or OS) does not support it (best available: {best!r})"
+        )
+
+
+_check_simd_env()
 
 
 def get_num_threads() -> int:
@@ -31,15 +56,17 @@ def set_num_threads(n: int) -> None:
 
 
 def simd_level() -> str:
-    """SIMD variant the kernels use now: ``'avx2'`` (AVX2+FMA) or ``'scalar'``."""
+    """SIMD variant the kernels use now: ``'avx512'`` (AVX-512 F/BW/VL/DQ), ``'avx2'``
+    (AVX2+FMA) or ``'scalar'`` (baseline x86-64)."""
     return _core.simd_level()
 
 
 def set_simd_level(level: str) -> None:
-    """Force a SIMD variant: ``'auto'`` (best the CPU has), ``'avx2'`` or ``'scalar'``.
+    """Force a SIMD variant: ``'auto'`` (best the CPU has), ``'avx512'``, ``'avx2'`` or ``'scalar'``.
 
-    Meant for testing and debugging; the environment variable
-    ``FASTREG_SIMD=scalar`` does the same at import time.
+    Meant for testing, debugging and benchmarking; the environment variable
+    ``FASTREG_SIMD`` (same names) does the same at import time. A level this CPU
+    does not support raises ValueError (ImportError for the variable).
     """
     if not isinstance(level, str):
         raise TypeError(f"level must be a str, got {type(level).__name__}")
