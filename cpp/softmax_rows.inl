@@ -514,10 +514,13 @@ void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsu
   const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
   const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
   const bool lanes = a.c <= kLaneMaxC;
-#define FASTREG_XENT_CASE(W_, P_, S_, G_) \
-  if (w == W_ && prob == P_ && smooth == S_ && grad == G_)                                      \
-    return lanes ? xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
-                 : xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
+  // A policy without kLaneKernel (AVX-512) is never called for small C.
+#define FASTREG_XENT_CASE(W_, P_, S_, G_)                                                       \
+  if (w == W_ && prob == P_ && smooth == S_ && grad == G_) {                                    \
+    if constexpr (V::kLaneKernel)                                                               \
+      if (lanes) return xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);          \
+    return xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);                             \
+  }
 #define FASTREG_XENT_CASES(W_, P_)        \
   FASTREG_XENT_CASE(W_, P_, false, false) \
   FASTREG_XENT_CASE(W_, P_, false, true)  \

@@ -24,7 +24,8 @@ struct Vec {
   using T = T_;
   using R = T;
   static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
-  static constexpr bool kMaskTail = false;  // see softmax_rows.inl
+  static constexpr bool kMaskTail = false;   // see softmax_rows.inl
+  static constexpr bool kLaneKernel = true;  // small C: one row per lane (softmax_rows.inl)
   static FASTREG_INLINE R load(const T* p) { return *p; }
   static FASTREG_INLINE void store(T* p, R v) { *p = v; }
   static FASTREG_INLINE R set1(T v) { return v; }
@@ -77,6 +78,7 @@ struct Vec<float> {
   using R = __m256;
   static constexpr int64_t W = 8, TW = 8;
   static constexpr bool kMaskTail = false;
+  static constexpr bool kLaneKernel = true;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_ps(v); }
@@ -192,6 +194,7 @@ struct Vec<double> {
   using R = __m256d;
   static constexpr int64_t W = 4, TW = 4;
   static constexpr bool kMaskTail = false;
+  static constexpr bool kLaneKernel = true;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_pd(v); }
@@ -281,6 +284,10 @@ struct Vec<double> {
 
 
 // ---- AVX-512 (F, BW, VL, DQ) policy: 16 floats / 8 doubles, masked row tails ---------
+// Row kernels only (C > kLaneMaxC). Small C stays on the AVX2 lane kernel at this
+// level: a 16-lane version (16 x 8 tiles from two 8 x 8 transposes, masked partial
+// tiles, 16 or 32 rows a block) measured the same as AVX2 (1.00-1.07x, 256 x 10 and
+// 65536 x 10, docs/build.md), below the 5% a variant must gain to be kept.
 #if FASTREG_HAVE_AVX2_KERNELS
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
@@ -294,11 +301,9 @@ struct Vec<float> {
   using T = float;
   using R = __m512;
   using Mask = __mmask16;
-  // Tiles are 16 rows x 8 columns: two of the AVX2 policy's 8 x 8 transposes, their
-  // halves joined (a 16 x 16 transpose would take twice the shuffles for c <= 16).
-  static constexpr int64_t W = 16, TW = 8;
+  static constexpr int64_t W = 16;
   static constexpr bool kMaskTail = true;
-  using Half = avx2_rows::Vec<float>;
+  static constexpr bool kLaneKernel = false;  // see the note above
   static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm512_set1_ps(v); }
@@ -321,77 +326,15 @@ struct Vec<float> {
   static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_ps(set1(fill), k, p); }
   static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_ps(p, k, v); }
   static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_ps(k, v); }
-  static FASTREG_INLINE R join(__m256 lo, __m256 hi) { return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1); }
-  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
-    __m256 a[8], b[8];
-    Half::load_tile(p, stride, a);
-    Half::load_tile(p + 8 * stride, stride, b);
-    for (int k = 0; k < 8; ++k) cols[k] = join(a[k], b[k]);
-  }
-  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
-    __m256 a[8], b[8];
-    for (int k = 0; k < 8; ++k) a[k] = _mm512_castps512_ps256(cols[k]), b[k] = _mm512_extractf32x8_ps(cols[k], 1);
-    Half::store_tile(p, stride, a);
-    Half::store_tile(p + 8 * stride, stride, b);
-  }
-  // Rows of `width` < 8 values: AVX-512VL masked moves (faults suppressed past the row).
-  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
-    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
-    __m256 a[8], b[8];
-    for (int r = 0; r < 8; ++r) a[r] = _mm256_maskz_loadu_ps(k, p + r * stride);
-    for (int r = 0; r < 8; ++r) b[r] = _mm256_maskz_loadu_ps(k, p + (8 + r) * stride);
-    __m256 ta[8], tb[8];
-    Half::transpose8(a, ta);
-    Half::transpose8(b, tb);
-    for (int c = 0; c < 8; ++c) cols[c] = join(ta[c], tb[c]);
-  }
-  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
-    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
-    __m256 a[8], b[8], ra[8], rb[8];
-    for (int c = 0; c < 8; ++c) a[c] = _mm512_castps512_ps256(cols[c]), b[c] = _mm512_extractf32x8_ps(cols[c], 1);
-    Half::transpose8(a, ra);
-    Half::transpose8(b, rb);
-    for (int r = 0; r < 8; ++r) _mm256_mask_storeu_ps(p + r * stride, k, ra[r]);
-    for (int r = 0; r < 8; ++r) _mm256_mask_storeu_ps(p + (8 + r) * stride, k, rb[r]);
-  }
-  // 16 int64 labels -> floats (-1 where ignored) and 1/0 validity. Labels were
-  // range-checked, so truncating to 32 bits (vpmovqd) keeps the value.
-  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
-    const __m512i lo = _mm512_loadu_si512(y), hi = _mm512_loadu_si512(y + 8);
-    const __m512i ig = _mm512_set1_epi64(ignore);
-    const Mask ign = static_cast<Mask>(_mm512_cmpeq_epi64_mask(lo, ig) | (_mm512_cmpeq_epi64_mask(hi, ig) << 8));
-    const __m512i y32 =
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)), _mm512_cvtepi64_epi32(hi), 1);
-    vy = _mm512_mask_blend_ps(ign, _mm512_cvtepi32_ps(y32), _mm512_set1_ps(-1.0f));
-    valid = _mm512_maskz_mov_ps(static_cast<Mask>(~ign), _mm512_set1_ps(1.0f));
-  }
-  static FASTREG_INLINE R ge_one(R x, R m) {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, m, _CMP_GE_OQ), _mm512_set1_ps(1.0f));
-  }
-  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), other, v);
-  }
-  static FASTREG_INLINE R mask_nz(R flag, R v) {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(flag, _mm512_setzero_ps(), _CMP_NEQ_UQ), v);
-  }
-  static FASTREG_INLINE void store_double(double* p, R v) {
-    _mm512_storeu_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-    _mm512_storeu_pd(p + 8, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
-  }
+  // In double, as the AVX2 policy's sums, but as a tree: a chain of 16 adds per row
+  // made the per-row overhead larger than AVX2's at C ~ 100.
   static FASTREG_INLINE double hsum(R v) {
-    alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    double s = 0;
-    for (float f : t) s += f;
-    return s;
+    const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                                    _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    return _mm512_reduce_add_pd(d);
   }
-  static FASTREG_INLINE T hmax(R v) {
-    alignas(64) float t[16];
-    _mm512_store_ps(t, v);
-    float m = t[0];
-    for (float f : t) m = f > m ? f : m;
-    return m;
-  }
+  // A row holding NaN gives NaN whichever lane's max is returned (its sums are NaN).
+  static FASTREG_INLINE T hmax(R v) { return _mm512_reduce_max_ps(v); }
 };
 
 template <>
@@ -399,9 +342,9 @@ struct Vec<double> {
   using T = double;
   using R = __m512d;
   using Mask = __mmask8;
-  static constexpr int64_t W = 8, TW = 4;  // 8 rows x 4 columns: two AVX2 4 x 4 tiles
+  static constexpr int64_t W = 8;
   static constexpr bool kMaskTail = true;
-  using Half = avx2_rows::Vec<double>;
+  static constexpr bool kLaneKernel = false;
   static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm512_set1_pd(v); }
@@ -422,65 +365,12 @@ struct Vec<double> {
   static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_pd(set1(fill), k, p); }
   static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_pd(p, k, v); }
   static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_pd(k, v); }
-  static FASTREG_INLINE R join(__m256d lo, __m256d hi) { return _mm512_insertf64x4(_mm512_castpd256_pd512(lo), hi, 1); }
-  static FASTREG_INLINE void load_tile(const T* p, int64_t stride, R* cols) {
-    __m256d a[4], b[4];
-    Half::load_tile(p, stride, a);
-    Half::load_tile(p + 4 * stride, stride, b);
-    for (int k = 0; k < 4; ++k) cols[k] = join(a[k], b[k]);
-  }
-  static FASTREG_INLINE void store_tile(T* p, int64_t stride, const R* cols) {
-    __m256d a[4], b[4];
-    for (int k = 0; k < 4; ++k) a[k] = _mm512_castpd512_pd256(cols[k]), b[k] = _mm512_extractf64x4_pd(cols[k], 1);
-    Half::store_tile(p, stride, a);
-    Half::store_tile(p + 4 * stride, stride, b);
-  }
-  static FASTREG_INLINE void load_tile_part(const T* p, int64_t stride, int64_t width, R* cols) {
-    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
-    __m256d a[4], b[4], ta[4], tb[4];
-    for (int r = 0; r < 4; ++r) a[r] = _mm256_maskz_loadu_pd(k, p + r * stride);
-    for (int r = 0; r < 4; ++r) b[r] = _mm256_maskz_loadu_pd(k, p + (4 + r) * stride);
-    Half::transpose4(a, ta);
-    Half::transpose4(b, tb);
-    for (int c = 0; c < 4; ++c) cols[c] = join(ta[c], tb[c]);
-  }
-  static FASTREG_INLINE void store_tile_part(T* p, int64_t stride, int64_t width, const R* cols) {
-    const __mmask8 k = static_cast<__mmask8>((1u << width) - 1u);
-    __m256d a[4], b[4], ra[4], rb[4];
-    for (int c = 0; c < 4; ++c) a[c] = _mm512_castpd512_pd256(cols[c]), b[c] = _mm512_extractf64x4_pd(cols[c], 1);
-    Half::transpose4(a, ra);
-    Half::transpose4(b, rb);
-    for (int r = 0; r < 4; ++r) _mm256_mask_storeu_pd(p + r * stride, k, ra[r]);
-    for (int r = 0; r < 4; ++r) _mm256_mask_storeu_pd(p + (4 + r) * stride, k, rb[r]);
-  }
-  static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
-    const __m512i v = _mm512_loadu_si512(y);
-    const Mask ign = _mm512_cmpeq_epi64_mask(v, _mm512_set1_epi64(ignore));
-    vy = _mm512_mask_blend_pd(ign, _mm512_cvtepi64_pd(v), _mm512_set1_pd(-1.0));
-    valid = _mm512_maskz_mov_pd(static_cast<Mask>(~ign), _mm512_set1_pd(1.0));
-  }
-  static FASTREG_INLINE R ge_one(R x, R m) {
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, m, _CMP_GE_OQ), _mm512_set1_pd(1.0));
-  }
-  static FASTREG_INLINE R select_eq(R a, R b, R v, R other) {
-    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ), other, v);
-  }
-  static FASTREG_INLINE R mask_nz(R flag, R v) {
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(flag, _mm512_setzero_pd(), _CMP_NEQ_UQ), v);
-  }
-  static FASTREG_INLINE void store_double(double* p, R v) { _mm512_storeu_pd(p, v); }
   static FASTREG_INLINE double hsum(R v) {  // pairwise, as the AVX2 policy's 4 lanes
     alignas(64) double t[8];
     _mm512_store_pd(t, v);
     return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
   }
-  static FASTREG_INLINE T hmax(R v) {
-    alignas(64) double t[8];
-    _mm512_store_pd(t, v);
-    double m = t[0];
-    for (double f : t) m = f > m ? f : m;
-    return m;
-  }
+  static FASTREG_INLINE T hmax(R v) { return _mm512_reduce_max_pd(v); }
 };
 
 #include "softmax_rows.inl"
@@ -605,9 +495,11 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
     rows = heap_rows.get();
   }
   const Simd level = row_level();
+  const bool lanes = a.c <= scalar_rows::kLaneMaxC;  // the AVX2 lane kernel, also at avx512
   parallel_for(a.n, row_grain(a.c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (level == Simd::avx512) return avx512_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx512 && !lanes) return avx512_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx512) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
     if (level == Simd::avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
 #endif
     (void)level;

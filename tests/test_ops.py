@@ -252,8 +252,8 @@ LANE_C_MAX = 16  # cpp/softmax_rows.inl kLaneMaxC; 17 takes the row kernel
 
 def _lane_shape(rng):
     """C in 1..17 (both kernels, both sides of the switch); N never a multiple of 8 (or 4),
-    with full row blocks plus a partial one (a block is 16 float32 / 8 float64 rows with
-    AVX2, 32 / 16 with AVX-512: N up to 103 gives several of each)."""
+    with full 16-row (float32) / 8-row (float64) blocks plus a partial one (the avx512
+    level runs the AVX2 lane kernel)."""
     c = int(rng.integers(1, LANE_C_MAX + 2))
     n = 8 * int(rng.integers(0, 13)) + int(rng.integers(1, 8))
     return n, c
