@@ -27,6 +27,42 @@ def test_show_config_lists_everything():
     assert fastreg.simd_level() in text
 
 
+def test_blas_info_matches_threadpoolctl(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy")
+    info = fastreg._config.blas_info()  # loads SciPy's BLAS first
+    libs = [i for i in threadpoolctl.threadpool_info()
+            if i.get("user_api") == "blas" and "scipy.libs" in i.get("filepath", "")]
+    if not libs:
+        pytest.skip("threadpoolctl does not see SciPy's BLAS here")
+    lib = libs[0]
+    assert info["library"] == lib["internal_api"] and info["version"] == lib["version"]
+    assert info["core_type"] == lib.get("architecture") and info["threads"] == lib["num_threads"]
+    assert info["openblas_coretype"] == os.environ.get("OPENBLAS_CORETYPE")
+    line = io.StringIO()
+    fastreg.show_config(file=line)
+    blas_row = next(r for r in line.getvalue().splitlines() if r.startswith("blas "))
+    assert f"{lib['internal_api']} {lib['version']}" in blas_row and f"{lib['num_threads']} threads" in blas_row
+    if lib.get("architecture"):
+        assert f"core type {lib['architecture']}" in blas_row
+    # The variable is read when reported (the BLAS is already loaded: setting it here
+    # changes nothing it does).
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SomeCore")
+    assert fastreg._config.blas_info()["openblas_coretype"] == "SomeCore"
+    assert "OPENBLAS_CORETYPE=SomeCore" in fastreg._config.config_info()["blas"]
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert "OPENBLAS_CORETYPE unset" in fastreg._config.config_info()["blas"]
+
+
+def test_show_config_names_a_forced_simd_level(simd_levels):
+    out = subprocess.run(
+        [sys.executable, "-c", "import fastreg; fastreg.show_config()"], check=True, capture_output=True, text=True,
+        env=dict(os.environ, FASTREG_SIMD="scalar"),
+    )
+    simd_row = next(r for r in out.stdout.splitlines() if r.startswith("simd "))
+    assert f"scalar (cpu supports {simd_levels[-1]}; FASTREG_SIMD=scalar)" in simd_row
+
+
 def test_threads_roundtrip_and_validation():
     default = fastreg.get_num_threads()
     assert default == _core.default_num_threads() == len(os.sched_getaffinity(0))
