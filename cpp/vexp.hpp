@@ -249,9 +249,7 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d exp_shifted_avx2(__m256d x) { return 
 // ulp or so (the accuracy tests run every level).
 #if FASTREG_HAVE_AVX2_KERNELS
 
-#define FASTREG_TARGET_AVX512_FN __attribute__((target(FASTREG_AVX512_ISA)))
-
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 exp_avx512(__m512 x) {
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 exp_avx512(__m512 x) {
   using C = ExpConst<float>;
   x = _mm512_min_ps(_mm512_set1_ps(C::hi), _mm512_max_ps(_mm512_set1_ps(C::lo), x));
   const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(C::log2e)),
@@ -273,7 +271,7 @@ FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 exp_avx512(__m512 x) {
   return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
 }
 
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512d exp_avx512(__m512d x) {
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512d exp_avx512(__m512d x) {
   using C = ExpConst<double>;
   x = _mm512_min_pd(_mm512_set1_pd(C::hi), _mm512_max_pd(_mm512_set1_pd(C::lo), x));
   const __m512d nf = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(C::log2e)),
@@ -295,7 +293,7 @@ FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512d exp_avx512(__m512d x) {
   return _mm512_mul_pd(_mm512_mul_pd(p, s1), s2);
 }
 
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 exp_shifted_avx512(__m512 x) {
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 exp_shifted_avx512(__m512 x) {
   using C = ExpShifted;
   if (_mm512_cmp_ps_mask(x, _mm512_set1_ps(C::lo), _CMP_GE_OQ) != 0xffff) return exp_avx512(x);
   const __m512 y = _mm512_fmadd_ps(x, _mm512_set1_ps(C::inv_step), _mm512_set1_ps(C::round_magic));
@@ -317,7 +315,7 @@ FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 exp_shifted_avx512(__m512 x) {
   return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(e), scale));
 }
 
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512d exp_shifted_avx512(__m512d x) { return exp_avx512(x); }
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512d exp_shifted_avx512(__m512d x) { return exp_avx512(x); }
 
 #endif
 

@@ -115,7 +115,7 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d log1p_avx2(__m256d t) {
 
 #if FASTREG_HAVE_AVX2_KERNELS
 
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 log1p_avx512(__m512 t) {
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 log1p_avx512(__m512 t) {
   using C = LogConst<float>;
   const __m512 one = _mm512_set1_ps(1.0f);
   const __m512 u = _mm512_add_ps(one, t);
@@ -134,7 +134,7 @@ FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512 log1p_avx512(__m512 t) {
   return _mm512_add_ps(_mm512_mul_ps(k, _mm512_set1_ps(C::ln2_hi)), _mm512_add_ps(lo, _mm512_add_ps(s, s)));
 }
 
-FASTREG_TARGET_AVX512_FN FASTREG_INLINE __m512d log1p_avx512(__m512d t) {
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512d log1p_avx512(__m512d t) {
   using C = LogConst<double>;
   const __m512d one = _mm512_set1_pd(1.0);
   const __m512d u = _mm512_add_pd(one, t);
