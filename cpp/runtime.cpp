@@ -20,19 +20,42 @@
 namespace fastreg {
 namespace {
 
+#if defined(__x86_64__) || defined(__i386__)
+// XCR0: which register states the OS saves on a context switch. libgcc's
+// __builtin_cpu_supports checks it too; asked here as well so the condition is
+// written where the level is decided.
+__attribute__((target("xsave"))) uint64_t os_saved_state() {
+  unsigned eax, ebx, ecx, edx;
+  __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+  if (!(ecx & (1u << 27))) return 0;  // no OSXSAVE: xgetbv would fault
+  return _xgetbv(0);
+}
+#endif
+
 Simd detect_cpu_simd() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::avx2;
+  const uint64_t xcr0 = os_saved_state();
+  const bool ymm = (xcr0 & 0x6) == 0x6;     // SSE and AVX state
+  const bool zmm = (xcr0 & 0xe6) == 0xe6;   // and opmask, upper zmm0-15, zmm16-31
+  if (!ymm || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Simd::scalar;
+  if (zmm && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return Simd::avx512;
+  return Simd::avx2;
 #endif
   return Simd::scalar;
 }
 
+// FASTREG_SIMD lowers the level at import. A name this CPU cannot run, or no
+// level's name, leaves the best level here; fastreg/_config.py then raises
+// ImportError saying why, so a typo or a wrong machine never passes unnoticed.
 Simd initial_simd() {
   const Simd best = detect_cpu_simd();
   const char* env = std::getenv("FASTREG_SIMD");
-  if (env && std::strcmp(env, "scalar") == 0) return Simd::scalar;
-  return best;  // unset, "auto", or a level: never above what the CPU has
+  Simd wanted;
+  if (env && simd_from_name(env, wanted) && static_cast<int>(wanted) <= static_cast<int>(best)) return wanted;
+  return best;
 }
 
 std::atomic<int>& simd_state() {
@@ -61,7 +84,24 @@ void set_active_simd(Simd level) {
   simd_state().store(static_cast<int>(level));
 }
 
-const char* simd_name(Simd level) { return level == Simd::avx2 ? "avx2" : "scalar"; }
+const char* simd_name(Simd level) {
+  switch (level) {
+    case Simd::avx512: return "avx512";
+    case Simd::avx2: return "avx2";
+    case Simd::scalar: break;
+  }
+  return "scalar";
+}
+
+bool simd_from_name(const char* name, Simd& level) {
+  for (Simd s : {Simd::scalar, Simd::avx2, Simd::avx512}) {
+    if (std::strcmp(name, simd_name(s)) == 0) {
+      level = s;
+      return true;
+    }
+  }
+  return false;
+}
 
 int default_num_threads() {
   cpu_set_t set;

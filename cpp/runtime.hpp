@@ -12,16 +12,20 @@
 
 namespace fastreg {
 
-enum class Simd : int { scalar = 0, avx2 = 1 };
+// Ordered: each level implies the ones below it.
+enum class Simd : int { scalar = 0, avx2 = 1, avx512 = 2 };
 
-// Best level this CPU supports (AVX2 and FMA both required for avx2).
+// Best level this CPU and OS support: avx2 needs AVX2 and FMA; avx512 also needs
+// AVX-512 F, BW, VL and DQ, and the OS saving the opmask and zmm registers.
 Simd cpu_simd();
-// Level kernels dispatch to: cpu_simd() unless lowered by FASTREG_SIMD=scalar
-// or set_active_simd() (used by tests to compare the two paths).
+// Level kernels dispatch to: cpu_simd() unless lowered by FASTREG_SIMD or
+// set_active_simd() (used by tests to compare the paths).
 Simd active_simd();
 // Throws std::invalid_argument when the CPU does not support `level`.
 void set_active_simd(Simd level);
 const char* simd_name(Simd level);
+// The level named `name` ("scalar", "avx2", "avx512"); false for any other name.
+bool simd_from_name(const char* name, Simd& level);
 
 // Threads a kernel may use; defaults to the CPUs this process may run on.
 int num_threads();

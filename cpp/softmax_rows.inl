@@ -1,9 +1,14 @@
 // Row kernels of softmax_xent.cpp, written once against a small vector policy V
 // (V::T, V::R, V::W lanes, load/store/add/sub/mul/fmadd/max/exp/hsum/hmax/mul_nz).
-// softmax_xent.cpp includes this file twice: once with a scalar policy, once
-// inside a `#pragma GCC target("avx2,fma")` region with the AVX2 policy, each
-// time in its own namespace (so the two sets of functions never collide).
-// No include guard on purpose.
+// softmax_xent.cpp includes this file three times: once with a scalar policy,
+// once inside a `#pragma GCC target("avx2,fma")` region with the AVX2 policy and
+// once inside an AVX-512 region with that policy, each time in its own namespace
+// (so the sets of functions never collide). No include guard on purpose.
+//
+// A policy with kMaskTail (AVX-512) finishes a row's last c % W columns with one
+// masked vector step (tail_mask / load_tail / store_tail / mask_zero) instead of
+// the scalar loop: 16 lanes would leave up to 15 scalar exps per row (C = 1000:
+// 8 of them, about as long as the row's 62 vector steps).
 
 // Vector sums are flushed into double every kBlock elements: float lanes then
 // add at most kBlock / W terms, which keeps float32 row sums accurate to ~1e-7.
@@ -20,6 +25,10 @@ FASTREG_INLINE typename V::T row_max(const typename V::T* x, int64_t c) {
     m1 = V::max(m1, V::load(x + j + W));
   }
   for (; j + W <= c; j += W) m0 = V::max(m0, V::load(x + j));
+  if constexpr (V::kMaskTail) {
+    if (j < c) m1 = V::max(m1, V::load_tail(x + j, V::tail_mask(c - j), -std::numeric_limits<T>::infinity()));
+    j = c;
+  }
   T m = V::hmax(V::max(m0, m1));
   for (; j < c; ++j) m = x[j] > m ? x[j] : m;
   return m;
@@ -40,6 +49,16 @@ FASTREG_INLINE typename V::R coef_vec(int64_t j, const typename V::T* w, const t
   if constexpr (kT) u = V::fmadd(V::load(t + j), vct, vc0);
   if constexpr (kW) u = kT ? V::mul(u, V::load(w + j)) : V::load(w + j);
   return u;
+}
+
+// coef_vec for the masked last columns [j, j + lanes of k); 0 in the other lanes.
+template <class V, bool kW, bool kT>
+FASTREG_INLINE typename V::R coef_tail(int64_t j, typename V::Mask k, const typename V::T* w,
+                                       const typename V::T* t, typename V::R vct, typename V::R vc0) {
+  typename V::R u = V::set1(1);
+  if constexpr (kT) u = V::fmadd(V::load_tail(t + j, k, 0), vct, vc0);
+  if constexpr (kW) u = kT ? V::mul(u, V::load_tail(w + j, k, 0)) : V::load_tail(w + j, k, 0);
+  return V::mask_zero(k, u);
 }
 
 template <bool kW, bool kT, class T>
@@ -87,6 +106,26 @@ FASTREG_INLINE RowSums row_sums(const typename V::T* x, int64_t c, typename V::T
     if constexpr (kDot) out.dot += V::hsum(ad);
     if constexpr (kDot && kT) out.sumu += V::hsum(au);
   }
+  if constexpr (V::kMaskTail) {
+    if (j < c) {  // the masked-off lanes load m: d = 0 there, and their exp is zeroed
+      const auto mk = V::tail_mask(c - j);
+      const R d = V::sub(V::load_tail(x + j, mk, m), vm);
+      const R ev = V::mask_zero(mk, V::exp_shifted(kScale ? V::mul(d, vk) : d));
+      if constexpr (kStore) V::store_tail(e + j, mk, ev);
+      out.s += V::hsum(ev);
+      if constexpr (kDot) {
+        const R dz = V::mask_zero(mk, d);  // (m - m is NaN when m is infinite)
+        if constexpr (!kW && !kT) {
+          out.dot += V::hsum(dz);
+        } else {
+          const R u = coef_tail<V, kW, kT>(j, mk, w, t, vct, vc0);
+          out.dot += V::hsum(kT ? V::mul_nz(u, dz) : V::mul(u, dz));
+          if constexpr (kT) out.sumu += V::hsum(u);
+        }
+      }
+    }
+    j = c;
+  }
   for (; j < c; ++j) {  // tail (fewer than W elements)
     const T d = x[j] - m;
     const T ev = exp_shifted_scalar(kScale ? d * k : d);
@@ -119,6 +158,18 @@ FASTREG_INLINE void row_scale(typename V::T* g, int64_t c, typename V::T alpha, 
       V::store(g + j, V::sub(V::mul(va, ev), V::mul(vb, coef_vec<V, kW, kT>(j, w, t, vct, vc0))));
     }
   }
+  if constexpr (V::kMaskTail) {
+    if (j < c) {
+      const auto mk = V::tail_mask(c - j);
+      const R ev = V::load_tail(g + j, mk, 0);
+      if constexpr (!kW && !kT) {
+        V::store_tail(g + j, mk, V::sub(V::mul(va, ev), vb));
+      } else {
+        V::store_tail(g + j, mk, V::sub(V::mul(va, ev), V::mul(vb, coef_tail<V, kW, kT>(j, mk, w, t, vct, vc0))));
+      }
+    }
+    j = c;
+  }
   for (; j < c; ++j) g[j] = alpha * g[j] - beta * coef_scalar<kW, kT>(j, w, t, ct, c0);
 }
 
@@ -129,6 +180,13 @@ FASTREG_INLINE void row_shift(const typename V::T* x, typename V::T* out, int64_
   const typename V::R vs = V::set1(shift);
   int64_t j = 0;
   for (; j + W <= c; j += W) V::store(out + j, V::sub(V::load(x + j), vs));
+  if constexpr (V::kMaskTail) {
+    if (j < c) {
+      const auto mk = V::tail_mask(c - j);
+      V::store_tail(out + j, mk, V::sub(V::load_tail(x + j, mk, 0), vs));
+    }
+    j = c;
+  }
   for (; j < c; ++j) out[j] = x[j] - shift;
 }
 
@@ -456,10 +514,13 @@ void xent_range(const XentArgs<T>& a, int64_t b, int64_t e, double r, double wsu
   const bool w = a.weight != nullptr, prob = a.target_probs != nullptr;
   const bool smooth = !prob && a.label_smoothing > 0, grad = a.grad != nullptr;
   const bool lanes = a.c <= kLaneMaxC;
-#define FASTREG_XENT_CASE(W_, P_, S_, G_) \
-  if (w == W_ && prob == P_ && smooth == S_ && grad == G_)                                      \
-    return lanes ? xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out)                      \
-                 : xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);
+  // A policy without kLaneKernel (AVX-512) is never called for small C.
+#define FASTREG_XENT_CASE(W_, P_, S_, G_)                                                       \
+  if (w == W_ && prob == P_ && smooth == S_ && grad == G_) {                                    \
+    if constexpr (V::kLaneKernel)                                                               \
+      if (lanes) return xent_lanes<LaneV, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);          \
+    return xent_rows<V, W_, P_, S_, G_>(a, b, e, r, wsum, row_out);                             \
+  }
 #define FASTREG_XENT_CASES(W_, P_)        \
   FASTREG_XENT_CASE(W_, P_, false, false) \
   FASTREG_XENT_CASE(W_, P_, false, true)  \

@@ -24,6 +24,8 @@ struct Vec {
   using T = T_;
   using R = T;
   static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
+  static constexpr bool kMaskTail = false;   // see softmax_rows.inl
+  static constexpr bool kLaneKernel = true;  // small C: one row per lane (softmax_rows.inl)
   static FASTREG_INLINE R load(const T* p) { return *p; }
   static FASTREG_INLINE void store(T* p, R v) { *p = v; }
   static FASTREG_INLINE R set1(T v) { return v; }
@@ -75,6 +77,8 @@ struct Vec<float> {
   using T = float;
   using R = __m256;
   static constexpr int64_t W = 8, TW = 8;
+  static constexpr bool kMaskTail = false;
+  static constexpr bool kLaneKernel = true;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_ps(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_ps(v); }
@@ -189,6 +193,8 @@ struct Vec<double> {
   using T = double;
   using R = __m256d;
   static constexpr int64_t W = 4, TW = 4;
+  static constexpr bool kMaskTail = false;
+  static constexpr bool kLaneKernel = true;
   static FASTREG_INLINE R load(const T* p) { return _mm256_loadu_pd(p); }
   static FASTREG_INLINE void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static FASTREG_INLINE R set1(T v) { return _mm256_set1_pd(v); }
@@ -276,7 +282,105 @@ struct Vec<double> {
 #pragma GCC pop_options
 #endif
 
-bool use_avx2() { return FASTREG_HAVE_AVX2_KERNELS && active_simd() == Simd::avx2; }
+
+// ---- AVX-512 (F, BW, VL, DQ) policy: 16 floats / 8 doubles, masked row tails ---------
+// Row kernels only (C > kLaneMaxC). Small C stays on the AVX2 lane kernel at this
+// level: a 16-lane version (16 x 8 tiles from two 8 x 8 transposes, masked partial
+// tiles, 16 or 32 rows a block) measured the same as AVX2 (1.00-1.07x, 256 x 10 and
+// 65536 x 10, docs/build.md), below the 5% a variant must gain to be kept.
+#if FASTREG_HAVE_AVX2_KERNELS
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+namespace avx512_rows {
+
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+  using T = float;
+  using R = __m512;
+  using Mask = __mmask16;
+  static constexpr int64_t W = 16;
+  static constexpr bool kMaskTail = true;
+  static constexpr bool kLaneKernel = false;  // see the note above
+  static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_ps(p); }
+  static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_ps(p, v); }
+  static FASTREG_INLINE R set1(T v) { return _mm512_set1_ps(v); }
+  static FASTREG_INLINE R zero() { return _mm512_setzero_ps(); }
+  static FASTREG_INLINE R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static FASTREG_INLINE R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static FASTREG_INLINE R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static FASTREG_INLINE R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static FASTREG_INLINE R mul_nz(R u, R d) {
+    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NEQ_UQ), u, d);
+  }
+  static FASTREG_INLINE R exp(R v) { return exp_avx512(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx512(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx512(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm512_div_ps(a, b); }
+  // Masked tails: lanes [0, n) of a vector; loads fill the others with `fill` and
+  // never touch their memory.
+  static FASTREG_INLINE Mask tail_mask(int64_t n) { return static_cast<Mask>((1u << n) - 1u); }
+  static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_ps(set1(fill), k, p); }
+  static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_ps(p, k, v); }
+  static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_ps(k, v); }
+  // In double, as the AVX2 policy's sums, but as a tree: a chain of 16 adds per row
+  // made the per-row overhead larger than AVX2's at C ~ 100.
+  static FASTREG_INLINE double hsum(R v) {
+    const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                                    _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    return _mm512_reduce_add_pd(d);
+  }
+  // A row holding NaN gives NaN whichever lane's max is returned (its sums are NaN).
+  static FASTREG_INLINE T hmax(R v) { return _mm512_reduce_max_ps(v); }
+};
+
+template <>
+struct Vec<double> {
+  using T = double;
+  using R = __m512d;
+  using Mask = __mmask8;
+  static constexpr int64_t W = 8;
+  static constexpr bool kMaskTail = true;
+  static constexpr bool kLaneKernel = false;
+  static FASTREG_INLINE R load(const T* p) { return _mm512_loadu_pd(p); }
+  static FASTREG_INLINE void store(T* p, R v) { _mm512_storeu_pd(p, v); }
+  static FASTREG_INLINE R set1(T v) { return _mm512_set1_pd(v); }
+  static FASTREG_INLINE R zero() { return _mm512_setzero_pd(); }
+  static FASTREG_INLINE R add(R a, R b) { return _mm512_add_pd(a, b); }
+  static FASTREG_INLINE R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+  static FASTREG_INLINE R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+  static FASTREG_INLINE R fmadd(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static FASTREG_INLINE R max(R a, R b) { return _mm512_max_pd(a, b); }
+  static FASTREG_INLINE R mul_nz(R u, R d) {
+    return _mm512_maskz_mul_pd(_mm512_cmp_pd_mask(u, _mm512_setzero_pd(), _CMP_NEQ_UQ), u, d);
+  }
+  static FASTREG_INLINE R exp(R v) { return exp_avx512(v); }
+  static FASTREG_INLINE R exp_shifted(R v) { return exp_shifted_avx512(v); }
+  static FASTREG_INLINE R log1p(R v) { return log1p_avx512(v); }
+  static FASTREG_INLINE R div(R a, R b) { return _mm512_div_pd(a, b); }
+  static FASTREG_INLINE Mask tail_mask(int64_t n) { return static_cast<Mask>((1u << n) - 1u); }
+  static FASTREG_INLINE R load_tail(const T* p, Mask k, T fill) { return _mm512_mask_loadu_pd(set1(fill), k, p); }
+  static FASTREG_INLINE void store_tail(T* p, Mask k, R v) { _mm512_mask_storeu_pd(p, k, v); }
+  static FASTREG_INLINE R mask_zero(Mask k, R v) { return _mm512_maskz_mov_pd(k, v); }
+  static FASTREG_INLINE double hsum(R v) {  // pairwise, as the AVX2 policy's 4 lanes
+    alignas(64) double t[8];
+    _mm512_store_pd(t, v);
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+  static FASTREG_INLINE T hmax(R v) { return _mm512_reduce_max_pd(v); }
+};
+
+#include "softmax_rows.inl"
+
+}  // namespace avx512_rows
+#pragma GCC pop_options
+#endif
+
+// The level the row kernels run at (scalar where the build has no x86 kernels).
+Simd row_level() { return FASTREG_HAVE_AVX2_KERNELS ? active_simd() : Simd::scalar; }
 
 // Rows per thread chunk: ~64K elements, below which a thread costs more than it saves.
 int64_t row_grain(int64_t c) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(c, 1)); }
@@ -304,8 +408,10 @@ LabelScan scan_labels_plain(const int64_t* y, int64_t n, int64_t c, int64_t igno
 FASTREG_TARGET_AVX2 LabelScan scan_labels_avx2(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
   return scan_labels_body(y, n, c, ignore);
 }
+// avx512 too: a small sweep (256 labels: well under a microsecond) where zmm code
+// would gain nothing measurable, and the small-C call it precedes runs AVX2 code.
 LabelScan scan_labels(const int64_t* y, int64_t n, int64_t c, int64_t ignore) {
-  return use_avx2() ? scan_labels_avx2(y, n, c, ignore) : scan_labels_plain(y, n, c, ignore);
+  return row_level() != Simd::scalar ? scan_labels_avx2(y, n, c, ignore) : scan_labels_plain(y, n, c, ignore);
 }
 
 // Index of the first label outside [0, c) that is not ignore_index (one exists).
@@ -382,12 +488,15 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
     heap_rows.reset(new double[static_cast<size_t>(a.n)]);  // every entry is written by the kernel
     rows = heap_rows.get();
   }
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
+  const bool lanes = a.c <= scalar_rows::kLaneMaxC;  // the AVX2 lane kernel, also at avx512
   parallel_for(a.n, row_grain(a.c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx512 && !lanes) return avx512_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx512) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
+    if (level == Simd::avx2) return avx2_rows::xent_range<T>(a, b, e, r, wsum, rows);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::xent_range<T>(a, b, e, r, wsum, rows);
   });
   if (a.row_loss)
@@ -400,12 +509,13 @@ double softmax_cross_entropy(const XentArgs<T>& a) {
 
 template <class T>
 void softmax_rows(const T* x, T* out, int64_t n, int64_t c, bool log) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, row_grain(c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::softmax_range<T>(x, out, c, log, b, e);
+    if (level == Simd::avx512) return avx512_rows::softmax_range<T>(x, out, c, log, b, e);
+    if (level == Simd::avx2) return avx2_rows::softmax_range<T>(x, out, c, log, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::softmax_range<T>(x, out, c, log, b, e);
   });
 }
@@ -414,36 +524,39 @@ template <class T>
 void logsumexp_rows(const T* x, T* out, int64_t n, int64_t c, double temperature) {
   if (!(temperature >= 0) || std::isinf(temperature))
     throw std::invalid_argument("logsumexp: temperature must be a finite number >= 0");
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, row_grain(c), [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
+    if (level == Simd::avx512) return avx512_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
+    if (level == Simd::avx2) return avx2_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::logsumexp_range<T>(x, out, c, temperature, b, e);
   });
 }
 
 template <class T>
 void vexp(const T* x, T* out, int64_t n, bool shifted) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
+    if (level == Simd::avx512) return avx512_rows::vexp_range<T>(x, out, b, e, shifted);
+    if (level == Simd::avx2) return avx2_rows::vexp_range<T>(x, out, b, e, shifted);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::vexp_range<T>(x, out, b, e, shifted);
   });
 }
 
 template <class T>
 void vlog1p(const T* x, T* out, int64_t n) {
-  const bool avx2 = use_avx2();
+  const Simd level = row_level();
   parallel_for(n, int64_t{1} << 16, [&](int64_t b, int64_t e) {
 #if FASTREG_HAVE_AVX2_KERNELS
-    if (avx2) return avx2_rows::vlog1p_range<T>(x, out, b, e);
+    if (level == Simd::avx512) return avx512_rows::vlog1p_range<T>(x, out, b, e);
+    if (level == Simd::avx2) return avx2_rows::vlog1p_range<T>(x, out, b, e);
 #endif
-    (void)avx2;
+    (void)level;
     scalar_rows::vlog1p_range<T>(x, out, b, e);
   });
 }

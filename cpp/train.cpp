@@ -292,7 +292,7 @@ FASTREG_TARGET_AVX2 bool row_finite_avx2(const T* row, int64_t d) {
 }
 template <class T>
 bool row_finite(const T* row, int64_t d) {
-  return active_simd() == Simd::avx2 ? row_finite_avx2(row, d) : row_finite_plain(row, d);
+  return simd_at_least(Simd::avx2) ? row_finite_avx2(row, d) : row_finite_plain(row, d);
 }
 
 // A row chunk's results, one cache line each so members never share a line.
@@ -371,7 +371,7 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
     int64_t i = rows.begin;
 #if defined(__x86_64__) || defined(__i386__)
     if constexpr (std::is_same_v<T, float>) {
-      if (active_simd() == Simd::avx2) {
+      if (simd_at_least(Simd::avx2)) {  // avx512 too: a copy bound by memory, not by width
         for (; i < rows.end; i += kRowsAtOnce) {
           const int group = static_cast<int>(std::min<int64_t>(kRowsAtOnce, rows.end - i));
           const float *src[kRowsAtOnce], *ahead[kRowsAtOnce];

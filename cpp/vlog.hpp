@@ -113,6 +113,48 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d log1p_avx2(__m256d t) {
 
 #endif
 
+#if FASTREG_HAVE_AVX2_KERNELS
+
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 log1p_avx512(__m512 t) {
+  using C = LogConst<float>;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 u = _mm512_add_ps(one, t);
+  __m512i ix = _mm512_add_epi32(_mm512_castps_si512(u), _mm512_set1_epi32(int(C::one - C::sqrt_half)));
+  const __m512 k = _mm512_cvtepi32_ps(
+      _mm512_sub_epi32(_mm512_srli_epi32(ix, C::mant_bits), _mm512_set1_epi32(int(C::one >> C::mant_bits))));
+  ix = _mm512_add_epi32(_mm512_and_si512(ix, _mm512_set1_epi32(int(C::mant_mask))),
+                        _mm512_set1_epi32(int(C::sqrt_half)));
+  const __m512 f = _mm512_castsi512_ps(ix);
+  const __m512 s = _mm512_div_ps(_mm512_sub_ps(f, one), _mm512_add_ps(f, one)), z = _mm512_mul_ps(s, s);
+  __m512 p = _mm512_set1_ps(C::p[0]);
+  for (int i = 1; i < C::terms; ++i) p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(C::p[i]));
+  const __m512 corr = _mm512_div_ps(_mm512_sub_ps(t, _mm512_sub_ps(u, one)), u);
+  __m512 lo = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(s, z), p), corr);
+  lo = _mm512_add_ps(lo, _mm512_mul_ps(k, _mm512_set1_ps(C::ln2_lo)));
+  return _mm512_add_ps(_mm512_mul_ps(k, _mm512_set1_ps(C::ln2_hi)), _mm512_add_ps(lo, _mm512_add_ps(s, s)));
+}
+
+FASTREG_TARGET_AVX512 FASTREG_INLINE __m512d log1p_avx512(__m512d t) {
+  using C = LogConst<double>;
+  const __m512d one = _mm512_set1_pd(1.0);
+  const __m512d u = _mm512_add_pd(one, t);
+  __m512i ix = _mm512_add_epi64(_mm512_castpd_si512(u), _mm512_set1_epi64(int64_t(C::one - C::sqrt_half)));
+  const __m512d k = _mm512_cvtepi64_pd(  // DQ: the exponent, exactly
+      _mm512_sub_epi64(_mm512_srli_epi64(ix, C::mant_bits), _mm512_set1_epi64(int64_t(C::one >> C::mant_bits))));
+  ix = _mm512_add_epi64(_mm512_and_si512(ix, _mm512_set1_epi64(int64_t(C::mant_mask))),
+                        _mm512_set1_epi64(int64_t(C::sqrt_half)));
+  const __m512d f = _mm512_castsi512_pd(ix);
+  const __m512d s = _mm512_div_pd(_mm512_sub_pd(f, one), _mm512_add_pd(f, one)), z = _mm512_mul_pd(s, s);
+  __m512d p = _mm512_set1_pd(C::p[0]);
+  for (int i = 1; i < C::terms; ++i) p = _mm512_fmadd_pd(p, z, _mm512_set1_pd(C::p[i]));
+  const __m512d corr = _mm512_div_pd(_mm512_sub_pd(t, _mm512_sub_pd(u, one)), u);
+  __m512d lo = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(s, z), p), corr);
+  lo = _mm512_add_pd(lo, _mm512_mul_pd(k, _mm512_set1_pd(C::ln2_lo)));
+  return _mm512_add_pd(_mm512_mul_pd(k, _mm512_set1_pd(C::ln2_hi)), _mm512_add_pd(lo, _mm512_add_pd(s, s)));
+}
+
+#endif
+
 // log1p of n values >= 0 with the active SIMD level. Exposed for the accuracy tests.
 template <class T>
 void vlog1p(const T* x, T* out, int64_t n);

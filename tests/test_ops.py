@@ -252,9 +252,10 @@ LANE_C_MAX = 16  # cpp/softmax_rows.inl kLaneMaxC; 17 takes the row kernel
 
 def _lane_shape(rng):
     """C in 1..17 (both kernels, both sides of the switch); N never a multiple of 8 (or 4),
-    with full 8-row blocks plus a partial one."""
+    with full 16-row (float32) / 8-row (float64) blocks plus a partial one (the avx512
+    level runs the AVX2 lane kernel)."""
     c = int(rng.integers(1, LANE_C_MAX + 2))
-    n = 8 * int(rng.integers(0, 6)) + int(rng.integers(1, 8))
+    n = 8 * int(rng.integers(0, 13)) + int(rng.integers(1, 8))
     return n, c
 
 
@@ -286,21 +287,70 @@ def test_small_c_lane_kernel_matches_torch(rng, dtype, weighted, prob, smoothing
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_small_c_scalar_and_avx2_agree(rng, dtype, simd_levels):
-    if len(simd_levels) < 2:
-        pytest.skip("this CPU has no AVX2")
+def test_small_c_vector_level_agrees_with_scalar(rng, dtype, vector_level):
     x, y = _make_xent(rng, dtype, False, n=203, c=10)
     x[3, 4] = 1e4
     x[5, :3] = -200  # exps that underflow to 0 (in float32)
     w = (rng.random(10) + 0.1).astype(dtype)
     tol = {np.float32: 4e-7, np.float64: 1e-15}[dtype]  # a few ulp: exp and log1p agree to ~1 ulp
     got = {}
-    for level in simd_levels:
+    for level in ("scalar", vector_level):
         fastreg.set_simd_level(level)
         got[level] = ops.cross_entropy_with_grad(x, y, weight=w, label_smoothing=0.1, reduction="none")
-    (l0, g0), (l1, g1) = got["scalar"], got["avx2"]
+    (l0, g0), (l1, g1) = got["scalar"], got[vector_level]
     np.testing.assert_allclose(l1, l0, rtol=tol, atol=tol * np.abs(l0).max())
     np.testing.assert_allclose(g1, g0, rtol=tol, atol=tol * np.abs(g0).max())
+
+
+# Row kernel (C > 16): widths that leave every tail length at 8 and 16 lanes (AVX-512
+# finishes a row with one masked step, AVX2 and scalar with a scalar loop).
+ROW_TAIL_CS = [17, 23, 31, 33, 40, 47, 100, 1000, 1007]
+
+
+@pytest.mark.parametrize("weighted, prob, smoothing", [(w, p, s) for w, p, s, r in XENT_GRID if r == "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_kernel_vector_level_agrees_with_scalar(rng, dtype, weighted, prob, smoothing, vector_level):
+    # Same inputs on both paths: they differ only in summation order and the exp/log1p
+    # ulp, so the tolerance is a few ulp of the row's scale, the same for every level.
+    tol = {np.float32: 2e-6, np.float64: 1e-14}[dtype]
+    for c in ROW_TAIL_CS:
+        x, y = _make_xent(rng, dtype, prob, n=int(rng.integers(1, 40)), c=c)
+        x[0, -1] = 30  # the max in a tail column
+        w = (rng.random(c) + 0.1).astype(dtype) if weighted else None
+        kw = dict(weight=w, label_smoothing=smoothing, reduction="none")
+        got = {}
+        for level in ("scalar", vector_level):
+            fastreg.set_simd_level(level)
+            loss, grad = ops.cross_entropy_with_grad(x, y, **kw)
+            sm, lsm, lse = ops.softmax(x), ops.log_softmax(x), ops.logsumexp(x)
+            got[level] = (loss, grad, sm, lsm, lse)
+        for name, a, b in zip(["loss", "grad", "softmax", "log_softmax", "logsumexp"], got["scalar"], got[vector_level]):
+            assert b.dtype == dtype
+            np.testing.assert_allclose(b, a, rtol=tol, atol=tol * max(np.abs(a).max(), 1e-2), err_msg=f"{name} c={c}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_kernel_tails_write_only_their_rows(rng, dtype, simd_levels):
+    # Outputs written into the front of a larger buffer: whatever follows the last row's
+    # tail must keep its values (a store past the row's end would change it).
+    for c in (17, 33, 1007):
+        n = 3
+        x = (rng.standard_normal((n, c)) * 3).astype(dtype)
+        y = rng.integers(0, c, n)
+        for level in simd_levels:
+            fastreg.set_simd_level(level)
+            for what in ("softmax", "log_softmax", "grad"):
+                buf = rng.standard_normal(n * c + 40).astype(dtype)
+                after = buf[n * c:].copy()
+                out = buf[: n * c].reshape(n, c)
+                if what == "grad":
+                    _core.cross_entropy(x, y, None, -100, "mean", 0.0, out, None)
+                    _, ref = _torch_xent(x, y, prob=False)
+                else:
+                    _core.softmax(x, out, what == "log_softmax")
+                    ref = (F.softmax if what == "softmax" else F.log_softmax)(torch.tensor(x.astype(np.float64)), -1)
+                _close(out, np.asarray(ref), dtype, f"{what} {level} c={c}")
+                np.testing.assert_array_equal(buf[n * c:], after, err_msg=f"{what} {level} c={c}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -9,16 +9,16 @@ namespace py = pybind11;
 
 void register_runtime(py::module_& m) {
   m.def("simd_level", [] { return std::string(simd_name(active_simd())); },
-        "SIMD variant the kernels dispatch to: 'avx2' or 'scalar'.");
+        "SIMD variant the kernels dispatch to: 'avx512', 'avx2' or 'scalar'.");
   m.def("cpu_simd_level", [] { return std::string(simd_name(cpu_simd())); },
         "Best SIMD variant this CPU supports.");
   m.def(
       "set_simd_level",
       [](const std::string& level) {
-        if (level == "scalar") return set_active_simd(Simd::scalar);
-        if (level == "avx2") return set_active_simd(Simd::avx2);
         if (level == "auto") return set_active_simd(cpu_simd());
-        throw py::value_error("level must be 'auto', 'avx2' or 'scalar', got '" + level + "'");
+        Simd s;
+        if (simd_from_name(level.c_str(), s)) return set_active_simd(s);
+        throw py::value_error("level must be 'auto', 'avx512', 'avx2' or 'scalar', got '" + level + "'");
       },
       py::arg("level"));
   m.def("num_threads", &num_threads);

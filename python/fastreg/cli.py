@@ -579,6 +579,7 @@ def cmd_bench(args, out=None) -> int:
         result = {
             "fastreg": fastreg.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "simd": fastreg.simd_level(), "threads": fastreg.get_num_threads(), "quick": args.quick,
+            "blas": fastreg._config.blas_info(),
             "cases": rows,
         }
         with open(args.json, "w") as f:
