@@ -16,6 +16,7 @@ REQUIRES = {
     "closed_form_vs_sgd.py": ["LinearRegression"],
     "distributed_fit.py": ["SoftmaxRegression"],
     "init_zero_vs_normal.py": ["SoftmaxRegression"],
+    "linear_cross_entropy_vocab.py": ["ops"],
     "lr_sweep.py": ["LinearRegression"],
     "overfitting_weight_decay.py": ["LinearRegression"],
     "robust_losses.py": ["LinearRegression"],
