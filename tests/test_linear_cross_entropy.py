@@ -293,3 +293,86 @@ def test_never_allocates_the_logits():
     assert proc.returncode == 0, proc.stderr
     extra = int(proc.stdout.split()[-1])
     assert extra < 48 * 2**20, f"peak RSS grew by {extra / 2**20:.0f} MiB (logits would be 256 MiB)"
+
+
+# ------------------------------------------------------------------ fastreg.torch autograd
+
+def _leaves(rng, n, d, v, dtype=torch.float64, bias=True):
+    h, w, b, y = make(rng, n, d, v, np.float64, ignore_every=6)
+    mk = lambda a: torch.tensor(a, dtype=dtype, requires_grad=True)  # noqa: E731
+    return mk(h), mk(w), (mk(b) if bias else None), torch.from_numpy(y)
+
+
+def _clones(*ts):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in ts]
+
+
+@pytest.mark.parametrize("opts", [{}, {"reduction": "sum", "label_smoothing": 0.1},
+                                  {"lse_square_scale": 1e-2, "softcap": 3.0}, {"reduction": "none"}])
+def test_torch_autograd_matches_torch(rng, opts):
+    from fastreg.torch import linear_cross_entropy as flce
+
+    h, w, b, y = _leaves(rng, 150, 12, 700)
+    h2, w2, b2 = _clones(h, w, b)
+    upstream = torch.rand(150, dtype=torch.float64) if opts.get("reduction") == "none" else torch.tensor(0.7,
+                                                                                                       dtype=torch.float64)
+    loss = flce(h, w, y, b, **opts)
+    ref = reference(h2.detach().numpy(), w2.detach().numpy(), y.numpy(), b2.detach().numpy(), **opts)
+    assert_close(loss.detach().numpy(), ref[0], 1e-10, "loss")
+    (loss * upstream).sum().backward()
+    want = _reference_grads(h2, w2, y, b2, opts, upstream)
+    for got, r, what in zip((h.grad, w.grad, b.grad), want, ("h", "weight", "bias")):
+        assert_close(got.numpy(), r.numpy(), 1e-10, f"grad {what}")
+
+
+def _reference_grads(h, w, y, b, opts, upstream):
+    from fastreg._torch_linear_cross_entropy import _reference
+
+    o = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean", "lse_square_scale": 0.0, "softcap": None}
+    o.update(opts)
+    loss = _reference(h, w, y, b, o["ignore_index"], o["label_smoothing"], o["reduction"], o["lse_square_scale"],
+                      o["softcap"])
+    (loss * upstream).sum().backward()
+    return h.grad, w.grad, b.grad
+
+
+def test_torch_none_reduction_summed_uses_the_kernel_and_3d_inputs(rng):
+    from fastreg.torch import linear_cross_entropy as flce
+
+    h, w, b, y = _leaves(rng, 24, 8, 50, bias=False)
+    h3, y3 = h.detach().reshape(4, 6, 8).requires_grad_(), y.reshape(4, 6)
+    rows = flce(h3, w, y3, reduction="none")
+    assert rows.shape == (4, 6)
+    rows.mean().backward()
+    h2, w2 = _clones(h, w)
+    F.cross_entropy(F.linear(h2, w2), y, reduction="none").mean().backward()
+    assert_close(h3.grad.reshape(24, 8).numpy(), h2.grad.numpy(), 1e-10, "grad h")
+    assert_close(w.grad.numpy(), w2.grad.numpy(), 1e-10, "grad weight")
+
+
+def test_torch_module_retain_graph_and_no_double_backward(rng):
+    from fastreg.torch import LinearCrossEntropyLoss
+
+    h, w, b, y = _leaves(rng, 40, 6, 30, dtype=torch.float32)
+    loss_fn = LinearCrossEntropyLoss(label_smoothing=0.1)
+    assert "label_smoothing=0.1" in repr(loss_fn)
+    loss = loss_fn(h, w, y, b)
+    loss.backward(retain_graph=True)
+    first = w.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(w.grad, 2 * first)
+    with pytest.raises(RuntimeError, match="does not support higher-order gradients"):
+        torch.autograd.grad(loss_fn(h, w, y, b), h, create_graph=True)
+    with pytest.raises(ValueError, match="reduction"):
+        LinearCrossEntropyLoss(reduction="avg")
+
+
+def test_torch_fallback_warns_and_matches(rng):
+    from fastreg.torch import FastregFallbackWarning
+    from fastreg.torch import linear_cross_entropy as flce
+
+    h, w, b, y = _leaves(rng, 10, 4, 20, bias=False)
+    with pytest.warns(FastregFallbackWarning, match="no fused kernel"):
+        loss = flce(h.bfloat16(), w.bfloat16(), y)
+    ref = F.cross_entropy(F.linear(h.bfloat16(), w.bfloat16()), y)
+    torch.testing.assert_close(loss, ref)
