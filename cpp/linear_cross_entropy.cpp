@@ -278,8 +278,7 @@ double ordered_sum(const double* v, int64_t n) {
 
 }  // namespace
 
-LinearXentTiles linear_cross_entropy_tiles(int64_t n, int64_t v, int64_t elem_size, LinearXentTiles req) {
-  (void)elem_size;
+LinearXentTiles linear_cross_entropy_tiles(int64_t n, int64_t v, LinearXentTiles req) {
   LinearXentTiles t;
   t.rows = std::max<int64_t>(1, std::min<int64_t>(req.rows > 0 ? req.rows : kRows, std::max<int64_t>(n, 1)));
   t.cols = std::max<int64_t>(1, std::min<int64_t>(req.cols > 0 ? req.cols : kCols, std::max<int64_t>(v, 1)));
@@ -322,7 +321,7 @@ double linear_cross_entropy(const LinearXentArgs<T>& a, LinearXentTiles req) {
     return mean ? std::numeric_limits<double>::quiet_NaN() : 0.0;
   }
 
-  const LinearXentTiles tiles = linear_cross_entropy_tiles(n, v, sizeof(T), req);
+  const LinearXentTiles tiles = linear_cross_entropy_tiles(n, v, req);
   const int64_t R = tiles.rows, C = tiles.cols, ntiles = (v + C - 1) / C;
   const int64_t groups = std::min(ntiles, kGroups);
   const bool avx2 = use_avx2();

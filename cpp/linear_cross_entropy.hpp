@@ -64,6 +64,6 @@ template <class T>
 double linear_cross_entropy(const LinearXentArgs<T>& a, LinearXentTiles tiles = {});
 
 // The tile sizes the kernel would use for these shapes (tests, docs).
-LinearXentTiles linear_cross_entropy_tiles(int64_t n, int64_t v, int64_t elem_size, LinearXentTiles requested);
+LinearXentTiles linear_cross_entropy_tiles(int64_t n, int64_t v, LinearXentTiles requested);
 
 }  // namespace fastreg

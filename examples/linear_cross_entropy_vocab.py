@@ -7,12 +7,13 @@ prints the table and plots it.
 
     python examples/linear_cross_entropy_vocab.py [--quick] [--out linear_cross_entropy_vocab.png]
 
-Peak extra memory: each call runs once in a fresh subprocess whose RSS high-water mark is reset
-just before it (Linux ``/proc/self/clear_refs``); the extra is that mark minus the RSS before,
-less the gradients' own bytes.
+Peak extra memory, in a fresh process per library: the RSS high-water mark is reset just before
+each call (Linux ``/proc/self/clear_refs``); the extra is that mark after the call minus the RSS
+before it, less the gradients' own bytes (tracemalloc would not see BLAS's or torch's buffers).
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -47,23 +48,28 @@ def _status(key):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 
 
-def measure_memory(impl, n, d, v):
-    """Runs in the subprocess: one call, printed peak extra bytes."""
-    step(impl, *data(16, d, 100))  # libraries and BLAS loaded before the baseline
-    h, w, y = data(n, d, v)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status("VmRSS")
-    step(impl, h, w, y)
-    print(_status("VmHWM") - before - h.nbytes - w.nbytes)
+def measure_memory(impl, n, d, vocabs):
+    """Runs in the subprocess: prints the peak extra bytes of one call per V."""
+    step(impl, *data(16, d, 100))  # libraries and BLAS loaded before the first baseline
+    for v in vocabs:
+        h, w, y = data(n, d, v)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # the high-water mark restarts at the current RSS
+        before = _status("VmRSS")
+        step(impl, h, w, y)
+        print(_status("VmHWM") - before - h.nbytes - w.nbytes)
+        del h, w, y
 
 
-def peak_extra(impl, n, d, v):
-    code = f"import sys; sys.path[:0] = {sys.path!r}; import linear_cross_entropy_vocab as m; " \
-           f"m.measure_memory({impl!r}, {n}, {d}, {v})"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=sys.path[0] or ".")
-    return int(out.stdout.split()[-1])
+def peak_extra(impl, n, d, vocabs):
+    """[peak extra bytes per V] from one fresh process; glibc's mmap threshold is pinned so that
+    every large buffer is mapped and unmapped (the default threshold grows after a free, and
+    freed memory would then stay in RSS and be reused by the next call)."""
+    code = (f"import sys; sys.path[:0] = {sys.path!r}; import linear_cross_entropy_vocab as m; "
+            f"m.measure_memory({impl!r}, {n}, {d}, {list(vocabs)!r})")
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return [int(line) for line in out.stdout.split()]
 
 
 def main(argv=None):
@@ -95,11 +101,12 @@ def main(argv=None):
                 step(impl, h, w, y)
                 runs.append(time.perf_counter() - start)
             t[impl] = statistics.median(runs)
-        mem = {impl: peak_extra(impl, n, d, v) / 2**20 for impl in ("torch", "fastreg")}
-        rows.append((v, t["torch"], t["fastreg"], mem["torch"], mem["fastreg"]))
-        print(f"{v:>7} {t['torch']:>9.3f} {t['fastreg']:>10.3f} {t['torch'] / t['fastreg']:>8.2f}x "
-              f"{mem['torch']:>10.1f} {mem['fastreg']:>12.1f}", flush=True)
-    v, tt, tf, mt, mf = map(np.array, zip(*rows))
+        rows.append((v, t["torch"], t["fastreg"]))
+    mem = {impl: np.array(peak_extra(impl, n, d, vocabs)) / 2**20 for impl in ("torch", "fastreg")}
+    for (v, tt, tf), mt, mf in zip(rows, mem["torch"], mem["fastreg"]):
+        print(f"{v:>7} {tt:>9.3f} {tf:>10.3f} {tt / tf:>8.2f}x {mt:>10.1f} {mf:>12.1f}")
+    v, tt, tf = map(np.array, zip(*rows))
+    mt, mf = mem["torch"], mem["fastreg"]
     print(f"torch's extra memory grows by {np.polyfit(v, mt, 1)[0] * 1024:.1f} KiB per class "
           f"(~{np.polyfit(v, mt, 1)[0] * 2**20 / (4 * n):.1f} float32 [N, V] arrays); "
           f"fastreg's by {np.polyfit(v, mf, 1)[0] * 1024:.1f} KiB per class")

@@ -260,9 +260,9 @@ def test_binding_checks_outputs_and_keeps_refcounts(rng):
 
 
 def test_tiles_follow_the_shapes():
-    assert _core.linear_cross_entropy_tiles(4096, 32000, 4) == (128, 256)
-    assert _core.linear_cross_entropy_tiles(5, 100, 4) == (5, 100)  # never larger than the problem
-    assert _core.linear_cross_entropy_tiles(4096, 32000, 4, 64, 512) == (64, 512)
+    assert _core.linear_cross_entropy_tiles(4096, 32000) == (128, 256)
+    assert _core.linear_cross_entropy_tiles(5, 100) == (5, 100)  # never larger than the problem
+    assert _core.linear_cross_entropy_tiles(4096, 32000, 64, 512) == (64, 512)
 
 
 @pytest.mark.slow

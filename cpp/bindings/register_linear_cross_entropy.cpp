@@ -181,11 +181,11 @@ void register_linear_cross_entropy(py::module_& m) {
         "returns the reduced loss (for reduction='none', the sum of the row losses).");
   m.def(
       "linear_cross_entropy_tiles",
-      [](int64_t n, int64_t v, int64_t elem_size, int64_t rows, int64_t cols) {
-        const LinearXentTiles t = fastreg::linear_cross_entropy_tiles(n, v, elem_size, {rows, cols});
+      [](int64_t n, int64_t v, int64_t rows, int64_t cols) {
+        const LinearXentTiles t = fastreg::linear_cross_entropy_tiles(n, v, {rows, cols});
         return py::make_tuple(t.rows, t.cols);
       },
-      py::arg("n"), py::arg("v"), py::arg("elem_size"), py::arg("rows") = 0, py::arg("cols") = 0,
+      py::arg("n"), py::arg("v"), py::arg("rows") = 0, py::arg("cols") = 0,
       "(rows per chunk, vocabulary columns per tile) the kernel uses for these shapes.");
 }
 
