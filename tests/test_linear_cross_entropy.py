@@ -74,7 +74,7 @@ OPTIONS = [
     {"reduction": "none", "ignore_index": 3, "bias": False},
     {"label_smoothing": 0.1, "lse_square_scale": 1e-3, "softcap": 4.0, "reduction": "sum", "bias": True},
 ]
-# (n, d, v): several row chunks and vocabulary tiles, the last of each partial; one row;
+# (n, d, v): two row chunks and several vocabulary tiles, the last of each partial; one row;
 # one class; a vocabulary smaller than one SIMD vector.
 SHAPES = [(300, 24, 1000), (1, 16, 700), (9, 5, 1), (40, 8, 3)]
 
@@ -260,7 +260,7 @@ def test_binding_checks_outputs_and_keeps_refcounts(rng):
 
 
 def test_tiles_follow_the_shapes():
-    assert _core.linear_cross_entropy_tiles(4096, 32000) == (128, 256)
+    assert _core.linear_cross_entropy_tiles(4096, 32000) == (256, 256)
     assert _core.linear_cross_entropy_tiles(5, 100) == (5, 100)  # never larger than the problem
     assert _core.linear_cross_entropy_tiles(4096, 32000, 64, 512) == (64, 512)
 
@@ -269,8 +269,8 @@ def test_tiles_follow_the_shapes():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_never_allocates_the_logits():
     # RSS high-water mark in a fresh process, reset just before the call: the [N, V]
-    # float32 logits alone would be 256 MiB; the kernel's own buffers are [128, V]
-    # (16 MiB) and small tiles.
+    # float32 logits alone would be 256 MiB; the kernel's own buffers are [256, V]
+    # (32 MiB) and small tiles.
     code = textwrap.dedent("""
         import numpy as np
         from fastreg.ops import linear_cross_entropy_with_grad
