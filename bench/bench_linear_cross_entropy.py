@@ -10,7 +10,7 @@ RSS high-water mark is reset (``5 > /proc/self/clear_refs``), one call runs, and
 VmHWM after it minus VmRSS before it, less the gradients' own bytes (tracemalloc would not see
 BLAS's or torch's buffers).
 
-    python bench/bench_linear_cross_entropy.py [V ...]   # medians of 5 runs and peak memory
+    python bench/bench_linear_cross_entropy.py [V ...]   # medians of 5 runs (FASTREG_BENCH_ROUNDS) and peak memory
     pytest bench/bench_linear_cross_entropy.py           # the pytest-benchmark group
 """
 
@@ -27,8 +27,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from fastreg.linear import _ensure_blas  # noqa: E402
-from fastreg.ops import linear_cross_entropy_with_grad  # noqa: E402
+from fastreg.linear import _ensure_blas
+from fastreg.ops import linear_cross_entropy_with_grad
 
 N, D = 4096, 512
 VOCABS = [32000] + ([128256] if os.environ.get("FASTREG_BENCH_BIG") else [])
@@ -126,19 +126,19 @@ def test_linear_cross_entropy_peak_memory(request):
     assert fast <= (0.03 if full else 0.1) * ref
 
 
-def main(vocabs):
+def main(vocabs, rounds=5):
     _ensure_blas()
     for v in vocabs:
         h, w, y = _data(N, D, v)
         _check(h, w, y)
         times = {name: [] for name in IMPLS}
-        for _ in range(5):  # interleaved, so that a noisy neighbour hits every case alike
+        for _ in range(rounds):  # interleaved, so that a noisy neighbour hits every case alike
             for name, fn in IMPLS.items():
                 t = time.perf_counter()
                 fn(h, w, y)
                 times[name].append(time.perf_counter() - t)
         med = {name: statistics.median(t) for name, t in times.items()}
-        print(f"N={N} D={D} V={v} float32, median of 5 (s): " +
+        print(f"N={N} D={D} V={v} float32, median of {rounds} (s): " +
               ", ".join(f"{k} {m:.2f} [{min(times[k]):.2f}-{max(times[k]):.2f}]" for k, m in med.items()))
         print(f"  torch / fastreg = {med['torch'] / med['fastreg']:.2f}x, "
               f"fastreg / floor = {med['fastreg'] / med['three-gemms-floor']:.2f}x")
@@ -148,4 +148,4 @@ def main(vocabs):
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or VOCABS)
+    main([int(a) for a in sys.argv[1:]] or VOCABS, int(os.environ.get("FASTREG_BENCH_ROUNDS", "5")))
