@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   fastreg::bindings::register_train(m);
   fastreg::bindings::register_loader(m);
   fastreg::bindings::register_losses(m);
+  fastreg::bindings::register_linear_cross_entropy(m);
 }

@@ -9,4 +9,5 @@ void register_optim(pybind11::module_& m);
 void register_train(pybind11::module_& m);
 void register_loader(pybind11::module_& m);
 void register_losses(pybind11::module_& m);
+void register_linear_cross_entropy(pybind11::module_& m);
 }  // namespace fastreg::bindings

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _core
 from ._interop import is_tensor, torch_module
+from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
 
 __all__ = [
     "cross_entropy",
@@ -24,6 +25,8 @@ __all__ = [
     "huber_loss_with_grad",
     "l1_loss",
     "l1_loss_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "logsumexp",
     "smooth_l1_loss",

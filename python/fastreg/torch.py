@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from . import _core
+from ._torch_linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy
 
-__all__ = ["SGD", "CrossEntropyLoss", "FastregFallbackWarning", "cross_entropy"]
+__all__ = ["SGD", "CrossEntropyLoss", "FastregFallbackWarning", "LinearCrossEntropyLoss", "cross_entropy",
+           "linear_cross_entropy"]
 
 _FAST_DTYPES = (torch.float32, torch.float64)
 _REDUCTIONS = ("mean", "sum", "none")
