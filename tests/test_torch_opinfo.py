@@ -15,17 +15,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("expecttest")  # torch.testing._internal needs it
 
-# torch's test-suite modules are slow to import: once for this file.
-from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402
-from torch.testing._internal.common_modules import module_db  # noqa: E402
-from torch.testing._internal.common_optimizers import optim_db  # noqa: E402
-from torch.testing._internal.common_utils import noncontiguous_like  # noqa: E402
+import fastreg.torch as ft
+from fastreg import ops
 
-import fastreg.torch as ft  # noqa: E402
-from fastreg import ops  # noqa: E402
+# torch's test-suite modules are slow to import: once for this file.
+from torch.testing._internal.common_methods_invocations import op_db
+from torch.testing._internal.common_modules import module_db
+from torch.testing._internal.common_optimizers import optim_db
+from torch.testing._internal.common_utils import noncontiguous_like
 
 DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-10)}
+TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 1e-9, "atol": 1e-10}}
 
 # Declined inputs: (pattern on what fastreg raises, reason). ops.* is a NumPy-level API that
 # documents these limits; fastreg.torch hands everything it has no kernel for to torch.

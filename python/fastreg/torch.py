@@ -146,18 +146,12 @@ class _FusedLoss:
         self.op.register_fake(fake)
         self.op.register_autograd(self._backward, setup_context=self._setup_context)
         self.op.register_vmap(self._vmap)
-        loss = self
-
-        class Fused(torch.autograd.Function):
-            @staticmethod
-            def forward(*args):
-                return kernel(*args)
-
-            setup_context = staticmethod(loss._setup_context)
-            backward = staticmethod(loss._backward)
-
-        Fused.__name__ = Fused.__qualname__ = f"Fused_{name}"
-        self.function = Fused
+        # Named per loss (its backward node shows as Fused_<name>Backward in a graph).
+        self.function = type(f"Fused_{name}", (torch.autograd.Function,), {
+            "forward": staticmethod(kernel),
+            "setup_context": staticmethod(self._setup_context),
+            "backward": staticmethod(self._backward),
+        })
 
     def _setup_context(self, ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
