@@ -60,14 +60,22 @@ def _torch_path(*xs):
     return ft if ft._needs_autograd(*xs) else None
 
 
-def _refuse_autograd(fn: str, *xs) -> None:
-    """The _with_grad functions compute the gradient themselves into NumPy-backed buffers
-    (``out`` may even be the input): autograd cannot follow them, so say so."""
-    if _torch_path(*xs) is not None:
+def _refuse_autograd(fn: str, *xs, out=None) -> None:
+    """The _with_grad functions compute the gradient themselves and return plain values (no
+    graph, also for inputs that require grad: the gradient is what they give). They cannot
+    run on tensors traced by torch.compile or a torch.func transform (no memory to view),
+    nor write into an ``out`` that autograd tracks (the write would be invisible to it)."""
+    if not any(is_tensor(x) for x in (*xs, out)):
+        return
+    from . import torch as ft
+
+    traced = ft._traced((*xs, out))
+    if traced or (is_tensor(out) and out.requires_grad and torch_module().is_grad_enabled()):
         raise RuntimeError(
-            f"fastreg.ops.{fn}() computes the gradient itself and does not support automatic "
-            "differentiation, but an argument requires grad (or is traced by torch.compile / a torch.func "
-            f"transform); call fastreg.ops.{fn.removesuffix('_with_grad')}() (autograd-aware) or pass .detach()"
+            f"fastreg.ops.{fn}() computes the gradient itself and does not support automatic differentiation, "
+            + ("but an argument is traced by torch.compile or a torch.func transform / forward-mode AD"
+               if traced else "but out= requires grad")
+            + f"; call fastreg.ops.{fn.removesuffix('_with_grad')}(), which autograd follows"
         )
 
 
@@ -382,10 +390,11 @@ def cross_entropy_with_grad(
     grad: [N, C] like ``logits``, ``d loss / d logits`` (for ``reduction='none'``, the gradient of
     the summed row losses). ``out``: a C-contiguous, writeable [N, C] buffer of the logits' dtype to
     write the gradient into (it may be ``logits`` itself: the logits are then overwritten); it is
-    returned as the second element. Not for tensors that require grad (RuntimeError): use
-    :func:`cross_entropy`, which autograd follows.
+    returned as the second element. Both results are plain values, without a graph, even
+    for logits that require grad; under torch.compile or a torch.func transform, or with an
+    ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
-    _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out)
+    _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
     if res is not None:
         return res
@@ -394,7 +403,7 @@ def cross_entropy_with_grad(
 
 def _regression(kind: str, input, target, param: float, reduction: str, want_grad: bool, out):
     if want_grad:
-        _refuse_autograd(f"{kind}_loss_with_grad", input, target, out)
+        _refuse_autograd(f"{kind}_loss_with_grad", input, target, out=out)
     else:
         ft = _torch_path(input, target)
         if ft is not None:
@@ -457,7 +466,8 @@ _REG_DOC = """
     input's shape). The ``_with_grad`` twin returns ``(loss, d loss / d input)``; ``out`` is an
     optional C-contiguous buffer for the gradient (it may be ``input`` itself). Tensors that
     require grad: the plain function goes through fastreg.torch's fused op (autograd-aware);
-    the ``_with_grad`` twin raises RuntimeError.
+    the ``_with_grad`` twin returns plain values (no graph), and raises RuntimeError under
+    torch.compile or a torch.func transform, or for an ``out`` that requires grad.
 """
 
 

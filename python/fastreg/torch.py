@@ -102,14 +102,18 @@ def _needs_torch_formula(tensors) -> bool:
 
 def _needs_autograd(*xs) -> bool:
     """True when one of xs is a tensor that a NumPy view would cut off from torch: it
-    requires grad under grad mode, it is traced by torch.compile, or it is inside a
-    torch.func transform or forward-mode AD. fastreg.ops sends such tensors here."""
-    tensors = [x for x in xs if isinstance(x, torch.Tensor)]
-    if not tensors:
-        return False
-    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+    requires grad under grad mode, or it is traced (see _traced). fastreg.ops sends such
+    tensors here."""
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in xs):
         return True
-    return _needs_torch_formula(tensors)
+    return _traced(xs)
+
+
+def _traced(xs) -> bool:
+    """True under torch.compile, or when one of xs is inside a torch.func transform or
+    forward-mode AD: no NumPy view of such a tensor can stand for it."""
+    tensors = [x for x in xs if isinstance(x, torch.Tensor)]
+    return bool(tensors) and (torch.compiler.is_compiling() or _needs_torch_formula(tensors))
 
 
 def _numpy(t):
