@@ -780,3 +780,18 @@ def test_with_grad_twins_refuse_what_they_cannot_do(rng, fn, args):
     torch._dynamo.reset()
     with pytest.raises(Exception, match="does not support automatic differentiation"):
         torch.compile(lambda x: fn(*args(x))[0], fullgraph=True, backend="eager")(x.detach())
+
+
+def test_numpy_calls_never_import_torch():
+    """The autograd routing only looks for tensors; NumPy callers never load torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from fastreg import ops; x = np.ones((3, 4)); y = np.zeros(3, np.int64)\n"
+        "ops.softmax(x, dim=0); ops.softmin(x); ops.log_softmax(x, None); ops.logsumexp(x, (0, 1), True)\n"
+        "ops.cross_entropy(x, y); ops.cross_entropy_with_grad(x, y); ops.squared_loss(x, x)\n"
+        "ops.huber_loss_with_grad(x, x)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -681,3 +681,16 @@ def test_sgd_differentiable_step_is_torchs():
     for a, b in zip(step(ft.SGD, *args), step(torch.optim.SGD, *args)):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda *a: step(ft.SGD, *a), args)
+
+
+def test_cross_entropy_positional_arguments_are_torchs(rng):
+    """torch's order: (input, target, weight, size_average, ignore_index, reduce, reduction,
+    label_smoothing); the legacy size_average/reduce pair maps to a reduction as in torch."""
+    x = _x(rng)
+    t = torch.tensor([1, 0, 1, 2, 1, 3, 4])
+    w = torch.rand(5, dtype=torch.float64) + 0.5
+    for args in ((w, None, 1), (None, None, 1, None, "sum"), (w, None, -100, None, "none", 0.3),
+                 (None, False), (None, None, 1, False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's size_average/reduce deprecation
+            torch.testing.assert_close(ft.cross_entropy(x, t, *args), F.cross_entropy(x, t, *args))
