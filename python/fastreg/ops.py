@@ -53,7 +53,8 @@ def _torch_path(*xs):
     mode), a torch.func transform, forward-mode AD or torch.compile must see; else None.
     Such a tensor cannot go through a NumPy view: the result would be detached (a silently
     wrong gradient) or the view would fail."""
-    if not any(is_tensor(x) for x in xs):
+    torch = torch_module()
+    if torch is None or not any(isinstance(x, torch.Tensor) for x in xs):
         return None
     from . import torch as ft  # torch is imported already: a tensor exists
 
@@ -65,7 +66,8 @@ def _refuse_autograd(fn: str, *xs, out=None) -> None:
     graph, also for inputs that require grad: the gradient is what they give). They cannot
     run on tensors traced by torch.compile or a torch.func transform (no memory to view),
     nor write into an ``out`` that autograd tracks (the write would be invisible to it)."""
-    if not any(is_tensor(x) for x in (*xs, out)):
+    torch = torch_module()
+    if torch is None or not any(isinstance(x, torch.Tensor) for x in (*xs, out)):
         return
     from . import torch as ft
 
@@ -366,12 +368,13 @@ def cross_entropy(
     Returns a scalar of the logits' dtype (``'none'``: an [N] array). Tensors that require
     grad go through fastreg.torch.cross_entropy (fused, autograd-aware).
     """
-    ft = _torch_path(logits, target, weight)
-    if ft is not None:
-        return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
+    # The one-call fast path first: it takes plain ndarrays only (None for tensors).
     res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
     if res is not None:
         return res
+    ft = _torch_path(logits, target, weight)
+    if ft is not None:
+        return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, False, None)
 
 
@@ -394,10 +397,10 @@ def cross_entropy_with_grad(
     for logits that require grad; under torch.compile or a torch.func transform, or with an
     ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
-    _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
-    if res is not None:
+    if res is not None:  # plain ndarrays only (None for tensors)
         return res
+    _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
 
