@@ -368,10 +368,12 @@ def cross_entropy(
     Returns a scalar of the logits' dtype (``'none'``: an [N] array). Tensors that require
     grad go through fastreg.torch.cross_entropy (fused, autograd-aware).
     """
-    # The one-call fast path first: it takes plain ndarrays only (None for tensors).
-    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
-    if res is not None:
-        return res
+    # The one-call fast path first: it takes plain ndarrays only (the type test also keeps it
+    # out of torch.compile's trace, which cannot follow a pybind11 call).
+    if type(logits) is np.ndarray:
+        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
+        if res is not None:
+            return res
     ft = _torch_path(logits, target, weight)
     if ft is not None:
         return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
@@ -397,9 +399,10 @@ def cross_entropy_with_grad(
     for logits that require grad; under torch.compile or a torch.func transform, or with an
     ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
-    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
-    if res is not None:  # plain ndarrays only (None for tensors)
-        return res
+    if type(logits) is np.ndarray:  # the one-call fast path: plain ndarrays only
+        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
+        if res is not None:
+            return res
     _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
