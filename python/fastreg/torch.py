@@ -194,7 +194,9 @@ class _FusedLoss:
             return g, *none
         # A fresh tensor every time: handing out the saved gradient would let a caller change
         # what a retained graph's next backward returns.
-        return grad * grad_loss.reshape(grad_loss.shape + (1,) * (grad.dim() - grad_loss.dim())), *none
+        if grad_loss.dim() not in (0, grad.dim()):  # per-row losses: one scale per row
+            grad_loss = grad_loss.reshape(grad_loss.shape + (1,) * (grad.dim() - grad_loss.dim()))
+        return grad * grad_loss, *none
 
     def _vmap(self, info, in_dims, *args):
         # One fused call per slice of the batch: correct for every in_dims, and only reached
