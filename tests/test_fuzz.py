@@ -153,7 +153,8 @@ def test_softmax_family(data, kind):
     if x.dtype not in (np.float32, np.float64):
         assert err is not None, f"{x.dtype} accepted"  # TypeError, or the axis error found first
         return
-    valid_axis = axis is None or (ndim > 0 and -ndim <= axis < ndim)
+    # as torch: a 0-d input takes axis 0 or -1 (one slice of one entry)
+    valid_axis = axis is None or (-max(ndim, 1) <= axis < max(ndim, 1))
     if not valid_axis:
         assert err is not None, f"axis={axis} accepted for shape {shape}"
         return

@@ -714,3 +714,134 @@ def test_regression_in_place_nan_empty_and_errors(rng):
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         ops.l1_loss_with_grad(p, t, out=ro)
+
+
+# ---- torch callers: shapes, torch's argument names, autograd ---------------------------------
+
+def test_logsumexp_over_all_axes_is_0d_like_torch(rng):
+    x = torch.tensor(rng.standard_normal((3, 4)))
+    for got, want in ((ops.logsumexp(x, None), torch.logsumexp(x, (0, 1))),
+                      (ops.logsumexp(x[0], 0), torch.logsumexp(x[0], 0)),
+                      (ops.logsumexp(x, (0, 1)), torch.logsumexp(x, (0, 1))),
+                      (ops.logsumexp(torch.tensor(2.0, dtype=torch.float64), 0), torch.tensor(2.0, dtype=torch.float64))):
+        assert isinstance(got, torch.Tensor) and got.shape == want.shape == ()
+        torch.testing.assert_close(got, want)
+    assert np.ndim(ops.logsumexp(x.numpy(), None)) == 0
+
+
+def test_logsumexp_called_torchs_way(rng):
+    """logsumexp(x, dim, keepdim) as torch: the third positional is keepdim, never temperature."""
+    x = torch.tensor(rng.standard_normal((3, 4, 5)))
+    for dim in (0, 1, -1, (0, 2), (1, 2), [0, 1, 2]):
+        for keepdim in (False, True):
+            want = torch.logsumexp(x, dim, keepdim)
+            for got in (ops.logsumexp(x, dim, keepdim), ops.logsumexp(x, dim=dim, keepdim=keepdim),
+                        ops.logsumexp(x.numpy(), dim, keepdim)):
+                assert tuple(np.shape(got)) == tuple(want.shape)
+                np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match="dim"):
+        ops.logsumexp(x, 0, dim=1)
+    with pytest.raises(TypeError, match="keepdim"):
+        ops.logsumexp(x, 0, True, keepdim=True)
+    with pytest.raises(TypeError):
+        ops.logsumexp(x, 0, False, 0.5)  # temperature is keyword-only
+    np.testing.assert_allclose(ops.logsumexp(x, dim=1, temperature=0.5), 0.5 * torch.logsumexp(x / 0.5, 1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_softmax_family_takes_torchs_dim_dtype_and_scalars(rng, name):
+    x = torch.tensor(rng.standard_normal((4, 6)), dtype=torch.float32)
+    ours, ref = getattr(ops, name), getattr(F, name)
+    torch.testing.assert_close(ours(x, dim=0), ref(x, dim=0))
+    got = ours(x, 1, dtype=torch.float64)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ref(x, 1, dtype=torch.float64))
+    s = torch.tensor(1.5)
+    torch.testing.assert_close(ours(s, 0), ref(s, 0))  # a 0-d tensor along dim 0, as torch
+    with pytest.raises(TypeError, match="dim"):
+        ours(x, 0, dim=1)
+
+
+def test_probability_targets_with_ignore_index_raise_as_torch(rng):
+    x = rng.standard_normal((5, 3))
+    p = rng.dirichlet(np.ones(3), 5)
+    for ii in (0, 2):
+        with pytest.raises(ValueError, match="ignore_index is not supported for floating point target"):
+            ops.cross_entropy(x, p, ignore_index=ii)
+        with pytest.raises(ValueError, match="ignore_index is not supported for floating point target"):
+            ops.cross_entropy_with_grad(x, p, ignore_index=ii)
+        with pytest.raises(ValueError, match="ignore_index is not supported for floating point target"):
+            ops.cross_entropy(torch.tensor(x, requires_grad=True), torch.tensor(p), ignore_index=ii)
+    want = F.cross_entropy(torch.tensor(x), torch.tensor(p), ignore_index=-5)
+    np.testing.assert_allclose(ops.cross_entropy(x, p, ignore_index=-5), want.numpy(), rtol=1e-12)
+
+
+AUTOGRAD_CASES = {
+    "squared_loss": (lambda x, y: ops.squared_loss(x, y.reshape(-1)), lambda x, y: ((x - y) ** 2 / 2).mean()),
+    "l1_loss_none": (lambda x, y: ops.l1_loss(x, y, reduction="none"), lambda x, y: F.l1_loss(x, y, reduction="none")),
+    "huber_loss": (lambda x, y: ops.huber_loss(x, y, delta=0.5), lambda x, y: F.huber_loss(x, y, delta=0.5)),
+    "smooth_l1_sum": (lambda x, y: ops.smooth_l1_loss(x, y, beta=2.0, reduction="sum"),
+                      lambda x, y: F.smooth_l1_loss(x, y, beta=2.0, reduction="sum")),
+    "cross_entropy": (lambda x, y: ops.cross_entropy(x, (y[:, 0] > 0).int(), label_smoothing=0.1),
+                      lambda x, y: F.cross_entropy(x, (y[:, 0] > 0).long(), label_smoothing=0.1)),
+    "softmax": (lambda x, y: ops.softmax(x, 0) * y, lambda x, y: F.softmax(x, 0) * y),
+    "log_softmax_all": (lambda x, y: ops.log_softmax(x, None) * y,
+                        lambda x, y: F.log_softmax(x.reshape(-1), 0).reshape(x.shape) * y),
+    "softmin": (lambda x, y: ops.softmin(x) * y, lambda x, y: F.softmin(x, -1) * y),
+    "logsumexp_t": (lambda x, y: ops.logsumexp(x, 1, temperature=0.3), lambda x, y: 0.3 * torch.logsumexp(x / 0.3, 1)),
+    "logsumexp_t0": (lambda x, y: ops.logsumexp(x, 0, True, temperature=0), lambda x, y: x.amax(0, True)),
+}
+
+
+@pytest.mark.parametrize("name", list(AUTOGRAD_CASES))
+def test_tensors_that_require_grad_get_a_graph(rng, name):
+    """ops.* given tensors that require grad: a result with torch's gradient (was detached),
+    double backward included; the same value as the kernel's under no_grad."""
+    ours, ref = AUTOGRAD_CASES[name]
+    x = torch.tensor(rng.standard_normal((6, 2)) * 2, requires_grad=True)
+    y = torch.tensor(rng.standard_normal((6, 2)))
+    got, want = ours(x, y), ref(x, y)
+    assert got.requires_grad and got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, y), want.detach())
+    assert torch.autograd.gradcheck(lambda x: ours(x, y), x)
+    assert torch.autograd.gradgradcheck(lambda x: ours(x, y), x)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: ours(x, y), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), want)
+
+
+@pytest.mark.parametrize("fn, args", [
+    (ops.cross_entropy_with_grad, lambda x: (x, torch.zeros(6, dtype=torch.int64))),
+    (ops.squared_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
+    (ops.huber_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
+])
+def test_with_grad_twins_refuse_what_they_cannot_do(rng, fn, args):
+    """Plain values for inputs that require grad (the gradient is the result); a clear error
+    under a torch.func transform or torch.compile, or for an out= that autograd tracks."""
+    x = torch.tensor(rng.standard_normal((6, 2)), requires_grad=True)
+    loss, grad = fn(*args(x))
+    assert not loss.requires_grad and not grad.requires_grad and grad.shape == x.shape
+    with pytest.raises(RuntimeError, match="out= requires grad"):
+        fn(*args(x.detach()), out=torch.zeros(6, 2, dtype=torch.float64, requires_grad=True))
+    with pytest.raises(RuntimeError, match="torch.func transform"):
+        torch.func.vmap(lambda x: fn(*args(x))[0])(x.detach()[None])
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="does not support automatic differentiation"):
+        torch.compile(lambda x: fn(*args(x))[0], fullgraph=True, backend="eager")(x.detach())
+
+
+def test_numpy_calls_never_import_torch():
+    """The autograd routing only looks for tensors; NumPy callers never load torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from fastreg import ops; x = np.ones((3, 4)); y = np.zeros(3, np.int64)\n"
+        "ops.softmax(x, dim=0); ops.softmin(x); ops.log_softmax(x, None); ops.logsumexp(x, (0, 1), True)\n"
+        "ops.cross_entropy(x, y); ops.cross_entropy_with_grad(x, y); ops.squared_loss(x, x)\n"
+        "ops.huber_loss_with_grad(x, x)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -409,3 +409,288 @@ def test_drop_in_swap_gives_the_same_parameters_as_torch():
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.equal(g_ours, g_ref)  # the generator is left where torch leaves it
+
+
+# ---- every autograd mode: the custom ops and torch's formula where the kernel has none --------
+
+import torch.autograd.forward_ad as fwAD  # noqa: E402
+
+F = torch.nn.functional
+# torch's first forward-mode AD call scripts its jvp decompositions, which warns (torch's own).
+_TORCH_JVP_WARNING = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+def _loss_cases(rng):
+    """(name, fastreg loss of x, torch's loss of x) on float64 [7, 5] logits/predictions."""
+    t = torch.tensor(rng.integers(0, 5, 7))
+    t[2] = 1
+    w = torch.tensor(rng.uniform(0.2, 2.0, 5))
+    p = torch.softmax(torch.tensor(rng.standard_normal((7, 5))), 1)
+    y = torch.tensor(rng.standard_normal((7, 5)))
+    return [
+        ("ce", lambda x: ft.cross_entropy(x, t), lambda x: F.cross_entropy(x, t)),
+        ("ce_all_options", lambda x: ft.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2),
+         lambda x: F.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2)),
+        ("ce_none", lambda x: ft.cross_entropy(x, t, reduction="none"), lambda x: F.cross_entropy(x, t, reduction="none")),
+        ("ce_probs_sum", lambda x: ft.cross_entropy(x, p, reduction="sum"), lambda x: F.cross_entropy(x, p, reduction="sum")),
+        ("mse", lambda x: ft.mse_loss(x, y), lambda x: F.mse_loss(x, y)),
+        ("l1_none", lambda x: ft.l1_loss(x, y, reduction="none"), lambda x: F.l1_loss(x, y, reduction="none")),
+        ("huber", lambda x: ft.huber_loss(x, y, delta=0.7), lambda x: F.huber_loss(x, y, delta=0.7)),
+        ("smooth_l1_sum", lambda x: ft.smooth_l1_loss(x, y, reduction="sum", beta=0.5),
+         lambda x: F.smooth_l1_loss(x, y, reduction="sum", beta=0.5)),
+        ("squared", lambda x: ft.squared_loss(x, y), lambda x: F.mse_loss(x, y) / 2),
+    ]
+
+
+CASE_NAMES = ["ce", "ce_all_options", "ce_none", "ce_probs_sum", "mse", "l1_none", "huber", "smooth_l1_sum", "squared"]
+
+
+def _case(rng, name):
+    return next(c for c in _loss_cases(rng) if c[0] == name)[1:]
+
+
+def _x(rng):
+    return torch.tensor(rng.standard_normal((7, 5)) * 2, requires_grad=True)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_fused_losses_gradcheck_and_gradgradcheck(rng, name):
+    ours, _ = _case(rng, name)
+    x = _x(rng)
+    assert type(ours(x).grad_fn).__name__.startswith("Fused_")  # the fused kernel, not torch's
+    assert torch.autograd.gradcheck(ours, x)
+    assert torch.autograd.gradgradcheck(ours, x)  # create_graph=True: torch's formula, with a graph
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_fused_losses_double_backward_matches_torch(rng, name):
+    """A gradient penalty: d/dx |d loss/dx|^2 (was silently 0 before: no graph)."""
+    ours, ref = _case(rng, name)
+    xa, xb = _x(rng), None
+    xb = xa.detach().clone().requires_grad_()
+    for f, x in ((ours, xa), (ref, xb)):
+        (g,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+        assert g.requires_grad
+        (g.pow(2).sum() + f(x).sum()).backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+@_TORCH_JVP_WARNING
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_fused_losses_forward_mode_and_torch_func(rng, name):
+    ours, ref = _case(rng, name)
+    x = _x(rng).detach()
+    v = torch.tensor(rng.standard_normal(x.shape))
+    with fwAD.dual_level():  # forward-mode AD: was a None tangent
+        got = fwAD.unpack_dual(ours(fwAD.make_dual(x, v))).tangent
+        want = fwAD.unpack_dual(ref(fwAD.make_dual(x, v))).tangent
+    assert got is not None
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,)), torch.func.jvp(ref, (x,), (v,)))
+    summed = (lambda f: lambda x: f(x).sum())
+    torch.testing.assert_close(torch.func.grad(summed(ours))(x), torch.func.grad(summed(ref))(x))
+    torch.testing.assert_close(torch.func.hessian(summed(ours))(x), torch.func.hessian(summed(ref))(x))
+    xb = torch.tensor(rng.standard_normal((3, *x.shape)))
+    torch.testing.assert_close(torch.func.vmap(ours)(xb), torch.func.vmap(ref)(xb))
+    assert torch.autograd.gradcheck(ours, x.clone().requires_grad_(), check_forward_ad=True,
+                                    check_batched_grad=True)
+
+
+@pytest.mark.parametrize("name", ["ce", "ce_none", "huber", "l1_none"])
+def test_fused_losses_compile_without_graph_breaks(rng, name):
+    ours, ref = _case(rng, name)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(ours, fullgraph=True, backend=backend)
+    x = _x(rng)
+    xr = x.detach().clone().requires_grad_()
+    got = compiled(x)
+    want = ref(xr)
+    torch.testing.assert_close(got, want)
+    assert any("fastreg" in g for g in graphs), graphs  # traced as the custom op
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch._dynamo.reset()
+    aot = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    x.grad = None
+    aot(x).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    with torch.no_grad():
+        torch.testing.assert_close(aot(x), want.detach())
+
+
+@_TORCH_JVP_WARNING
+def test_custom_op_called_directly(rng):
+    """torch.ops.fastreg.* itself: autograd (both want_grad settings), vmap, and a clear error
+    for dual tensors instead of a dropped tangent."""
+    op = torch.ops.fastreg.cross_entropy
+    x = _x(rng)
+    t = torch.tensor(rng.integers(0, 5, 7))
+    for want_grad in (True, False):
+        f = lambda x: op(x, t, None, -100, "mean", 0.0, want_grad)[0]  # noqa: E731
+        assert torch.autograd.gradcheck(f, x) and torch.autograd.gradgradcheck(f, x)
+    loss, grad = op(x.detach(), t, None, -100, "sum", 0.0, True)
+    xr = x.detach().clone().requires_grad_()
+    F.cross_entropy(xr, t, reduction="sum").backward()
+    torch.testing.assert_close(grad, xr.grad)
+    xb = torch.tensor(rng.standard_normal((4, 7, 5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "performance drop" fallback warning: a vmap rule exists
+        got = torch.vmap(lambda x: op(x, t, None, -100, "none", 0.0, False)[0])(xb)
+    torch.testing.assert_close(got, torch.vmap(lambda x: F.cross_entropy(x, t, reduction="none"))(xb))
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="no forward-mode AD formula"):
+        op(fwAD.make_dual(x.detach(), torch.ones_like(x)), t, None, -100, "mean", 0.0, False)
+
+
+def test_fused_backward_keeps_the_fast_path_and_checks_saved_inputs(rng):
+    """Ordinary backward uses the saved fused gradient (no recomputation); an input changed in
+    place before a create_graph backward is torch's version error, never a stale graph."""
+    x = _x(rng)
+    t = torch.tensor(rng.integers(0, 5, 7))
+    loss = ft.cross_entropy(x * 1.0, t)
+    (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+    assert not g.requires_grad
+    xr = x.detach().clone().requires_grad_()
+    F.cross_entropy(xr, t).backward()
+    torch.testing.assert_close(g, xr.grad)
+    h = x * 1.0
+    loss = ft.cross_entropy(h, t)
+    with torch.no_grad():
+        h.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, x, create_graph=True)
+
+
+def test_ignore_index_with_probability_targets_raises_as_torch(rng):
+    x = _x(rng)
+    p = torch.softmax(torch.randn(7, 5, dtype=torch.float64), 1)
+    for ii in (0, 3):
+        with pytest.raises(RuntimeError, match="ignore_index is not supported for floating point target"):
+            ft.cross_entropy(x, p, ignore_index=ii)
+        with pytest.raises(RuntimeError, match="ignore_index is not supported for floating point target"):
+            F.cross_entropy(x, p, ignore_index=ii)
+    torch.testing.assert_close(ft.cross_entropy(x, p, ignore_index=-1), F.cross_entropy(x, p, ignore_index=-1))
+
+
+def test_regression_modules_match_torch(rng):
+    x = _x(rng)
+    y = torch.tensor(rng.standard_normal((7, 5)))
+    for ours, ref in ((ft.L1Loss(), torch.nn.L1Loss()), (ft.MSELoss(reduction="sum"), torch.nn.MSELoss(reduction="sum")),
+                      (ft.HuberLoss(delta=0.3), torch.nn.HuberLoss(delta=0.3)),
+                      (ft.SmoothL1Loss(beta=2.0, reduction="none"), torch.nn.SmoothL1Loss(beta=2.0, reduction="none"))):
+        xa, xb = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+        a, b = ours(xa, y), ref(xb, y)
+        torch.testing.assert_close(a, b)
+        a.sum().backward()
+        b.sum().backward()
+        torch.testing.assert_close(xa.grad, xb.grad)
+    # what the kernel does not cover is torch's: a broadcast target (torch warns), an int input
+    with pytest.warns(UserWarning, match="target size"):
+        ft.mse_loss(x, y[:1, :1].reshape(1))
+    with pytest.raises(ValueError, match="reduction"):
+        ft.L1Loss(reduction="avg")(x, y)
+
+
+# ---- SGD: torch's newer arguments -------------------------------------------------------------
+
+def test_sgd_defaults_and_param_groups_carry_torchs_keys():
+    ours, ref = ft.SGD(_model().parameters()), torch.optim.SGD(_model().parameters())
+    assert ours.defaults == ref.defaults
+    assert ours.param_groups[0].keys() == ref.param_groups[0].keys()
+
+
+@pytest.mark.parametrize("flags", [dict(foreach=True), dict(foreach=False), dict(fused=True), dict(fused=False),
+                                   dict(differentiable=False), dict(foreach=None, fused=None)])
+def test_sgd_foreach_and_fused_flags_are_accepted_and_change_nothing(flags):
+    ref, ours = _model(), _model()
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    opt_ours = ft.SGD(ours.parameters(), lr=0.05, momentum=0.9, **flags)
+    assert all(opt_ours.param_groups[0][k] == v for k, v in flags.items())
+    x, y = torch.randn(8, 12), torch.randint(0, 5, (8,))
+    for _ in range(5):
+        for model, opt in ((ref, opt_ref), (ours, opt_ours)):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_sgd_flag_conflicts_raise_as_torch():
+    for kwargs, match in ((dict(fused=True, foreach=True), "cannot be `True` together"),
+                          (dict(fused=True, differentiable=True), "does not support `differentiable`")):
+        for cls in (ft.SGD, torch.optim.SGD):
+            with pytest.raises(RuntimeError, match=match):
+                cls(_model().parameters(), **kwargs)
+    with pytest.raises(ValueError, match="1-element"):
+        ft.SGD(_model().parameters(), lr=torch.tensor([0.1, 0.2]))
+
+
+def test_sgd_tensor_lr_and_torch_state_dict_with_a_tensor_lr():
+    ref, ours = _model(), _model()
+    lr_ref, lr_ours = torch.tensor(0.1), torch.tensor(0.1)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=lr_ref, momentum=0.5)
+    opt_ours = ft.SGD(ours.parameters(), lr=lr_ours, momentum=0.5)
+    x, y = torch.randn(8, 12), torch.randint(0, 5, (8,))
+
+    def steps(n):
+        for _ in range(n):
+            for model, opt in ((ref, opt_ref), (ours, opt_ours)):
+                opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+
+    steps(3)
+    lr_ref.fill_(0.01)  # changed in place: the next step uses it (torch reads it at each step)
+    lr_ours.fill_(0.01)
+    steps(3)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    sd = copy.deepcopy(opt_ref.state_dict())
+    assert isinstance(sd["param_groups"][0]["lr"], torch.Tensor)
+    opt_ours = ft.SGD(ours.parameters(), lr=0.5)
+    opt_ours.load_state_dict(sd)
+    opt_ref2 = torch.optim.SGD(ref.parameters(), lr=0.5)
+    opt_ref2.load_state_dict(copy.deepcopy(opt_ours.state_dict()))
+    opt_ref = opt_ref2
+    steps(2)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_sgd_differentiable_step_is_torchs():
+    """differentiable=True: the step is torch's own differentiable update, so a gradient flows
+    through it (to the gradient and the momentum buffer), as with torch.optim.SGD."""
+
+    def step(cls, p, grad, buf):
+        p = p.clone()  # differentiable optimizers take non-leaf parameters
+        p.grad = grad
+        opt = cls([p], lr=0.1, momentum=0.9, weight_decay=0.01, differentiable=True)
+        opt.state[p]["momentum_buffer"] = buf.clone()
+        opt.step()
+        return p, opt.state[p]["momentum_buffer"]
+
+    g = torch.Generator().manual_seed(0)
+    args = [torch.rand(6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    for a, b in zip(step(ft.SGD, *args), step(torch.optim.SGD, *args)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda *a: step(ft.SGD, *a), args)
+
+
+def test_cross_entropy_positional_arguments_are_torchs(rng):
+    """torch's order: (input, target, weight, size_average, ignore_index, reduce, reduction,
+    label_smoothing); the legacy size_average/reduce pair maps to a reduction as in torch."""
+    x = _x(rng)
+    t = torch.tensor([1, 0, 1, 2, 1, 3, 4])
+    w = torch.rand(5, dtype=torch.float64) + 0.5
+    for args in ((w, None, 1), (None, None, 1, None, "sum"), (w, None, -100, None, "none", 0.3),
+                 (None, False), (None, None, 1, False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's size_average/reduce deprecation
+            torch.testing.assert_close(ft.cross_entropy(x, t, *args), F.cross_entropy(x, t, *args))

@@ -51,11 +51,45 @@ def _view(x, name: str):
     return np.asarray(x), False
 
 
+def _torch_path(*xs):
+    """fastreg.torch when one of xs is a tensor that autograd (it requires grad under grad
+    mode), a torch.func transform, forward-mode AD or torch.compile must see; else None.
+    Such a tensor cannot go through a NumPy view: the result would be detached (a silently
+    wrong gradient) or the view would fail."""
+    torch = torch_module()
+    if torch is None or not any(isinstance(x, torch.Tensor) for x in xs):
+        return None
+    from . import torch as ft  # torch is imported already: a tensor exists
+
+    return ft if ft._needs_autograd(*xs) else None
+
+
+def _refuse_autograd(fn: str, *xs, out=None) -> None:
+    """The _with_grad functions compute the gradient themselves and return plain values (no
+    graph, also for inputs that require grad: the gradient is what they give). They cannot
+    run on tensors traced by torch.compile or a torch.func transform (no memory to view),
+    nor write into an ``out`` that autograd tracks (the write would be invisible to it)."""
+    torch = torch_module()
+    if torch is None or not any(isinstance(x, torch.Tensor) for x in (*xs, out)):
+        return
+    from . import torch as ft
+
+    traced = ft._traced((*xs, out))
+    if traced or (is_tensor(out) and out.requires_grad and torch_module().is_grad_enabled()):
+        raise RuntimeError(
+            f"fastreg.ops.{fn}() computes the gradient itself and does not support automatic differentiation, "
+            + ("but an argument is traced by torch.compile or a torch.func transform / forward-mode AD"
+               if traced else "but out= requires grad")
+            + f"; call fastreg.ops.{fn.removesuffix('_with_grad')}(), which autograd follows"
+        )
+
+
 def _contig(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def _wrap(a, as_tensor: bool):
+    # torch.from_numpy keeps a 0-d array 0-d (np.ascontiguousarray would make it [1]).
     return torch_module().from_numpy(a) if as_tensor else a
 
 
@@ -86,8 +120,10 @@ def _rows(x, axis, name: str):
         return a2, shape, None, as_tensor
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if a.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension, got a scalar")
+    if a.ndim == 0:  # as torch: a scalar is one slice of one entry along axis 0 (or -1)
+        if axis not in (0, -1):
+            raise getattr(np, "exceptions", np).AxisError(int(axis), 0)
+        return a.reshape(1, 1), (), None, as_tensor
     if not -a.ndim <= axis < a.ndim:
         raise getattr(np, "exceptions", np).AxisError(int(axis), a.ndim)
     axis = int(axis) % a.ndim
@@ -96,6 +132,37 @@ def _rows(x, axis, name: str):
     a = _contig(a)
     shape = a.shape
     return a.reshape(math.prod(shape[:-1]), shape[-1]), shape, axis, as_tensor
+
+
+_UNSET = object()
+
+
+def _axis(axis, dim, fn: str):
+    """``axis``, or torch's name for it, ``dim`` (not both)."""
+    if dim is _UNSET:
+        return -1 if axis is _UNSET else axis
+    if axis is not _UNSET:
+        raise TypeError(f"{fn}() got both 'axis' and its torch alias 'dim'")
+    return dim
+
+
+def _cast(x, dtype):
+    """torch's ``dtype=`` argument of softmax & co.: the input is cast before the operation."""
+    if dtype is None:
+        return x
+    if is_tensor(x):
+        return x.to(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _softmax_torch(x, axis, kind: str):
+    """torch's own softmax family, for tensors autograd or a transform must see: the
+    kernels have no backward, so torch's formula gives the gradient in every mode."""
+    torch = torch_module()
+    fn = {"softmax": torch.softmax, "log_softmax": torch.log_softmax, "softmin": lambda t, d: torch.softmax(-t, d)}
+    if axis is None:
+        return fn[kind](x.reshape(-1), 0).reshape(x.shape)
+    return fn[kind](x, axis)
 
 
 def _softmax(x, axis, log: bool, name: str = "x"):
@@ -108,36 +175,63 @@ def _softmax(x, axis, log: bool, name: str = "x"):
     return _wrap(out, as_tensor)
 
 
-def softmax(x, axis: int | None = -1):
+def softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
     """Softmax along ``axis``: ``exp(x - max) / sum(exp(x - max))``, exact for huge entries.
 
     x: float32/float64 array or CPU tensor of any shape; returns the same shape and dtype.
-    ``axis=None`` normalises over all entries. A slice with a NaN, or all -inf, gives NaN
-    (as torch and SciPy do).
+    ``axis`` defaults to -1; ``axis=None`` normalises over all entries. ``dim`` is torch's
+    name for ``axis``; ``dtype`` casts x first (torch's ``dtype=``). A slice with a NaN, or
+    all -inf, gives NaN (as torch and SciPy do). A tensor that requires grad gets torch's
+    ``torch.softmax`` (the kernel has no backward).
     """
+    x, axis = _cast(x, dtype), _axis(axis, dim, "softmax")
+    if _torch_path(x) is not None:
+        return _softmax_torch(x, axis, "softmax")
     return _softmax(x, axis, False)
 
 
-def log_softmax(x, axis: int | None = -1):
-    """``x - logsumexp(x)`` along ``axis`` (finite wherever the softmax is nonzero)."""
+def log_softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
+    """``x - logsumexp(x)`` along ``axis`` (finite wherever the softmax is nonzero); arguments
+    as :func:`softmax`."""
+    x, axis = _cast(x, dtype), _axis(axis, dim, "log_softmax")
+    if _torch_path(x) is not None:
+        return _softmax_torch(x, axis, "log_softmax")
     return _softmax(x, axis, True)
 
 
-def softmin(x, axis: int | None = -1):
-    """Softmin along ``axis``: ``softmax(-x)`` (torch.nn.functional.softmin)."""
+def softmin(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
+    """Softmin along ``axis``: ``softmax(-x)`` (torch.nn.functional.softmin); arguments as
+    :func:`softmax`."""
+    x, axis = _cast(x, dtype), _axis(axis, dim, "softmin")
+    if _torch_path(x) is not None:
+        return _softmax_torch(x, axis, "softmin")
     a, as_tensor = _view(x, "x")
     return _wrap(_softmax(np.negative(a), axis, False), as_tensor)
 
 
-def logsumexp(x, axis: int | None = -1, temperature: float = 1.0, keepdims: bool = False):
+def logsumexp(x, axis: int | None = _UNSET, keepdims: bool = _UNSET, *, temperature: float = 1.0,
+              dim: int | None = _UNSET, keepdim: bool = _UNSET):
     """``temperature * log(sum(exp(x / temperature)))`` along ``axis`` (d2l's RealSoftMax).
 
     x: float32/float64 array or CPU tensor; the result drops ``axis`` (kept with size 1 when
-    ``keepdims``). ``temperature`` must be finite and >= 0; as it tends to 0 the result tends
-    to the max, and ``temperature=0`` returns the max. All -inf (or an empty axis) gives
-    -inf, any +inf gives +inf, any NaN gives NaN.
+    ``keepdims``); ``axis=None`` reduces over all entries to a 0-d result. ``dim`` and
+    ``keepdim`` are torch's names, so ``logsumexp(x, dim, keepdim)`` works as
+    ``torch.logsumexp``. ``temperature`` (keyword-only) must be finite and >= 0; as it tends
+    to 0 the result tends to the max, and ``temperature=0`` returns the max. All -inf (or an
+    empty axis) gives -inf, any +inf gives +inf, any NaN gives NaN. A tensor that requires
+    grad gets ``temperature * torch.logsumexp(x / temperature)`` (torch's gradient).
     """
     temperature = _number(temperature, "temperature")
+    axis = _axis(axis, dim, "logsumexp")
+    if keepdim is not _UNSET:
+        if keepdims is not _UNSET:
+            raise TypeError("logsumexp() got both 'keepdims' and its torch alias 'keepdim'")
+        keepdims = keepdim
+    keepdims = bool(keepdims) if keepdims is not _UNSET else False
+    if _torch_path(x) is not None:
+        return _logsumexp_torch(x, axis, temperature, keepdims)
+    if isinstance(axis, (tuple, list)):
+        return _logsumexp_axes(x, axis, temperature, keepdims)
     a2, shape, axis, as_tensor = _rows(x, axis, "x")
     out = np.empty(a2.shape[0], dtype=a2.dtype)
     _core.logsumexp(a2, out, temperature)
@@ -149,7 +243,42 @@ def logsumexp(x, axis: int | None = -1, temperature: float = 1.0, keepdims: bool
             out = np.expand_dims(out, axis)
     if out.ndim == 0 and not as_tensor:
         return out[()]
-    return _wrap(np.ascontiguousarray(out), as_tensor)
+    return _wrap(out if out.flags.c_contiguous else out.copy(), as_tensor)
+
+
+def _logsumexp_axes(x, axes, temperature: float, keepdims: bool):
+    """logsumexp over several axes (torch's ``dim`` tuple): those axes are moved to the end
+    and merged into one, then reduced as one axis."""
+    a, as_tensor = _view(x, "x")
+    nd = max(a.ndim, 1)
+    for ax in axes:
+        if isinstance(ax, bool) or not isinstance(ax, (int, np.integer)):
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got an entry {type(ax).__name__}")
+        if not -nd <= ax < nd:
+            raise getattr(np, "exceptions", np).AxisError(int(ax), a.ndim)
+    axes = sorted({int(ax) % nd for ax in axes})
+    if a.ndim == 0 or len(axes) == a.ndim:
+        return logsumexp(x, None, keepdims, temperature=temperature)
+    rest = [d for d in range(a.ndim) if d not in axes]
+    merged = np.moveaxis(a, axes, range(len(rest), a.ndim)).reshape([a.shape[d] for d in rest] + [-1])
+    out = logsumexp(merged, -1, temperature=temperature)
+    out = np.asarray(out)
+    if keepdims:
+        out = out.reshape([1 if d in axes else a.shape[d] for d in range(a.ndim)])
+    if out.ndim == 0 and not as_tensor:
+        return out[()]
+    return _wrap(np.ascontiguousarray(out) if out.ndim else out, as_tensor)
+
+
+def _logsumexp_torch(x, axis, temperature: float, keepdims: bool):
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+    dims = tuple(range(x.dim())) if axis is None else tuple(axis) if isinstance(axis, list) else axis
+    if temperature == 0:
+        return x.amax(dims, keepdims) if x.numel() else x.logsumexp(dims, keepdims)
+    if temperature == 1:
+        return x.logsumexp(dims, keepdims)
+    return (x / temperature).logsumexp(dims, keepdims) * temperature
 
 
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, want_grad, out):
@@ -172,11 +301,14 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     x = _contig(x)
     if y.dtype.kind in "iu" and y.dtype != np.int64:
         y = y.astype(np.int64)
-    elif y.dtype.kind == "f" and y.shape != x.shape:
-        raise TypeError(
-            f"target must hold integer class indices of shape {x.shape[:1]} (or float class "
-            f"probabilities of shape {x.shape}), got {y.dtype} of shape {y.shape}"
-        )
+    elif y.dtype.kind == "f":
+        if y.shape != x.shape:
+            raise TypeError(
+                f"target must hold integer class indices of shape {x.shape[:1]} (or float class "
+                f"probabilities of shape {x.shape}), got {y.dtype} of shape {y.shape}"
+            )
+        if ignore_index >= 0:  # torch's rule: a negative ignore_index cannot match a class
+            raise ValueError(f"ignore_index is not supported for floating point target (got {int(ignore_index)})")
     y = _contig(y)
     w = None
     if weight is not None:
@@ -202,6 +334,24 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     return res, _wrap(g.reshape(-1) if unbatched else g, as_tensor)
 
 
+def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing):
+    """ops.cross_entropy's arguments, checked as on the NumPy path, through fastreg.torch."""
+    torch = torch_module()
+    _check_reduction(reduction)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    label_smoothing = _number(label_smoothing, "label_smoothing")
+    target = torch.as_tensor(target)
+    if not target.is_floating_point() and target.dtype != torch.int64:
+        target = target.long()  # ops takes any integer label dtype; torch wants int64
+    elif target.is_floating_point() and ignore_index >= 0:
+        raise ValueError(f"ignore_index is not supported for floating point target (got {int(ignore_index)})")
+    if weight is not None:
+        weight = torch.as_tensor(weight)
+    return ft.cross_entropy(logits, target, weight=weight, ignore_index=int(ignore_index), reduction=reduction,
+                            label_smoothing=label_smoothing)
+
+
 def cross_entropy(
     logits,
     target,
@@ -218,11 +368,18 @@ def cross_entropy(
     Rows whose target equals ``ignore_index`` count 0; ``reduction='mean'`` divides by the summed
     weights of the other rows (probability targets: by N), ``'sum'`` sums, ``'none'`` returns the
     [N] row losses. ``label_smoothing`` in [0, 1] mixes the target with the uniform distribution.
-    Returns a scalar of the logits' dtype (``'none'``: an [N] array).
+    Returns a scalar of the logits' dtype (``'none'``: an [N] array). Tensors that require
+    grad go through fastreg.torch.cross_entropy (fused, autograd-aware).
     """
-    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
-    if res is not None:
-        return res
+    # The one-call fast path first: it takes plain ndarrays only (the type test also keeps it
+    # out of torch.compile's trace, which cannot follow a pybind11 call).
+    if type(logits) is np.ndarray:
+        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
+        if res is not None:
+            return res
+    ft = _torch_path(logits, target, weight)
+    if ft is not None:
+        return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, False, None)
 
 
@@ -241,15 +398,25 @@ def cross_entropy_with_grad(
     grad: [N, C] like ``logits``, ``d loss / d logits`` (for ``reduction='none'``, the gradient of
     the summed row losses). ``out``: a C-contiguous, writeable [N, C] buffer of the logits' dtype to
     write the gradient into (it may be ``logits`` itself: the logits are then overwritten); it is
-    returned as the second element.
+    returned as the second element. Both results are plain values, without a graph, even
+    for logits that require grad; under torch.compile or a torch.func transform, or with an
+    ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
-    res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
-    if res is not None:
-        return res
+    if type(logits) is np.ndarray:  # the one-call fast path: plain ndarrays only
+        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
+        if res is not None:
+            return res
+    _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
 
 def _regression(kind: str, input, target, param: float, reduction: str, want_grad: bool, out):
+    if want_grad:
+        _refuse_autograd(f"{kind}_loss_with_grad", input, target, out=out)
+    else:
+        ft = _torch_path(input, target)
+        if ft is not None:
+            return _regression_autograd(ft, kind, input, target, param, reduction)
     p, as_tensor = _view(input, "input")
     t, _ = _view(target, "target")
     _check_reduction(reduction)
@@ -273,13 +440,43 @@ def _regression(kind: str, input, target, param: float, reduction: str, want_gra
     return res, (out if out is not None else _wrap(g, as_tensor))
 
 
+def _regression_autograd(ft, kind: str, input, target, param: float, reduction: str):
+    """A regression loss of tensors autograd must see, through fastreg.torch's fused op, with
+    the NumPy path's target rule (same number of elements, reshaped; never broadcast)."""
+    torch = torch_module()
+    _check_reduction(reduction)
+    if kind == "huber" and not (param > 0 and math.isfinite(param)):
+        raise ValueError(f"delta must be finite and > 0, got {param}")
+    if kind == "smooth_l1" and not (param >= 0 and math.isfinite(param)):
+        raise ValueError(f"beta must be finite and >= 0, got {param}")
+    target = torch.as_tensor(target)
+    if target.shape != input.shape:
+        if target.numel() != input.numel():
+            raise ValueError(
+                f"target of shape {tuple(target.shape)} cannot be matched to input of shape {tuple(input.shape)}: "
+                f"they must have the same number of elements ({target.numel()} != {input.numel()})"
+            )
+        target = target.reshape(input.shape)
+    if target.dtype != input.dtype:
+        raise TypeError(f"target must have the input's dtype {input.dtype}, got {target.dtype}")
+    fn = {"squared": ft.squared_loss, "l1": ft.l1_loss}.get(kind)
+    if fn is not None:
+        return fn(input, target, reduction=reduction)
+    if kind == "huber":
+        return ft.huber_loss(input, target, reduction=reduction, delta=param)
+    return ft.smooth_l1_loss(input, target, reduction=reduction, beta=param)
+
+
 _REG_DOC = """
 
     input: float32/float64 array or CPU tensor; target: same dtype and number of elements (it
     is reshaped to input's shape, as d2l's ``y.reshape(y_hat.shape)``; anything else is a
     ValueError, never a broadcast). reduction: 'mean' (default), 'sum' or 'none' (element-wise,
     input's shape). The ``_with_grad`` twin returns ``(loss, d loss / d input)``; ``out`` is an
-    optional C-contiguous buffer for the gradient (it may be ``input`` itself).
+    optional C-contiguous buffer for the gradient (it may be ``input`` itself). Tensors that
+    require grad: the plain function goes through fastreg.torch's fused op (autograd-aware);
+    the ``_with_grad`` twin returns plain values (no graph), and raises RuntimeError under
+    torch.compile or a torch.func transform, or for an ``out`` that requires grad.
 """
 
 
