@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 
 __all__ = [
@@ -217,6 +218,11 @@ def cross_entropy(
     [N] row losses. ``label_smoothing`` in [0, 1] mixes the target with the uniform distribution.
     Returns a scalar of the logits' dtype (``'none'``: an [N] array).
     """
+    if type(logits) is not np.ndarray and is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays
+        from ._cuda_ops import cross_entropy_with_grad as cuda_xent
+
+        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, want_grad=False)
     res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
     if res is not None:
         return res
@@ -240,6 +246,11 @@ def cross_entropy_with_grad(
     write the gradient into (it may be ``logits`` itself: the logits are then overwritten); it is
     returned as the second element.
     """
+    if type(logits) is not np.ndarray and is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays
+        from ._cuda_ops import cross_entropy_with_grad as cuda_xent
+
+        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, out=out)
     res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
     if res is not None:
         return res

@@ -18,7 +18,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from . import _core
+from . import _core, _cuda_ops
 
 __all__ = ["SGD", "CrossEntropyLoss", "FastregFallbackWarning", "cross_entropy"]
 
@@ -126,6 +126,8 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
         # No graph to build: the loss alone, without the autograd Function's cost.
         return _run_kernel(input.detach(), target, weight, int(ignore_index), reduction, float(label_smoothing),
                            None)
+    if isinstance(input, torch.Tensor) and input.is_cuda:  # CUDA hook: fastreg/_cuda_ops.py (falls back itself)
+        return _cuda_ops.torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
     devices = {t.device for t in (input, target, weight) if isinstance(t, torch.Tensor)}
     if len(devices) > 1:
         raise RuntimeError(
@@ -206,7 +208,10 @@ class SGD(torch.optim.Optimizer):
                     group["maximize"])
             try:
                 # One call for the whole group; it checks every entry before writing any.
-                _core.sgd_update_many(params, grads, bufs, *opts)
+                if params and params[0].is_cuda:  # CUDA hook: fastreg/_cuda_ops.py (falls back itself)
+                    _cuda_ops.torch_sgd(params, grads, bufs, *opts)
+                else:
+                    _core.sgd_update_many(params, grads, bufs, *opts)
             except (TypeError, ValueError) as err:
                 self._fallback(params, grads, bufs, opts, err)
             if bufs is not None:  # the first step created the buffers in place in `bufs`
