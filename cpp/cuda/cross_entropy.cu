@@ -169,7 +169,7 @@ __global__ void __launch_bounds__(kBlock) xent_prepare(Params p, float* stats, i
 // ---- (2) rows
 
 template <class T, int G, bool kVec>
-__global__ void __launch_bounds__(kBlock) xent_rows(Params p) {
+__global__ void __launch_bounds__(kBlock, 1) xent_rows(Params p) {
   constexpr int V = kVec ? Vec<T>::kN : 1;
   constexpr int kRowsPerBlock = kBlock / G;
   __shared__ float smem[64];

@@ -70,7 +70,7 @@ struct alignas(16) Pack {
 };
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) sgd_kernel(TensorList tl, Hyper h) {
+__global__ void __launch_bounds__(kThreads, 1) sgd_kernel(TensorList tl, Hyper h) {
   constexpr int V = Pack<T>::kN;
   const int64_t total = tl.chunk_end[tl.count - 1];
   for (int64_t chunk = blockIdx.x; chunk < total; chunk += gridDim.x) {

@@ -216,8 +216,8 @@ def _fallback_reason(input, target, weight):
     if not target.is_contiguous():
         return "the target is not contiguous"
     if weight is not None and (weight.dtype != input.dtype or weight.shape != input.shape[-1:]
-                               or weight.requires_grad):
-        return "the class weights are not a [C] tensor of the logits' dtype without grad"
+                               or weight.requires_grad or not weight.is_contiguous()):
+        return "the class weights are not a contiguous [C] tensor of the logits' dtype without grad"
     return None
 
 
@@ -225,6 +225,10 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
                         lse_square_scale=0.0, inplace_backward=False):
     """fastreg.torch.cross_entropy for CUDA logits (see fastreg.cuda.cross_entropy)."""
     torch = sys.modules["torch"]
+    if not isinstance(input, torch.Tensor) or not input.is_cuda:
+        where = input.device if isinstance(input, torch.Tensor) else type(input).__name__
+        raise ValueError(f"fastreg.cuda.cross_entropy takes CUDA tensors, got {where} "
+                         "(fastreg.torch.cross_entropy takes CPU tensors)")
     _check_options(reduction, label_smoothing, lse_square_scale, ignore_index)
     reason = _fallback_reason(input, target, weight)
     if reason is None and target.dtype == torch.int64 and target.shape != input.shape[:-1]:
