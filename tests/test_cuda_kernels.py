@@ -155,8 +155,26 @@ def test_inplace_backward_matches_and_runs_once(gen):
     ref, xr = _reference(x, t, None, -100, "mean", 0.0, 1e-3)
     ref.backward()
     assert _rel(la, ref) < 1e-5 and _rel(xa.grad, xr.grad) < 1e-5
-    with pytest.raises(RuntimeError, match="backward once"):
+    with pytest.raises(RuntimeError, match="runs once"):
         la.backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_recomputed_in_backward_matches_and_retains(gen, dtype):
+    # grad_in_forward=False: forward saves each row's lse, backward reads the logits again.
+    for reduction in ("mean", "none"):
+        x, t = _draw(gen, 100, 5001, dtype)
+        w = (torch.rand(5001, device="cuda", generator=gen) + 0.5).to(dtype)
+        xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        opts = dict(reduction=reduction, label_smoothing=0.1, lse_square_scale=1e-3)
+        la = cuda.cross_entropy(xa, t, w, grad_in_forward=False, **opts)
+        lb = cuda.cross_entropy(xb, t, w, **opts)
+        torch.testing.assert_close(la, lb)
+        up = torch.rand(la.shape, device="cuda", generator=gen).to(dtype)
+        la.backward(up, retain_graph=True)
+        la.backward(up)  # twice: the gradient is accumulated twice
+        lb.backward(up)
+        assert _rel(xa.grad, 2 * xb.grad) < TOL[dtype]
 
 
 def test_out_of_range_labels_are_nan_and_reported(gen):

@@ -327,6 +327,23 @@ __global__ void __launch_bounds__(kBlock) xent_reduce(const float* rows, int64_t
   if (threadIdx.x == 0) *loss = from_f<T>(mean ? s / stats[0] : s);  // 0 / 0 = NaN, as torch
 }
 
+// ---- backward of a gradient computed in the forward pass: grad *= grad_output, read on
+// the device. A scale of exactly 1 (loss.backward()'s implicit one) leaves the gradient
+// untouched without reading it, so that backward costs a launch, not a pass, and still
+// never synchronises the host.
+
+template <class T>
+__global__ void __launch_bounds__(kBlock) xent_scale_grad(T* grad, int64_t n, int64_t c, const T* gout,
+                                                          int per_row) {
+  if (!per_row && to_f(gout[0]) == 1.f) return;
+  const int64_t total = n * c;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * kBlock) {
+    const float s = to_f(gout[per_row ? e / c : 0]);
+    if (s != 1.f) grad[e] = from_f<T>(to_f(grad[e]) * s);
+  }
+}
+
 int sm_count() {
   int dev = 0, sms = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
@@ -367,7 +384,30 @@ cudaError_t run(const XentLaunch& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <class T>
+cudaError_t scale(void* grad, int64_t n, int64_t c, const void* gout, bool per_row, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  const int64_t want = (n * c + kBlock - 1) / kBlock;
+  const int64_t cap = static_cast<int64_t>(sm_count()) * 8;
+  xent_scale_grad<T><<<static_cast<unsigned>(want < cap ? want : cap), kBlock, 0, stream>>>(
+      static_cast<T*>(grad), n, c, static_cast<const T*>(gout), per_row ? 1 : 0);
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t cross_entropy_scale_grad(DType dtype, void* grad, int64_t n, int64_t c, const void* grad_output,
+                                     bool per_row, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::f32:
+      return scale<float>(grad, n, c, grad_output, per_row, stream);
+    case DType::f16:
+      return scale<__half>(grad, n, c, grad_output, per_row, stream);
+    case DType::bf16:
+      return scale<__nv_bfloat16>(grad, n, c, grad_output, per_row, stream);
+  }
+  return cudaErrorInvalidValue;
+}
 
 cudaError_t cross_entropy(const XentLaunch& a, cudaStream_t stream) {
   switch (a.dtype) {

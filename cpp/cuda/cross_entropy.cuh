@@ -49,4 +49,9 @@ struct XentLaunch {
 
 cudaError_t cross_entropy(const XentLaunch& a, cudaStream_t stream);
 
+// grad[n, c] *= grad_output (one value, or [n] with per_row), read on the device; rows
+// whose scale is exactly 1 are neither read nor written (the usual loss.backward()).
+cudaError_t cross_entropy_scale_grad(DType dtype, void* grad, int64_t n, int64_t c, const void* grad_output,
+                                     bool per_row, cudaStream_t stream);
+
 }  // namespace fastreg::cuda

@@ -258,6 +258,24 @@ PYBIND11_MODULE(_cuda, m) {
       "Fused softmax cross-entropy on raw device pointers (see cross_entropy.cuh). Asynchronous.");
 
   m.def(
+      "cross_entropy_scale_grad",
+      [](int dtype, std::uintptr_t grad, int64_t n, int64_t c, std::uintptr_t grad_output, bool per_row, int device,
+         std::uintptr_t stream) {
+        const auto dt = dtype_of(dtype);
+        if (n < 0 || c < 1) throw py::value_error("need n >= 0 and c >= 1");
+        if (n > 0 && (grad == 0 || grad_output == 0)) throw py::value_error("null device pointer");
+        py::gil_scoped_release release;
+        DeviceGuard guard(device);
+        check(fastreg::cuda::cross_entropy_scale_grad(dt, reinterpret_cast<void*>(grad), n, c,
+                                                      reinterpret_cast<const void*>(grad_output), per_row,
+                                                      reinterpret_cast<cudaStream_t>(stream)),
+              "fastreg cross_entropy_scale_grad launch");
+      },
+      py::arg("dtype"), py::arg("grad"), py::arg("n"), py::arg("c"), py::arg("grad_output"), py::arg("per_row"),
+      py::arg("device"), py::arg("stream"),
+      "grad *= grad_output on the device, skipping rows whose scale is exactly 1. Asynchronous.");
+
+  m.def(
       "take_error",
       [](int device) -> py::object {
         int64_t host[3] = {-1, -1, -1};

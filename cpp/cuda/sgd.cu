@@ -1,18 +1,20 @@
 // Multi-tensor SGD on the GPU: the CUDA side of cpp/sgd.cpp. One launch updates up to
 // kMaxTensors tensors: their pointers and sizes travel in the kernel's parameter block
-// (no device-side table to allocate or copy), each block takes chunks of 16 KB-aligned
-// element ranges, finding its tensor by binary search over the chunk offsets.
+// (no device-side table to allocate or copy; ~5.6 KB, which needs CUDA >= 12.1 and sm_70+),
+// and each block takes chunks of 16384 elements, finding a chunk's tensor by binary search
+// over the cumulative chunk counts.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "sgd.cuh"
 
 namespace fastreg::cuda {
 namespace {
 
-constexpr int kMaxTensors = 128;      // ~5.2 KB of parameters (CUDA >= 12.1 allows 32 KB)
+constexpr int kMaxTensors = 128;
 constexpr int kThreads = 512;
 constexpr int64_t kChunk = 16 * 1024;  // elements a block takes at a time
 

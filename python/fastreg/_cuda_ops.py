@@ -222,7 +222,7 @@ def _fallback_reason(input, target, weight):
 
 
 def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                        lse_square_scale=0.0, inplace_backward=False):
+                        lse_square_scale=0.0, inplace_backward=False, grad_in_forward=True):
     """fastreg.torch.cross_entropy for CUDA logits (see fastreg.cuda.cross_entropy)."""
     torch = sys.modules["torch"]
     if not isinstance(input, torch.Tensor) or not input.is_cuda:
@@ -237,8 +237,9 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
             f"got {tuple(target.shape)}"
         )
     if reason is not None:
-        if lse_square_scale != 0 or inplace_backward:
-            raise RuntimeError(f"fastreg.cuda.cross_entropy: lse_square_scale/inplace_backward need the CUDA "
+        if lse_square_scale != 0 or inplace_backward or not grad_in_forward:
+            raise RuntimeError(f"fastreg.cuda.cross_entropy: lse_square_scale, inplace_backward and "
+                               f"grad_in_forward=False need the CUDA "
                                f"kernel, which cannot run: {reason}")
         import warnings
 
@@ -253,7 +254,7 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
     t = target.reshape(1, *target.shape) if unbatched else target
     opts = (weight, int(ignore_index), reduction, float(label_smoothing), float(lse_square_scale))
     if input.requires_grad and torch.is_grad_enabled():
-        loss = _function()(x, t, *opts, bool(inplace_backward))
+        loss = _function()(x, t, *opts, bool(inplace_backward), bool(grad_in_forward))
     else:
         loss = _torch_forward(x.detach(), t, *opts, want_lse=False)[0]
     return loss[0] if unbatched and reduction == "none" else loss
@@ -291,22 +292,25 @@ def _function():
     torch = sys.modules["torch"]
 
     class _CudaCrossEntropy(torch.autograd.Function):
-        """Default: forward reads the logits once (loss and each row's lse), backward
-        reads them once more and writes the gradient, already scaled by grad_output
-        (read on the device: no host sync), so forward+backward moves the bytes of one
-        fused sweep. inplace_backward: forward writes the gradient over the logits in
-        one fused sweep and backward scales it in place (frees the logits' memory for
-        the gradient; the logits are destroyed, backward runs once)."""
+        """grad_in_forward (default): forward writes the loss and the gradient (for a
+        grad_output of 1) in one fused sweep: the logits are read once from memory and
+        once more from L2, the gradient written once; backward scales it by grad_output
+        on the device, a launch that neither reads nor writes when grad_output is 1.
+        inplace_backward puts that gradient over the logits (which are destroyed).
+        grad_in_forward=False: forward reads the logits once (loss and each row's lse),
+        backward reads them again and writes the scaled gradient: no [N, C] buffer
+        lives between the two, for 1.5x the bytes. Backward runs once in the first two
+        modes (the gradient is scaled in place)."""
 
         @staticmethod
-        def forward(ctx, logits, target, weight, ignore_index, reduction, eps, z, inplace):
+        def forward(ctx, logits, target, weight, ignore_index, reduction, eps, z, inplace, fused):
             x = logits.detach()
             ctx.opts = (ignore_index, reduction, eps, z)
-            ctx.inplace = inplace
-            if inplace:
-                loss, _ = _torch_forward(x, target, weight, ignore_index, reduction, eps, z, False, grad=x)
-                ctx.grad = x
-                ctx.used = False
+            ctx.fused = fused or inplace
+            if ctx.fused:
+                grad = x if inplace else torch.empty_like(x)
+                loss, _ = _torch_forward(x, target, weight, ignore_index, reduction, eps, z, False, grad=grad)
+                ctx.grad = grad
             else:
                 loss, lse = _torch_forward(x, target, weight, ignore_index, reduction, eps, z, True)
                 ctx.save_for_backward(x, target, weight, lse)
@@ -316,17 +320,23 @@ def _function():
         @torch.autograd.function.once_differentiable
         def backward(ctx, grad_output):
             ignore_index, reduction, eps, z = ctx.opts
-            scale = grad_output.unsqueeze(1) if reduction == "none" else grad_output
-            if ctx.inplace:
-                if ctx.used:
-                    raise RuntimeError("fastreg.cuda.cross_entropy(inplace_backward=True) can run backward once")
-                ctx.used = True
-                return ctx.grad.mul_(scale), None, None, None, None, None, None, None
-            x, target, weight, lse = ctx.saved_tensors
             mod = _require()
+            gout = grad_output.contiguous()
+            if ctx.fused:
+                grad = ctx.grad
+                if grad is None:
+                    raise RuntimeError("fastreg's CUDA cross_entropy scales its gradient in place, so backward "
+                                       "runs once; pass grad_in_forward=False to fastreg.cuda.cross_entropy "
+                                       "for retain_graph")
+                ctx.grad = None
+                n, c = grad.shape
+                mod.cross_entropy_scale_grad(_CODES[str(grad.dtype)[6:]], grad.data_ptr(), n, c, gout.data_ptr(),
+                                             reduction == "none", grad.device.index,
+                                             torch.cuda.current_stream(grad.device).cuda_stream)
+                return grad, None, None, None, None, None, None, None, None
+            x, target, weight, lse = ctx.saved_tensors
             n, c = x.shape
             grad = torch.empty_like(x)
-            gout = grad_output.to(x.dtype).contiguous()
             stats = torch.empty(2, dtype=torch.float32, device=x.device)
             probs = target.dtype != torch.int64
             stream = torch.cuda.current_stream(x.device).cuda_stream
@@ -334,7 +344,7 @@ def _function():
                     target.data_ptr() if probs else 0, 0 if weight is None else weight.data_ptr(), ignore_index,
                     eps, z, _REDUCTIONS[reduction], 0, 0, stats.data_ptr(), grad.data_ptr(), 0, lse.data_ptr(),
                     gout.data_ptr(), x.device.index, stream)
-            return grad, None, None, None, None, None, None, None
+            return grad, None, None, None, None, None, None, None, None
 
     _FUNCTION = _CudaCrossEntropy.apply
     return _FUNCTION

@@ -97,7 +97,8 @@ def device_copy(dst, src) -> None:
 
 
 def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0, *, lse_square_scale: float = 0.0, inplace_backward: bool = False):
+                  label_smoothing: float = 0.0, *, lse_square_scale: float = 0.0, inplace_backward: bool = False,
+                  grad_in_forward: bool = True):
     """``fastreg.torch.cross_entropy`` on CUDA tensors, with two extra options.
 
     input: float32/float16/bfloat16 [N, C] (or [C]) CUDA logits; target: int64 class
@@ -107,8 +108,13 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
 
     lse_square_scale: z-loss, adds ``lse_square_scale * logsumexp(row)**2`` to every
     counted row (``'mean'`` divides it by the same denominator as the cross-entropy).
-    inplace_backward: the gradient is written over the logits during the forward pass
-    (no [N, C] gradient buffer); the logits' values are destroyed and backward runs once.
+    grad_in_forward (default True): the forward pass writes the gradient in the same sweep
+    as the loss, and backward scales it by grad_output on the device (no work when
+    grad_output is 1); backward then runs once (no retain_graph). False: backward reads
+    the logits again instead (no [N, C] buffer between forward and backward, 1.5x the
+    memory traffic; retain_graph works).
+    inplace_backward: the fused gradient is written over the logits (no [N, C] gradient
+    buffer); the logits' values are destroyed.
 
     A class index outside [0, C) (other than ignore_index) gives its row a NaN loss and
     gradient, never an out-of-bounds access, and is recorded on the device:
@@ -117,7 +123,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
     from ._cuda_ops import torch_cross_entropy
 
     return torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale,
-                               inplace_backward)
+                               inplace_backward, grad_in_forward)
 
 
 def check_errors(device=None) -> None:

@@ -48,7 +48,7 @@ def sgd_step(
     shared memory, non-finite or negative hyper-parameter, nesterov without momentum)
     before anything is written.
     """
-    if params and not isinstance(params[0], np.ndarray):  # CUDA hook: CuPy / CUDA torch arrays
+    if isinstance(params, (list, tuple)) and params and not isinstance(params[0], np.ndarray):  # CUDA hook
         from ._cuda_ops import is_cuda_array, sgd_step as cuda_sgd_step
 
         if is_cuda_array(params[0]):
