@@ -34,7 +34,7 @@ $PY -c "import fastreg.cuda as c; print('fastreg.cuda available:', c.is_availabl
 
 stage "tests"
 timeout 150 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_cuda_math.py \
-  tests/test_cuda_kernels.py tests/test_cuda_bench_table.py 2>&1 | tee "$OUT/tests.log" | tail -25
+  tests/test_cuda_kernels.py tests/test_cuda_routing.py tests/test_cuda_bench_table.py 2>&1 | tee "$OUT/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 stage "memcheck"

@@ -6,8 +6,9 @@
     opt = torch.optim.SGD(model.parameters(), lr) ->  fastreg.torch.SGD(model.parameters(), lr)
 
 and get the same numbers from fused C++ kernels. Inputs the fused kernels do not
-cover (CUDA tensors until fastreg's CUDA kernels land, half precision, K-dimensional
-inputs) are handed to torch itself, so results and exceptions stay torch's.
+cover (half precision on the CPU, K-dimensional inputs) are handed to torch itself, so
+results and exceptions stay torch's. CUDA tensors go to fastreg's CUDA kernels
+(fastreg/_cuda_ops.py, docs/cuda.md), or to torch with a warning saying why.
 """
 
 from __future__ import annotations
