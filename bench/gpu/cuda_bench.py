@@ -68,7 +68,7 @@ def ce_rows(liger):
             x = (torch.randn(n, c, device="cuda") * 2).to(dtype).requires_grad_(True)
             t = torch.randint(0, c, (n,), device="cuda")
 
-            def run(f):
+            def run(f, x=x, t=t):
                 def go():
                     x.grad = None
                     f(x, t).backward()
@@ -108,7 +108,7 @@ def sgd_rows():
         base = [torch.randn(s, device="cuda") for s in sizes]
         grads = [torch.randn(s, device="cuda") for s in sizes]
 
-        def make(factory):
+        def make(factory, base=base, grads=grads):
             ps = [b.clone().requires_grad_(True) for b in base]
             for p, g in zip(ps, grads):
                 p.grad = g
