@@ -14,7 +14,15 @@ except ImportError as exc:  # built without CUDA, or the module cannot load
 else:
     _IMPORT_ERROR = ""
 
-__all__ = ["device_copy", "device_count", "is_available", "is_built", "unavailable_reason"]
+__all__ = [
+    "check_errors",
+    "cross_entropy",
+    "device_copy",
+    "device_count",
+    "is_available",
+    "is_built",
+    "unavailable_reason",
+]
 
 
 def is_built() -> bool:
@@ -86,3 +94,44 @@ def device_copy(dst, src) -> None:
     with torch.cuda.device(dst.device):
         stream = torch.cuda.current_stream().cuda_stream
         mod.device_copy(dst.data_ptr(), src.data_ptr(), dst.numel() * dst.element_size(), stream)
+
+
+def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, *, lse_square_scale: float = 0.0, inplace_backward: bool = False,
+                  grad_in_forward: bool = True):
+    """``fastreg.torch.cross_entropy`` on CUDA tensors, with two extra options.
+
+    input: float32/float16/bfloat16 [N, C] (or [C]) CUDA logits; target: int64 class
+    indices [N] or class probabilities [N, C] (the logits' dtype) on the same device;
+    weight: [C] of the logits' dtype. Returns the loss in the logits' dtype (accumulated
+    in float32), asynchronously on ``torch.cuda.current_stream()``.
+
+    lse_square_scale: z-loss, adds ``lse_square_scale * logsumexp(row)**2`` to every
+    counted row (``'mean'`` divides it by the same denominator as the cross-entropy).
+    grad_in_forward (default True): the forward pass writes the gradient in the same sweep
+    as the loss, and backward scales it by grad_output on the device (no work when
+    grad_output is 1); backward then runs once (no retain_graph). False: backward reads
+    the logits again instead (no [N, C] buffer between forward and backward, 1.5x the
+    memory traffic; retain_graph works).
+    inplace_backward: the fused gradient is written over the logits (no [N, C] gradient
+    buffer); the logits' values are destroyed.
+
+    A class index outside [0, C) (other than ignore_index) gives its row a NaN loss and
+    gradient, never an out-of-bounds access, and is recorded on the device:
+    :func:`check_errors` raises IndexError for it.
+    """
+    from ._cuda_ops import torch_cross_entropy
+
+    return torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale,
+                               inplace_backward, grad_in_forward)
+
+
+def check_errors(device=None) -> None:
+    """Synchronise ``device`` (an int, a torch.device, or None for device 0) and raise
+    IndexError for the first out-of-range class index fastreg's CUDA cross-entropy met
+    since the last check; the record is then cleared. Kernels never synchronise, so this
+    is where such an error surfaces."""
+    from ._cuda_ops import take_error
+
+    index = getattr(device, "index", device)
+    take_error(0 if index is None else int(index))

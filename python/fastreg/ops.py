@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
 
@@ -380,6 +381,11 @@ def cross_entropy(
     ft = _torch_path(logits, target, weight)
     if ft is not None:
         return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
+    if is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays (fastreg/_cuda_ops.py)
+        from ._cuda_ops import cross_entropy_with_grad as cuda_xent
+
+        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, want_grad=False)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, False, None)
 
 
@@ -407,6 +413,11 @@ def cross_entropy_with_grad(
         if res is not None:
             return res
     _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
+    if is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays (fastreg/_cuda_ops.py)
+        from ._cuda_ops import cross_entropy_with_grad as cuda_xent
+
+        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing, out=out)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
 

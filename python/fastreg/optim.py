@@ -48,6 +48,12 @@ def sgd_step(
     shared memory, non-finite or negative hyper-parameter, nesterov without momentum)
     before anything is written.
     """
+    if isinstance(params, (list, tuple)) and params and not isinstance(params[0], np.ndarray):  # CUDA hook
+        from ._cuda_ops import is_cuda_array, sgd_step as cuda_sgd_step
+
+        if is_cuda_array(params[0]):
+            return cuda_sgd_step(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                                 weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
     # One C++ call for the whole list: it checks every entry (types, dtypes, shapes,
     # devices, overlaps, hyper-parameters) with the GIL held, so a bad entry leaves all
     # parameters untouched, then runs every update with the GIL released.

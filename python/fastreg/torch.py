@@ -6,8 +6,9 @@
     opt = torch.optim.SGD(model.parameters(), lr) ->  fastreg.torch.SGD(model.parameters(), lr)
 
 and get the same numbers from fused C++ kernels. Inputs the fused kernels do not
-cover (CUDA tensors until fastreg's CUDA kernels land, half precision, K-dimensional
-inputs) are handed to torch itself, so results and exceptions stay torch's.
+cover (half precision on the CPU, K-dimensional inputs) are handed to torch itself, so
+results and exceptions stay torch's. CUDA tensors go to fastreg's CUDA kernels
+(fastreg/_cuda_ops.py, docs/cuda.md), or to torch with a warning saying why.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from . import _core
+from . import _core, _cuda_ops
 from ._torch_linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy
 
 __all__ = [
@@ -351,6 +352,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index: i
     if (isinstance(ignore_index, int) and _INT64[0] <= ignore_index <= _INT64[1]
             and _fast_path_ok(input, target, weight, ignore_index, reduction, label_smoothing)):
         return _CROSS_ENTROPY(input, target, weight, int(ignore_index), reduction, float(label_smoothing))
+    if isinstance(input, torch.Tensor) and input.is_cuda:  # CUDA hook: fastreg/_cuda_ops.py (falls back itself)
+        return _cuda_ops.torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
     _check_devices(input, target, weight)
     if isinstance(input, torch.Tensor) and (input.is_cuda or input.dtype in (torch.float16, torch.bfloat16)):
         _warn_fallback("cross_entropy", f"no fused kernel for {input.dtype} on {input.device} yet")
@@ -546,7 +549,10 @@ class SGD(torch.optim.Optimizer):
             else:
                 try:
                     # One call for the whole group; it checks every entry before writing any.
-                    _core.sgd_update_many(params, grads, bufs, *opts)
+                    if params and params[0].is_cuda:  # CUDA hook: fastreg/_cuda_ops.py (falls back itself)
+                        _cuda_ops.torch_sgd(params, grads, bufs, *opts)
+                    else:
+                        _core.sgd_update_many(params, grads, bufs, *opts)
                 except (TypeError, ValueError) as err:
                     self._fallback(params, grads, bufs, opts, err)
             if bufs is not None:  # the first step created the buffers in place in `bufs`
