@@ -13,6 +13,7 @@ from .data import DataLoader, data_iter, load_array
 from . import models
 from ._config import (
     get_num_threads,
+    max_num_threads,
     set_num_threads,
     set_simd_level,
     show_config,
@@ -30,6 +31,7 @@ __all__ = [
     "get_num_threads",
     "linear",
     "load_array",
+    "max_num_threads",
     "models",
     "ops",
     "optim",

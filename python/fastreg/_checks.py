@@ -30,3 +30,21 @@ def check_int(value, name: str, minimum: int = INT64_MIN, maximum: int = INT64_M
         bound = f"< 2**{maximum.bit_length()}" if powers_of_two else f"<= {maximum}"
         raise ValueError(f"{name} must be {bound}, got {v}")
     return v
+
+
+def labels_as_int64(y, n_classes: int, ignore_index: int):
+    """Integer class labels as int64 (the kernels' type), without wrapping: an unsigned label
+    past int64 is reported as itself, in the kernel's words, instead of as a negative number."""
+    import numpy as np
+
+    if y.dtype == np.int64:
+        return y
+    if y.dtype.kind == "u" and y.dtype.itemsize == 8 and y.size:
+        big = np.flatnonzero(y.reshape(-1) > INT64_MAX)
+        if big.size:
+            row = int(big[0])
+            raise IndexError(
+                f"Target {int(y.reshape(-1)[row])} at row {row} is out of bounds: class indices must be in "
+                f"[0, {n_classes}) or equal ignore_index ({ignore_index})"
+            )
+    return y.astype(np.int64)

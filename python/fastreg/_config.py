@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import sys
 
 from . import _core
+from ._checks import check_int
 
 # Lowest first; each level includes the ones before it.
 SIMD_LEVELS = ("scalar", "avx2", "avx512")
@@ -38,21 +38,20 @@ def get_num_threads() -> int:
     return _core.num_threads()
 
 
+def max_num_threads() -> int:
+    """The most threads ``set_num_threads`` accepts: 4 per CPU this process may run on,
+    and at least 8. The kernels' worker threads live as long as the process, so a count
+    far past the CPUs would only leave idle threads behind that slow every call."""
+    return max(8, 4 * _core.default_num_threads())
+
+
 def set_num_threads(n: int) -> None:
-    """Set the number of threads fastreg's kernels may use (``n >= 1``).
+    """Set the number of threads fastreg's kernels may use (``1 <= n <= max_num_threads()``).
 
     The default is the number of CPUs this process may run on. It does not
-    change torch's or the BLAS's own thread counts.
+    change torch's or the BLAS's own thread counts. A larger ``n`` raises ValueError.
     """
-    if isinstance(n, bool):
-        raise TypeError(f"n must be an int, got {n!r}")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"n must be an int, got {type(n).__name__}") from None
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(check_int(n, "n", 1, max_num_threads()))
 
 
 def simd_level() -> str:

@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._checks import check_int, labels_as_int64
 from ._interop import is_tensor, torch_module
 from .linear import _ensure_blas
 
@@ -49,8 +50,7 @@ def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_
     b = None if bias is None else _array(bias, "bias")[0]
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    ignore_index = check_int(ignore_index, "ignore_index")
     label_smoothing = _number(label_smoothing, "label_smoothing")
     lse_square_scale = _number(lse_square_scale, "lse_square_scale")
     if softcap is not None:
@@ -59,8 +59,8 @@ def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_
         raise TypeError(f"input must have dtype float32 or float64, got {x.dtype}")
     if x.ndim != 2:
         raise ValueError(f"input must have shape (N, D), got {x.shape}")
-    if y.dtype.kind in "iu" and y.dtype != np.int64:
-        y = y.astype(np.int64)
+    if y.dtype.kind in "iu":
+        y = labels_as_int64(y, w.shape[0] if w.ndim == 2 else 0, ignore_index)
     elif y.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
     n, d = x.shape

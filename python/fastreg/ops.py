@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from ._checks import check_int, labels_as_int64
 from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
@@ -290,8 +291,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     x, as_tensor = _view(logits, "logits")
     y, _ = _view(target, "target")
     _check_reduction(reduction)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    ignore_index = check_int(ignore_index, "ignore_index")
     label_smoothing = _number(label_smoothing, "label_smoothing")
     unbatched = x.ndim == 1
     if unbatched:  # torch's unbatched form: logits [C], target [] or probabilities [C]
@@ -300,8 +300,8 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     elif x.ndim != 2:
         raise ValueError(f"logits must have shape (N, C) or (C,), got {x.shape}")
     x = _contig(x)
-    if y.dtype.kind in "iu" and y.dtype != np.int64:
-        y = y.astype(np.int64)
+    if y.dtype.kind in "iu":
+        y = labels_as_int64(y, x.shape[1], ignore_index)
     elif y.dtype.kind == "f":
         if y.shape != x.shape:
             raise TypeError(
@@ -339,8 +339,7 @@ def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction,
     """ops.cross_entropy's arguments, checked as on the NumPy path, through fastreg.torch."""
     torch = torch_module()
     _check_reduction(reduction)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    ignore_index = check_int(ignore_index, "ignore_index")
     label_smoothing = _number(label_smoothing, "label_smoothing")
     target = torch.as_tensor(target)
     if not target.is_floating_point() and target.dtype != torch.int64:
