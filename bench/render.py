@@ -33,16 +33,14 @@ REFERENCES = (
     "torch-DataLoader",
     "d2l-naive",
     "d2l-data_iter",
-    "sklearn-lbfgs",
-    "sklearn-saga",
-    "sklearn-sgd",
+    "sklearn",
 )
 
 
 def _impl(bench: dict) -> str:
-    """The case's implementation: its ``impl`` parameter (every bench file names it so)."""
+    """The case's implementation: its ``impl`` (or ``who``) parameter, as the bench files name it."""
     params = bench.get("params") or {}
-    return str(params.get("impl", bench.get("param") or bench["name"]))
+    return str(params.get("impl", params.get("who", bench.get("param") or bench["name"])))
 
 
 def _fmt_time(seconds: float) -> str:
