@@ -11,6 +11,9 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 status=0
 stage() { echo "== $1 ($((SECONDS))s)"; }
+# The whole run must end inside 8 minutes (the device call's budget, with time left to
+# rerun once): each stage gets its own limit, cut to what remains of 460 s.
+limit() { local left=$((460 - SECONDS)); [ "$left" -lt "$1" ] && echo $((left > 5 ? left : 5)) || echo "$1"; }
 
 stage "device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
@@ -26,20 +29,20 @@ fi
 stage "build"
 # sm_90 only here: the H200 needs no sm_80 code, and one architecture halves nvcc's time.
 if ! FASTREG_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=16 \
-     timeout 240 $PY -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1; then
+     timeout "$(limit 180)" $PY -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
 fi
 grep -iE "warning|ptxas" "$OUT/build.log" | head -20
 $PY -c "import fastreg.cuda as c; print('fastreg.cuda available:', c.is_available(), c.unavailable_reason() or '')"
 
 stage "tests"
-timeout 150 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_cuda_math.py \
+timeout "$(limit 100)" $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_cuda_math.py \
   tests/test_cuda_kernels.py tests/test_cuda_routing.py tests/test_cuda_bench_table.py 2>&1 | tee "$OUT/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 stage "memcheck"
 if command -v compute-sanitizer >/dev/null; then
-  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+  timeout "$(limit 60)" compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
     $PY -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
     -k "every_gradient or out_of_range or no_rows or sgd_many or inplace" >"$OUT/memcheck.log" 2>&1
   rc=$?; tail -8 "$OUT/memcheck.log"; echo "memcheck exit: $rc (9 = errors found, 124 = time limit)"
@@ -49,7 +52,7 @@ else
 fi
 
 stage "benchmark"
-timeout 230 $PY bench/gpu/cuda_bench.py "$OUT/bench_cuda.json" >"$OUT/bench.log" 2>&1
+timeout "$(limit 150)" $PY bench/gpu/cuda_bench.py "$OUT/bench_cuda.json" >"$OUT/bench.log" 2>&1
 rc=$?
 [ "$rc" -eq 0 ] || { tail -30 "$OUT/bench.log"; status=1; }
 stage "done"
