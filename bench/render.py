@@ -63,10 +63,16 @@ def rows(groups: dict[str, dict[str, dict]]) -> list[dict]:
     out = []
     for group in sorted(groups):
         cases = groups[group]
-        if "fastreg" not in cases:
+        # fastreg's case: "fastreg"; else "fastreg-torch" (torch tensors in, as the torch
+        # reference takes them); else a group's only "fastreg-<variant>" (the drop-ins).
+        variants = [k for k in cases if k.startswith("fastreg-")]
+        ours = "fastreg" if "fastreg" in cases else "fastreg-torch" if "fastreg-torch" in cases else (
+            variants[0] if len(variants) == 1 else None)
+        if ours is None:
             continue
-        f = cases["fastreg"]
+        f = cases[ours]
         refs = [(ref, cases[ref]) for ref in REFERENCES if ref in cases]
+        refs += [(k, s) for k, s in cases.items() if k.startswith("torch-") and k not in REFERENCES]
         if not refs:
             continue
         out.append({"group": group, "fastreg": f, "refs": refs[:2]})
