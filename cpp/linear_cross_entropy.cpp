@@ -264,19 +264,6 @@ void grad_row(bool avx2, T* z, int64_t c, T lse, T rk, T reps, T cap) {
                           ") or equal ignore_index (" + std::to_string(ignore) + ")");
 }
 
-// sum_i v[i] in a fixed order (four interleaved partial sums, then the tail).
-double ordered_sum(const double* v, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += v[i];
-    s1 += v[i + 1];
-    s2 += v[i + 2];
-    s3 += v[i + 3];
-  }
-  for (; i < n; ++i) s0 += v[i];
-  return (s0 + s1) + (s2 + s3);
-}
 
 }  // namespace
 

@@ -135,4 +135,20 @@ void parallel_for(int64_t n, int64_t grain, F&& fn) {
     if (err) std::rethrow_exception(err);
 }
 
+// sum_i v[i] with four interleaved partial sums (a short dependency chain), then the
+// tail: one association whatever the thread count, so reductions over per-chunk
+// partials give identical results for any number of threads.
+inline double ordered_sum(const double* v, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += v[i];
+    s1 += v[i + 1];
+    s2 += v[i + 2];
+    s3 += v[i + 3];
+  }
+  for (; i < n; ++i) s0 += v[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
 }  // namespace fastreg

@@ -1,4 +1,5 @@
 #include "softmax_xent.hpp"
+#include "runtime.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -435,20 +436,6 @@ double kept_weight(const int64_t* y, int64_t n, int64_t ignore, const T* w) {
   return sum;
 }
 
-// sum_i v[i] with four interleaved partial sums (a short dependency chain), then
-// the tail: the same association for every thread count.
-double ordered_sum(const double* v, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += v[i];
-    s1 += v[i + 1];
-    s2 += v[i + 2];
-    s3 += v[i + 3];
-  }
-  for (; i < n; ++i) s0 += v[i];
-  return (s0 + s1) + (s2 + s3);
-}
 
 }  // namespace
 
