@@ -7,6 +7,7 @@ signatures). Integers are checked here first, so the error names the argument.
 
 from __future__ import annotations
 
+import numbers
 import operator
 
 INT64_MAX = 2**63 - 1
@@ -30,6 +31,13 @@ def check_int(value, name: str, minimum: int = INT64_MIN, maximum: int = INT64_M
         bound = f"< 2**{maximum.bit_length()}" if powers_of_two else f"<= {maximum}"
         raise ValueError(f"{name} must be {bound}, got {v}")
     return v
+
+
+def check_real(value, name: str) -> float:
+    """``value`` as a float: any real number but bool (NaN and inf pass; callers bound them)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
 
 
 def labels_as_int64(y, n_classes: int, ignore_index: int):

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from . import cuda as _cuda_api
+from ._checks import check_int
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 _CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -174,8 +175,7 @@ def _check_options(reduction, label_smoothing, lse_square_scale, ignore_index):
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
     if not (math.isfinite(float(lse_square_scale)) and float(lse_square_scale) >= 0.0):
         raise ValueError(f"lse_square_scale must be a finite number >= 0, got {lse_square_scale}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    check_int(ignore_index, "ignore_index")
 
 
 def _launch(mod, code, x_ptr, n, c, tgt_ptr, prob_ptr, w_ptr, ignore_index, eps, z, red, loss_ptr, rows_ptr,

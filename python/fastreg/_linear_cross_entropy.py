@@ -8,12 +8,10 @@ tiles of the vocabulary by BLAS GEMMs into cache-sized buffers. See docs/ops.md.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _core
-from ._checks import check_int, labels_as_int64
+from ._checks import check_int, check_real, labels_as_int64
 from ._interop import is_tensor, torch_module
 from .linear import _ensure_blas
 
@@ -35,12 +33,6 @@ def _array(x, name: str) -> tuple[np.ndarray, bool]:
     return (a if a.flags.c_contiguous else np.ascontiguousarray(a)), tensor
 
 
-def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
 def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_square_scale, softcap,
          want_grad, return_lse, return_argmax, grad_scale=1.0):
     _ensure_blas()
@@ -51,10 +43,10 @@ def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     ignore_index = check_int(ignore_index, "ignore_index")
-    label_smoothing = _number(label_smoothing, "label_smoothing")
-    lse_square_scale = _number(lse_square_scale, "lse_square_scale")
+    label_smoothing = check_real(label_smoothing, "label_smoothing")
+    lse_square_scale = check_real(lse_square_scale, "lse_square_scale")
     if softcap is not None:
-        softcap = _number(softcap, "softcap")
+        softcap = check_real(softcap, "softcap")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"input must have dtype float32 or float64, got {x.dtype}")
     if x.ndim != 2:

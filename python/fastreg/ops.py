@@ -10,12 +10,11 @@ input's type (a tensor in, a tensor out) and dtype. Semantics follow
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import _core
-from ._checks import check_int, labels_as_int64
+from ._checks import check_int, check_real, labels_as_int64
 from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
@@ -105,12 +104,6 @@ def _scalar(value: float, dtype, as_tensor: bool):
 def _check_reduction(reduction) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
 
 
 def _rows(x, axis, name: str):
@@ -223,7 +216,7 @@ def logsumexp(x, axis: int | None = _UNSET, keepdims: bool = _UNSET, *, temperat
     empty axis) gives -inf, any +inf gives +inf, any NaN gives NaN. A tensor that requires
     grad gets ``temperature * torch.logsumexp(x / temperature)`` (torch's gradient).
     """
-    temperature = _number(temperature, "temperature")
+    temperature = check_real(temperature, "temperature")
     axis = _axis(axis, dim, "logsumexp")
     if keepdim is not _UNSET:
         if keepdims is not _UNSET:
@@ -292,7 +285,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     y, _ = _view(target, "target")
     _check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
-    label_smoothing = _number(label_smoothing, "label_smoothing")
+    label_smoothing = check_real(label_smoothing, "label_smoothing")
     unbatched = x.ndim == 1
     if unbatched:  # torch's unbatched form: logits [C], target [] or probabilities [C]
         x = x.reshape(1, -1)
@@ -340,7 +333,7 @@ def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction,
     torch = torch_module()
     _check_reduction(reduction)
     ignore_index = check_int(ignore_index, "ignore_index")
-    label_smoothing = _number(label_smoothing, "label_smoothing")
+    label_smoothing = check_real(label_smoothing, "label_smoothing")
     target = torch.as_tensor(target)
     if not target.is_floating_point() and target.dtype != torch.int64:
         target = target.long()  # ops takes any integer label dtype; torch wants int64
@@ -507,19 +500,19 @@ def l1_loss_with_grad(input, target, *, reduction: str = "mean", out=None):
 
 
 def huber_loss(input, target, *, reduction: str = "mean", delta: float = 1.0):
-    return _regression("huber", input, target, _number(delta, "delta"), reduction, False, None)
+    return _regression("huber", input, target, check_real(delta, "delta"), reduction, False, None)
 
 
 def huber_loss_with_grad(input, target, *, reduction: str = "mean", delta: float = 1.0, out=None):
-    return _regression("huber", input, target, _number(delta, "delta"), reduction, True, out)
+    return _regression("huber", input, target, check_real(delta, "delta"), reduction, True, out)
 
 
 def smooth_l1_loss(input, target, *, reduction: str = "mean", beta: float = 1.0):
-    return _regression("smooth_l1", input, target, _number(beta, "beta"), reduction, False, None)
+    return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, False, None)
 
 
 def smooth_l1_loss_with_grad(input, target, *, reduction: str = "mean", beta: float = 1.0, out=None):
-    return _regression("smooth_l1", input, target, _number(beta, "beta"), reduction, True, out)
+    return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, True, out)
 
 
 squared_loss.__doc__ = "d2l's squared loss ``(y_hat - y) ** 2 / 2`` (element-wise, then reduced)." + _REG_DOC
