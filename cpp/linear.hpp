@@ -23,4 +23,26 @@ void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in,
 template <class T>
 void column_sums(const T* a, int64_t n, int64_t c, T* out, bool accumulate);
 
+// ---- few outputs (out <= kFewOutputs): fastreg's own SIMD code ----------------
+// The training epoch's two products for a block of rows when the model has few
+// outputs (softmax regression over 10 classes, linear regression): each is a
+// batch of short dot products (forward) or of scaled row sums (weight gradient),
+// not a GEMM the BLAS blocks well, and the BLAS's speed on these shapes depends on
+// which kernel it picked (OpenBLAS's small-matrix kernels exist for SkylakeX only:
+// with OPENBLAS_CORETYPE=Haswell the same product takes several times longer).
+constexpr int64_t kFewOutputs = 32;
+
+// True when the few-outputs kernels below run for T at the active SIMD level
+// (AVX2 or AVX-512, out <= kFewOutputs); otherwise use linear_forward/gemm.
+template <class T>
+bool few_outputs_supported(int64_t out);
+
+// y[n, out] = x[n, in] @ w[out, in]^T + b[out] (b may be null). Single-threaded.
+template <class T>
+void few_outputs_forward(const T* x, const T* w, const T* b, int64_t n, int64_t in, int64_t out, T* y);
+
+// gw[out, in] = gy[n, out]^T @ x[n, in], or += when accumulate. Single-threaded.
+template <class T>
+void few_outputs_weight_grad(const T* x, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, bool accumulate);
+
 }  // namespace fastreg

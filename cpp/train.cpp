@@ -6,6 +6,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -501,6 +502,22 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
   const int nt = epoch_team_size(bmax, a.d, a.c);
   const ChunkPlan plan = plan_chunks(bmax, a.d, a.c);
   const int64_t n_batches = n_chunks(a.n_order, a.batch_size), wsize = a.c * a.d;
+  // Few outputs: fastreg's own SIMD products, whose speed does not depend on the
+  // kernel the BLAS picked (linear.hpp); more: the BLAS.
+  const bool few = few_outputs_supported<T>(a.c);
+  // The few-outputs forward reads W with full-width vector loads, one per two rows:
+  // from a copy on whole cache lines when W (the caller's array, usually 16-byte
+  // aligned) is not, since a load straddling two lines costs two. Refreshed after
+  // every update of W.
+  Buffer w_copy;
+  if (few && wsize > 0 && reinterpret_cast<uintptr_t>(a.w) % 64 != 0) {
+    w_copy = allocate_buffer(wsize * static_cast<int64_t>(sizeof(T)));
+    std::memcpy(w_copy.get(), a.w, static_cast<size_t>(wsize) * sizeof(T));
+  }
+  T* const wf = w_copy ? static_cast<T*>(w_copy.get()) : a.w;  // W as the forward reads it
+  auto refresh_w = [&](Span el) {
+    if (w_copy) std::memcpy(wf + el.begin, a.w + el.begin, static_cast<size_t>(el.size()) * sizeof(T));
+  };
   // One gathered block per member, on whole cache lines: BLAS reads it with 64-byte
   // loads, each of which would straddle two lines in a 16-byte-aligned vector.
   std::vector<Buffer> xb;
@@ -543,9 +560,11 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
       if (!(gathered && r0 == rows.begin) && !gather_block(k, r0, m, x))
         return;  // the step after this phase stops the epoch before any update
       T* zr = z.data() + r0 * a.c;
-      linear_forward<T>(x, a.w, a.b, m, a.d, a.c, zr);
+      if (few) few_outputs_forward<T>(x, wf, a.b, m, a.d, a.c, zr);
+      else linear_forward<T>(x, a.w, a.b, m, a.d, a.c, zr);
       slot.loss += row_loss(zr, idx + r0, r0, m, bs, &slot.correct);
-      gemm<T>(true, false, a.c, a.d, m, T(1), zr, a.c, x, a.d, r0 == rows.begin ? T(0) : T(1), part, a.d);
+      if (few) few_outputs_weight_grad<T>(x, zr, m, a.d, a.c, part, r0 != rows.begin);
+      else gemm<T>(true, false, a.c, a.d, m, T(1), zr, a.c, x, a.d, r0 == rows.begin ? T(0) : T(1), part, a.d);
     }
     slot.done.store(k, std::memory_order_release);  // its partial is complete: the fold may read it
   };
@@ -561,6 +580,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
       for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
     }
     sgd_update<T>(a.w + el.begin, g, a.w_buf ? a.w_buf + el.begin : nullptr, el.size(), a.opt, first);
+    refresh_w(el);
   };
   // Small W (one phase per batch): the partials are summed into the first one in
   // chunk order as they complete, partly by a member that has no chunk left to claim
@@ -623,6 +643,7 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
     if (per_batch == 2) return true;
     fold_partials(k, true);
     sgd_update<T>(a.w, parts, a.w_buf, wsize, a.opt, first);
+    refresh_w(Span{0, wsize});
     first = false;
     return k + 1 < n_batches;
   };
@@ -686,6 +707,21 @@ EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss k
 namespace {
 
 
+// The products as the epoch computes them (the few-outputs kernels where it uses
+// them), so that a data-parallel step on one rank equals the epoch bit for bit.
+template <class T>
+void linear_forward_as_epoch(const T* x, const T* w, const T* b, int64_t n, int64_t d, int64_t c, T* y) {
+  if (few_outputs_supported<T>(c)) few_outputs_forward<T>(x, w, b, n, d, c, y);
+  else linear_forward<T>(x, w, b, n, d, c, y);
+}
+// grad[0, c*d) = gy^T x, grad[c*d, c*d + c) = column sums of gy.
+template <class T>
+void linear_backward_as_epoch(const T* x, const T* gy, int64_t n, int64_t d, int64_t c, T* grad) {
+  if (!few_outputs_supported<T>(c)) return linear_backward<T>(x, nullptr, gy, n, d, c, grad, grad + c * d, nullptr, false);
+  few_outputs_weight_grad<T>(x, gy, n, d, c, grad, false);
+  column_sums(gy, n, c, grad + c * d, false);
+}
+
 template <class T>
 void ensure_scratch(BatchScratch<T>& s, int64_t rows, int64_t d, int64_t c) {
   // Grown to the largest batch seen; later batches reuse it (no allocation per step).
@@ -708,14 +744,14 @@ BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad,
   T* xb = s.xb.data();
   T* logits = s.out.data();
   gather_rows_of(a, idx, Span{0, bs}, xb);
-  linear_forward<T>(xb, a.w, a.b, bs, a.d, a.c, logits);
+  linear_forward_as_epoch<T>(xb, a.w, a.b, bs, a.d, a.c, logits);
   const double loss = softmax_rows(logits, y, idx, bs, a.c, bs, s.yb.data(), &r.correct);
   if (!std::isfinite(loss)) {
     r.finite = false;
     return r;
   }
   r.loss_sum = loss;
-  linear_backward<T>(xb, a.w, logits, bs, a.d, a.c, grad, grad + a.c * a.d, nullptr, false);
+  linear_backward_as_epoch<T>(xb, logits, bs, a.d, a.c, grad);
   return r;
 }
 
@@ -729,14 +765,14 @@ BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionL
   T* xb = s.xb.data();
   T* pred = s.out.data();
   gather_rows_of(a, idx, Span{0, bs}, xb);
-  linear_forward<T>(xb, a.w, a.b, bs, a.d, 1, pred);
+  linear_forward_as_epoch<T>(xb, a.w, a.b, bs, a.d, 1, pred);
   const double loss = regression_rows(pred, y, idx, bs, bs, kind);
   if (!std::isfinite(loss)) {
     r.finite = false;
     return r;
   }
   r.loss_sum = loss;
-  linear_backward<T>(xb, a.w, pred, bs, a.d, 1, grad, grad + a.d, nullptr, false);
+  linear_backward_as_epoch<T>(xb, pred, bs, a.d, 1, grad);
   return r;
 }
 

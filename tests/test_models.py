@@ -733,6 +733,7 @@ def test_fit_label_encoding_matches_np_unique(rng, labels):
 def test_team_epoch_error_in_a_member_is_raised_not_hung():
     # In a fresh interpreter that never loaded SciPy's BLAS, every member's first GEMM
     # throws: the team must stop, join, and raise, leaving the weights untouched.
+    # 40 classes: more than kFewOutputs (32), so the epoch's products go to the BLAS.
     import subprocess
     import sys
     import textwrap
@@ -743,10 +744,10 @@ def test_team_epoch_error_in_a_member_is_raised_not_hung():
         import fastreg._core as c
         assert not c.blas_ready()
         c.set_num_threads(2)
-        assert c.epoch_team_size(256, 300, 7) == 2
+        assert c.epoch_team_size(256, 300, 40) == 2
         X = np.random.rand(1000, 300).astype(np.float32)
-        y = np.random.randint(0, 7, 1000)
-        w, b = np.zeros((7, 300), np.float32), np.zeros(7, np.float32)
+        y = np.random.randint(0, 40, 1000)
+        w, b = np.zeros((40, 300), np.float32), np.zeros(40, np.float32)
         try:
             c.softmax_epoch(X, y, np.arange(1000), w, b, None, None, lr=0.1, momentum=0.0,
                             weight_decay=0.0, batch_size=256)
