@@ -17,6 +17,7 @@
 
 #include "blas.hpp"
 #include "linear.hpp"
+#include "linear_cross_entropy.hpp"
 #include "loader.hpp"
 #include "runtime.hpp"
 #include "simd.hpp"
@@ -681,8 +682,70 @@ EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
 
 }  // namespace
 
+namespace {
+
+// Many classes: each batch through the fused linear + cross-entropy kernel, which
+// never holds the batch's [rows, c] logits and threads its own tiles, then the SGD
+// update. The team path above would keep [batch, c] logits and one [c, d] weight
+// gradient per row chunk (four or more: a 32000 x 512 model in float32 needs
+// 65 MB each); this one keeps a single weight gradient.
+template <class T>
+EpochResult softmax_epoch_many_classes(const EpochArgs<T>& a, const int64_t* y) {
+  EpochResult r;
+  const int64_t bmax = std::min(a.batch_size, a.n_order);
+  if (bmax <= 0) return r;
+  const int64_t wsize = a.c * a.d;
+  const Buffer xb_buf = allocate_buffer(std::max<int64_t>(1, bmax * a.d) * static_cast<int64_t>(sizeof(T)));
+  const Buffer gw_buf = allocate_buffer(std::max<int64_t>(1, wsize) * static_cast<int64_t>(sizeof(T)));
+  T* const xb = static_cast<T*>(xb_buf.get());
+  T* const gw = static_cast<T*>(gw_buf.get());
+  std::vector<T> gb(static_cast<size_t>(a.c));
+  std::vector<int64_t> yb(static_cast<size_t>(bmax)), argmax(static_cast<size_t>(bmax));
+  SgdOptions no_decay = a.opt;  // weight decay applies to w only
+  no_decay.weight_decay = 0.0;
+  bool first = a.first_step;
+  for (int64_t start = 0; start < a.n_order; start += a.batch_size) {
+    const int64_t bs = std::min(a.batch_size, a.n_order - start);
+    const int64_t* idx = a.order + start;
+    r.nonfinite_row = gather_rows_of(a, idx, Span{0, bs}, xb);
+    if (r.nonfinite_row >= 0) return r;  // before any update uses the row
+    for (int64_t i = 0; i < bs; ++i) yb[static_cast<size_t>(i)] = y[idx[i]];
+    LinearXentArgs<T> la;
+    la.h = xb;
+    la.weight = a.w;
+    la.bias = a.b;
+    la.target = yb.data();
+    la.n = bs;
+    la.d = a.d;
+    la.v = a.c;
+    la.ignore_index = -1;  // labels are in [0, c) (checked by the caller): none is ignored
+    la.reduction = Reduction::sum;
+    la.grad_scale = 1.0 / static_cast<double>(bs);  // the gradients of the batch mean
+    la.argmax = argmax.data();
+    la.grad_weight = gw;
+    la.grad_bias = a.b ? gb.data() : nullptr;
+    const double loss = linear_cross_entropy<T>(la);
+    if (!std::isfinite(loss)) {
+      r.finite = false;
+      return r;
+    }
+    for (int64_t i = 0; i < bs; ++i) r.correct += argmax[static_cast<size_t>(i)] == yb[static_cast<size_t>(i)];
+    sgd_update<T>(a.w, gw, a.w_buf, wsize, a.opt, first);
+    if (a.b) sgd_update<T>(a.b, gb.data(), a.b_buf, a.c, no_decay, first);
+    first = false;
+    r.loss_sum += loss;
+    r.rows += bs;
+  }
+  return r;
+}
+
+}  // namespace
+
+bool epoch_many_classes(int64_t c, bool weighted) { return c >= kManyClasses && !weighted; }
+
 template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y) {
+  if (epoch_many_classes(a.c, a.sample_weight != nullptr)) return softmax_epoch_many_classes(a, y);
   const auto bmax = static_cast<size_t>(std::min(a.batch_size, a.n_order));
   std::vector<int64_t> yb(bmax);
   std::vector<T> rl(a.sample_weight ? bmax : 0);  // weighted: the row losses

@@ -58,6 +58,14 @@ struct EpochResult {
 template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
 
+// From this many classes on, softmax_epoch runs each batch through the fused
+// linear + cross-entropy kernel (linear_cross_entropy.hpp), which never holds a
+// batch's logits, and keeps one weight gradient instead of one per row chunk.
+// Below it the team path is faster (the crossover, measured: docs/models.md).
+// Rows with sample weights keep the general path.
+constexpr int64_t kManyClasses = 512;
+bool epoch_many_classes(int64_t c, bool weighted);
+
 // Linear regression (c == 1): targets y[n_rows]; per-row loss
 // squared 0.5 r^2, huber (delta 1) 0.5 r^2 if |r| <= 1 else |r| - 0.5, l1 |r|,
 // with r = prediction - target; mean over the batch.

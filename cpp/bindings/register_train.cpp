@@ -436,6 +436,10 @@ void register_train(py::module_& m) {
       py::arg("batch"), py::arg("d"), py::arg("c"),
       "Threads an epoch uses for batches of `batch` rows, d features, c outputs (1: the single-thread loop).");
 
+  m.def("epoch_many_classes", &epoch_many_classes, py::arg("c"), py::arg("weighted"),
+        "Whether a softmax epoch with c classes (and sample weights or not) runs each batch through the "
+        "fused linear + cross-entropy kernel.");
+
   m.def(
       "epoch_chunk_rows",
       [](int64_t rows, int64_t batch, int64_t d, int64_t c) {

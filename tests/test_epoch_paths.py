@@ -1,9 +1,12 @@
-"""The training epoch's few-outputs path (cpp/linear.cpp, few_outputs.inl): for c <= 32 outputs at
-the AVX2 and AVX-512 levels, the epoch's two products run on fastreg's own SIMD kernels instead of
-the BLAS. Every level is compared with a float64 NumPy reference of torch's SGD loop, over output
-counts around the kernels' register blocks (6 for AVX2, 12 for AVX-512) and the 32-output limit,
-feature counts around the vector widths (masked tails), batch tails and a weight array that is not
-on a cache-line boundary (the epoch then reads a 64-byte-aligned copy)."""
+"""The training epoch's paths by number of outputs c, each against a float64 NumPy reference of
+torch's SGD loop.
+- few outputs (c <= 32, cpp/linear.cpp + few_outputs.inl): at the AVX2 and AVX-512 levels the
+  epoch's two products run on fastreg's own SIMD kernels instead of the BLAS. Every level is
+  compared, over output counts around the kernels' register blocks (6 for AVX2, 12 for AVX-512)
+  and the 32-output limit, feature counts around the vector widths (masked tails), batch tails and
+  a weight array that is not on a cache-line boundary (the epoch then reads an aligned copy).
+- many classes (c >= 512, cpp/train.cpp): each batch through the fused linear + cross-entropy
+  kernel, with one weight gradient and no [batch, c] logits."""
 
 import numpy as np
 import pytest
@@ -144,3 +147,53 @@ def test_levels_agree_and_threads_do_not_change_results():
         np.testing.assert_array_equal(out[level, 1][0], out[level, 2][0])
         np.testing.assert_array_equal(out[level, 1][1], out[level, 2][1])
         np.testing.assert_allclose(out[level, 1][0], out["scalar", 1][0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c,d,batch", [(1024, 8, 64), (1500, 33, 100), (2100, 3, 1)])
+@pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 1e-3)])
+def test_many_classes_epoch_matches_reference(dtype, c, d, batch, momentum, wd):
+    assert _core.epoch_many_classes(c, False)
+    _run("avx512" if "avx512" in LEVELS else LEVELS[-1], c, d, dtype, batch=batch, n=200, momentum=momentum,
+         wd=wd, lr=0.5)
+
+
+def test_many_classes_loss_accuracy_and_nonfinite_rows():
+    rng = np.random.default_rng(5)
+    n, c, d = 300, 1200, 16
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    order = rng.permutation(n)
+    w = (0.5 * rng.standard_normal((c, d))).astype(np.float32)
+    b = np.zeros(c, np.float32)
+    z = X[order[:128]].astype(np.float64) @ w.T.astype(np.float64)
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    want_loss = float(np.sum(lse - z[np.arange(128), y[order[:128]]]))
+    want_correct = int(np.sum(z.argmax(1) == y[order[:128]]))
+    loss, correct, rows, finite, bad = _core.softmax_epoch(X, y, order[:128], w.copy(), b.copy(), None, None, lr=0.1,
+                                                           momentum=0.0, weight_decay=0.0, batch_size=128)
+    assert (rows, finite, bad) == (128, True, -1)
+    assert correct == want_correct
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    # A NaN in a row of the second batch: the first batch trains, the epoch stops before the second.
+    X[order[200]] = np.nan
+    w1 = w.copy()
+    res = _core.softmax_epoch(X, y, order, w1, b.copy(), None, None, lr=0.1, momentum=0.0, weight_decay=0.0,
+                              batch_size=128, check_finite=True)
+    assert res[4] == order[200] and res[2] == 128
+    assert np.isfinite(w1).all() and not np.array_equal(w1, w)
+
+
+def test_many_classes_estimator_matches_the_general_path():
+    # The same model trained with sample weights of 1 (the general team path) and without (the
+    # many-classes path): equal to float32 rounding.
+    rng = np.random.default_rng(6)
+    n, c, d = 2000, 1100, 12
+    centers = rng.standard_normal((c, d))
+    y = rng.integers(0, c, n)
+    X = (centers[y] + 0.1 * rng.standard_normal((n, d))).astype(np.float32)
+    kw = dict(epochs=2, lr=0.5, batch_size=100, random_state=0)
+    a = fastreg.SoftmaxRegression(**kw).fit(X, y)
+    b = fastreg.SoftmaxRegression(**kw).fit(X, y, sample_weight=np.ones(n))
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.history_["train_loss"], b.history_["train_loss"], rtol=1e-5)
