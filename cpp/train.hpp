@@ -59,8 +59,8 @@ template <class T>
 EpochResult softmax_epoch(const EpochArgs<T>& a, const int64_t* y);
 
 // From this many classes on, softmax_epoch runs each batch through the fused
-// linear + cross-entropy kernel (linear_cross_entropy.hpp), which never holds a
-// batch's logits, and keeps one weight gradient instead of one per row chunk.
+// linear + cross-entropy kernel (linear_cross_entropy.hpp), keeping one weight
+// gradient instead of one per row chunk.
 // Below it the team path is faster (the crossover, measured: docs/models.md).
 // Rows with sample weights keep the general path.
 constexpr int64_t kManyClasses = 512;

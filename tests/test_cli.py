@@ -272,3 +272,29 @@ def test_save_then_predict(tmp_path, capsys, rng):
     assert rc == 2 and "X has 5 features" in err
     rc, _, err = run(["predict", "--model", str(tmp_path / "xy.npz"), "--data", "digits"], capsys)
     assert rc == 2 and "not a saved fastreg model" in err
+
+
+@has_estimators
+def test_train_next_word_many_classes(capsys):
+    # Every word of the vocabulary is a class (also those the sample never shows), so the
+    # model has --vocab-size outputs and trains on the many-classes epoch.
+    import fastreg._core as core
+
+    assert core.epoch_many_classes(2000, False)
+    rc, out, err = run(["train", "--dataset", "next-word", "--vocab-size", "2000", "--dim", "32", "--epochs", "2",
+                        "--plot", "none", "-q"], capsys)
+    assert rc == 0, err
+    assert "2000 words (Zipf), 32-dim contexts" in out and "15000 train / 5000 test" in out
+    test_acc = float(out.split("test accuracy ")[1].split(",")[0])
+    assert test_acc > 0.5  # frequent words are learnt in two epochs; chance is ~0.1 (Zipf's top word)
+    mem = [ln for ln in out.splitlines() if ln.strip().startswith("memory:")][0]
+    assert "a batch's float32 logits are 2 MB" in mem  # 256 x 2000 x 4 B
+    speed = [ln for ln in out.splitlines() if ln.strip().startswith("speed:")][0]
+    assert "ms/epoch" in speed and "GFLOP/s" in speed
+
+
+def test_train_next_word_options_need_the_dataset(capsys):
+    rc, _, err = run(["train", "--vocab-size", "100", "--plot", "none"], capsys)
+    assert rc == 2 and "--vocab-size applies to --dataset next-word only" in err
+    rc, _, err = run(["train", "--dataset", "next-word", "--dim", "0", "--plot", "none"], capsys)
+    assert rc == 2 and "--dim" in err

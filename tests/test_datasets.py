@@ -494,3 +494,52 @@ def test_synthetic_data_seed_and_torch_input(rng):
 def test_synthetic_data_errors(args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         synthetic_data(*args, **kwargs)
+
+
+# -------------------------------------------------------------------- next word
+
+
+def test_next_word_data_statistics():
+    from fastreg.datasets import next_word_data
+
+    V, dim, n = 500, 64, 40_000
+    X, y = next_word_data(V, dim, n, exponent=1.1, noise=0.5, seed=3)
+    assert X.dtype == np.float32 and X.shape == (n, dim) and y.dtype == np.int64 and y.shape == (n,)
+    assert y.min() >= 0 and y.max() < V
+    # Zipf's law: the frequency of rank r falls as r ** -1.1 (the top ranks are well sampled).
+    counts = np.bincount(y, minlength=V).astype(np.float64)
+    p = np.arange(1, V + 1) ** -1.1
+    p /= p.sum()
+    np.testing.assert_allclose(counts[:5] / n, p[:5], rtol=0.05)
+    # Same seed, same data; the contexts of a word scatter around one embedding with
+    # per-entry variance noise**2 / dim, and the embeddings have norm ~1.
+    X2, y2 = next_word_data(V, dim, n, exponent=1.1, noise=0.5, seed=3)
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(y, y2)
+    top = X[y == 0].astype(np.float64)
+    center = top.mean(0)
+    assert abs(np.linalg.norm(center) - 1) < 0.3
+    np.testing.assert_allclose((top - center).var(), 0.25 / dim, rtol=0.05)
+    # The nearest-embedding rule (what softmax regression can learn) beats chance by far.
+    centers = np.stack([X[y == v].mean(0) if (y == v).any() else np.zeros(dim, np.float32) for v in range(V)])
+    pred = np.argmax(X @ centers.T - 0.5 * (centers**2).sum(1), axis=1)
+    assert np.mean(pred == y) > 0.9
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(vocab_size=1), ValueError, "vocab_size"),
+        (dict(dim=0), ValueError, "dim"),
+        (dict(num_examples=0), ValueError, "num_examples"),
+        (dict(vocab_size=2.5), TypeError, "vocab_size"),
+        (dict(exponent=-1.0), ValueError, "exponent must be a finite number >= 0"),
+        (dict(noise=np.inf), ValueError, "noise must be a finite number >= 0"),
+        (dict(noise="1"), TypeError, "noise must be a real number"),
+    ],
+)
+def test_next_word_data_errors(kwargs, exc, match):
+    from fastreg.datasets import next_word_data
+
+    with pytest.raises(exc, match=match):
+        next_word_data(**{"vocab_size": 10, "dim": 4, "num_examples": 5, **kwargs})

@@ -6,7 +6,7 @@ torch's SGD loop.
   and the 32-output limit, feature counts around the vector widths (masked tails), batch tails and
   a weight array that is not on a cache-line boundary (the epoch then reads an aligned copy).
 - many classes (c >= 512, cpp/train.cpp): each batch through the fused linear + cross-entropy
-  kernel, with one weight gradient and no [batch, c] logits."""
+  kernel, with one weight gradient."""
 
 import numpy as np
 import pytest
@@ -197,3 +197,23 @@ def test_many_classes_estimator_matches_the_general_path():
     b = fastreg.SoftmaxRegression(**kw).fit(X, y, sample_weight=np.ones(n))
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(a.history_["train_loss"], b.history_["train_loss"], rtol=1e-5)
+
+
+def test_many_classes_predict_and_eval_without_logits():
+    # predict and the per-epoch evaluation use the fused kernel (argmax, mean loss) for many
+    # classes: equal to the logits' argmax and the float64 log-softmax loss.
+    rng = np.random.default_rng(8)
+    n, c, d = 3000, 800, 24
+    centers = rng.standard_normal((c, d))
+    y = np.arange(n) % c  # every class occurs in training
+    X = (centers[y] + 0.3 * rng.standard_normal((n, d))).astype(np.float32)
+    m = fastreg.SoftmaxRegression(epochs=2, lr=1.0, batch_size=64, random_state=0, verbose=False)
+    m.fit(X[:2400], y[:2400], eval_set=(X[2400:], y[2400:]))
+    assert m._many_classes()
+    z = X[2400:].astype(np.float64) @ m.coef_.T.astype(np.float64) + m.intercept_
+    np.testing.assert_array_equal(m.predict(X[2400:]), m.classes_[np.argmax(m.decision_function(X[2400:]), 1)])
+    assert np.mean(m.predict(X[2400:]) == m.classes_[z.argmax(1)]) > 0.99  # float32 vs float64 near-ties aside
+    lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+    want = float(np.mean(lse - z[np.arange(600), y[2400:]]))
+    assert m.history_["eval_loss"][-1] == pytest.approx(want, rel=1e-4)
+    assert m.history_["eval_acc"][-1] == pytest.approx(m.score(X[2400:], y[2400:]))

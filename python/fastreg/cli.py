@@ -144,7 +144,12 @@ DATASETS = {
     "fashion-mnist": ("classification", dict(epochs=10, lr=0.1, batch_size=256)),  # d2l's
     "synthetic": ("regression", dict(epochs=3, lr=0.03, batch_size=10)),  # d2l's
     "diabetes": ("regression", dict(epochs=20, lr=0.05, batch_size=16)),
+    # datasets.next_word_data: --vocab-size classes; the many-classes epoch (fused linear +
+    # cross-entropy) trains it without ever holding a batch's logits
+    "next-word": ("classification", dict(epochs=3, lr=8.0, batch_size=256)),
 }
+NEXT_WORD_EXAMPLES = 20000
+NEXT_WORD_DEFAULTS = dict(vocab_size=32000, dim=128)
 MODEL_TASK = {"softmax": "classification", "linear": "regression"}
 DEFAULT_DATASET = {"softmax": "digits", "linear": "synthetic"}
 DEFAULT_DATA_DIR = os.path.join("data", "fashion-mnist")
@@ -158,7 +163,8 @@ def _split(X: np.ndarray, y: np.ndarray, test_size: float, seed: int):
     return X[train], y[train], X[test], y[test]
 
 
-def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, seed: int, verify: bool = True):
+def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, seed: int, verify: bool = True,
+                 vocab_size: int = NEXT_WORD_DEFAULTS["vocab_size"], dim: int = NEXT_WORD_DEFAULTS["dim"]):
     """``(X_train, y_train, X_test, y_test, description)`` for a ``fastreg train`` dataset.
 
     Features are float32[N, D]; classification labels int64[N], regression targets float32[N].
@@ -175,6 +181,10 @@ def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, 
         if name == "digits":
             X, y = datasets.load_digits()
             desc = "scikit-learn digits (8x8 handwriting)"
+        elif name == "next-word":
+            X, y = datasets.next_word_data(vocab_size, dim, NEXT_WORD_EXAMPLES, seed=seed)
+            desc = (f"synthetic next word: {vocab_size} words (Zipf), {dim}-dim contexts, "
+                    f"{len(np.unique(y))} distinct words in the sample")
         elif name == "diabetes":
             X, y = datasets.load_diabetes()
             # Standardise the features so one learning rate suits all of them.
@@ -279,6 +289,29 @@ def _r2(pred: np.ndarray, y: np.ndarray) -> float:
     return float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
+def _peak_rss_mb() -> float | None:
+    """The process's peak resident memory in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes
+
+
+def _print_memory_and_speed(args, n: int, d: int, per_epoch: float, rss_before, out) -> None:
+    v, mb = args.vocab_size, 2**20
+    batch_logits = min(args.batch_size, n) * v * 4 / mb
+    peak = _peak_rss_mb()
+    grew = "" if peak is None or rss_before is None else f", {peak - rss_before:.0f} MB more than before training"
+    print(f"  memory: peak resident {peak:.0f} MB{grew} (for scale: a batch's float32 logits are "
+          f"{batch_logits:.0f} MB, the training set's {n * v * 4 / mb:.0f} MB)" if peak is not None
+          else "  memory: this OS does not report peak memory", file=out)
+    flops = 6 * n * d * v  # forward, and the input and weight gradients (3 products of n x d x v)
+    print(f"  speed: {per_epoch * 1e3:.0f} ms/epoch, {n / per_epoch:,.0f} rows/s, "
+          f"{flops / per_epoch / 1e9:.0f} GFLOP/s (6 N D V per epoch)", file=out)
+
+
 def cmd_train(args, out=None) -> int:
     out = sys.stdout if out is None else out
     if args.model is None:  # implied by the dataset (diabetes: linear), else softmax
@@ -291,6 +324,11 @@ def cmd_train(args, out=None) -> int:
         raise UsageError(f"--model {model} does not fit the {task} dataset '{dataset}'; use --model {hint}")
     if args.loss != "squared" and model != "linear":
         raise UsageError("--loss applies to --model linear only")
+    for key, default in NEXT_WORD_DEFAULTS.items():
+        if dataset != "next-word" and getattr(args, key) is not None:
+            raise UsageError(f"--{key.replace('_', '-')} applies to --dataset next-word only")
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -308,7 +346,7 @@ def cmd_train(args, out=None) -> int:
 
     Xtr, ytr, Xte, yte, desc = load_dataset(
         dataset, data_dir=args.data_dir, download=args.download, test_size=args.test_size, seed=args.seed,
-        verify=not args.no_verify,
+        verify=not args.no_verify, vocab_size=args.vocab_size, dim=args.dim,
     )
     print(f"fastreg train: {model} regression on {desc}", file=out)
     print(
@@ -316,8 +354,13 @@ def cmd_train(args, out=None) -> int:
         f"weight_decay={args.weight_decay} seed={args.seed}", file=out,
     )
     est = _estimator(args)
+    rss_before = _peak_rss_mb()
     try:
-        est.fit(Xtr, ytr, eval_set=(Xte, yte))
+        if dataset == "next-word":  # every word is a class, also those the sample never shows
+            for _ in range(args.epochs):
+                est.partial_fit(Xtr, ytr, classes=np.arange(args.vocab_size), eval_set=(Xte, yte))
+        else:
+            est.fit(Xtr, ytr, eval_set=(Xte, yte))
     except ValueError as e:
         raise UsageError(f"training failed: {e}") from None
     history = est.history_
@@ -336,6 +379,8 @@ def cmd_train(args, out=None) -> int:
         f"fastreg: train {metric} {train_score:.4f}, test {metric} {test_score:.4f}, "
         f"{per_epoch * 1e3:.1f} ms/epoch", file=out,
     )
+    if dataset == "next-word":
+        _print_memory_and_speed(args, len(Xtr), Xtr.shape[1], per_epoch, rss_before, out)
     if args.compare_torch:
         t_epoch, t_train, t_test = _torch_concise(args, task, Xtr, ytr, Xte, yte)
         print(f"\n{'':<21}{'ms/epoch':>10}{'train ' + metric:>16}{'test ' + metric:>16}", file=out)
@@ -665,6 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", metavar="FILE",
                    help="save the trained model in fastreg's format (an .npz without pickles; "
                    "fastreg predict --model FILE reads it)")
+    t.add_argument("--vocab-size", type=_positive_int,
+                   help=f"words (classes) of --dataset next-word (default {NEXT_WORD_DEFAULTS['vocab_size']})")
+    t.add_argument("--dim", type=_positive_int,
+                   help=f"context dimension of --dataset next-word (default {NEXT_WORD_DEFAULTS['dim']})")
     t.add_argument("--compare-torch", action="store_true", help="also train d2l's concise torch model")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch table")
 

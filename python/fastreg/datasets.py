@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import check_int, check_real
+
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_MIRROR",
@@ -505,3 +507,32 @@ def synthetic_data(
     return X.astype(np.float32), y.astype(np.float32)
 
 
+
+
+def next_word_data(vocab_size: int = 32000, dim: int = 128, num_examples: int = 20000, *, exponent: float = 1.1,
+                   noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic next-word task over a large vocabulary (d2l 3.4's question of softmax
+    regression with very many classes): ``(X float32[num_examples, dim], y int64[num_examples])``.
+
+    Every word ``v`` of the vocabulary has a random embedding ``e_v`` (entries N(0, 1/dim), so
+    ``|e_v|`` is about 1); an example's next word ``y`` follows Zipf's law,
+    ``P(y = v) ~ 1 / (v + 1)**exponent``, as word frequencies do; its context vector is
+    ``X = e_y + N(0, noise**2 / dim)`` per entry. Softmax regression can learn it (the best
+    linear rule scores every word by ``X . e_v - |e_v|**2 / 2``); frequent words are learnt
+    first, rare ones need many epochs or never occur in a small sample.
+    """
+    vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
+    dim = check_int(dim, "dim", minimum=1)
+    num_examples = check_int(num_examples, "num_examples", minimum=1)
+    exponent, noise = check_real(exponent, "exponent"), check_real(noise, "noise")
+    for name, value in (("exponent", exponent), ("noise", noise)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    rng = np.random.default_rng(seed)
+    freq = np.arange(1, vocab_size + 1, dtype=np.float64) ** -exponent
+    y = rng.choice(vocab_size, size=num_examples, p=freq / freq.sum())
+    emb = rng.standard_normal((vocab_size, dim), dtype=np.float32)
+    emb *= np.float32(1 / np.sqrt(dim))
+    X = emb[y]
+    X += rng.standard_normal(X.shape, dtype=np.float32) * np.float32(noise / np.sqrt(dim))
+    return X, y.astype(np.int64)

@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _core, _distributed
 from ._checks import check_int
+from ._linear_cross_entropy import linear_cross_entropy
 from .linear import _ensure_blas
 
 # The two estimators and NotFittedError are created on first use, by __getattr__ below.
@@ -654,8 +655,11 @@ class _SoftmaxRegression(_SGDEstimator):
         unknown = self.classes_[idx] != y
         if unknown.any():
             row = int(np.argmax(unknown))
-            raise ValueError(f"{name} contains label {y[row]!r} at row {row}, which is not one of classes_ "
-                             f"{self.classes_.tolist()}")
+            known = self.classes_.tolist()
+            if len(known) > 20:  # a large vocabulary: its ends, not a page of labels
+                known = f"[{', '.join(map(repr, known[:10]))}, ..., {', '.join(map(repr, known[-5:]))}] " \
+                        f"({len(known)} classes)"
+            raise ValueError(f"{name} contains label {y[row]!r} at row {row}, which is not one of classes_ {known}")
         return np.ascontiguousarray(idx, dtype=np.int64)
 
     def _prepare_eval(self, eval_set):
@@ -773,10 +777,32 @@ class _SoftmaxRegression(_SGDEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Most probable class label per sample: ``[n_samples]`` from classes_."""
+        if self._many_classes():  # the fused kernel's argmax: no [n_samples, n_classes] logits
+            Xf = self._rows(X)
+            _, am = linear_cross_entropy(Xf, self._w, np.full(len(Xf), -1, np.int64), self._b, ignore_index=-1,
+                                         reduction="sum", return_argmax=True)  # every row ignored: argmax only
+            return self.classes_[am]
         z = self._logits(X)  # first: it raises NotFittedError on an unfitted estimator
         return self.classes_[np.argmax(z, axis=1)]
 
+    def _many_classes(self) -> bool:
+        """Whether the model's classes are many enough that the epoch runs the fused linear +
+        cross-entropy kernel (cpp/train.hpp kManyClasses); predict and the per-epoch evaluation
+        then use it too, and never hold [n_samples, n_classes] logits (one chunk of rows' at a time)."""
+        self._check_fitted()
+        return _core.epoch_many_classes(self._w.shape[0], False)
+
+    def _rows(self, X) -> np.ndarray:
+        Xa = _check_X(X)
+        self._validate(X, Xa, reset=False)
+        _ensure_blas()
+        return np.ascontiguousarray(_as_float_rows(Xa, self._w.dtype))
+
     def _evaluate(self, X, y_idx):
+        if self._many_classes():
+            loss, am = linear_cross_entropy(self._rows(X), self._w, np.asarray(y_idx, np.int64), self._b,
+                                            return_argmax=True)
+            return float(loss), float(np.mean(am == y_idx))
         logp = _log_softmax(self._logits(X).astype(np.float64))
         loss = float(-logp[np.arange(len(y_idx)), y_idx].mean())
         return loss, float(np.mean(np.argmax(logp, axis=1) == y_idx))
