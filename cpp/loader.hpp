@@ -15,25 +15,9 @@
 #include <utility>
 #include <vector>
 
+#include "memory.hpp"
+
 namespace fastreg {
-
-// Rows come in random order, so the hardware prefetcher cannot guess the next one:
-// each gather asks for a row a few ahead while it copies or converts this one, line
-// by line, into L2 (prefetcht1). Measured on the Zen 4 dev machine, one epoch of
-// 60000 x 784 rows, batch 256: float32 rows 4 ahead ~15 -> ~10 ms (prefetching
-// loader) and ~24 -> ~14 ms (on the caller's thread); uint8 -> float32 rows 2 ahead
-// ~6 ms with the non-temporal hint (itself half of no prefetch) -> ~5 ms. Into L1
-// (prefetcht0) the float32 gather gained nothing (in a C loop gathering random 3 KB
-// rows, one core: 6.4 GB/s with prefetcht0, 12.9 GB/s with prefetcht1).
-constexpr int64_t kRowPrefetchAhead = 4;     // rows copied as they are
-constexpr int64_t kRowPrefetchAheadU8 = 2;   // uint8 rows (4 ahead: the u8 epoch ~5% slower)
-constexpr int kRowsAtOnce = 4;                 // rows copied side by side (see gather_range)
-constexpr int64_t kRowPrefetchMinBytes = 256;  // shorter rows: a line or so, nothing to gain
-
-inline void prefetch_row(const void* row, int64_t bytes) {
-  const char* p = static_cast<const char*>(row);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
-}
 
 // Copy rows idx[0..n) of a C-contiguous source with rows of row_bytes bytes into dst
 // (n*row_bytes bytes). Indices must already be validated by the caller. Multi-threaded for big batches.
@@ -60,38 +44,6 @@ struct LoaderColumn {
   // Gathers rows idx[0..n) into dst on the calling thread only (threads=false) or
   // with parallel_for for big batches (threads=true).
   void gather(const int64_t* idx, int64_t n, void* dst, bool threads) const;
-};
-
-class BufferPool;
-
-// A 64-byte aligned heap buffer. Freeing it returns it to its pool (if any) for
-// reuse, else to the heap. Ownership moves to whoever holds it: the binding hands
-// it to NumPy, so a buffer is only reused after the array made from it is freed.
-struct BufferDeleter {
-  std::shared_ptr<BufferPool> pool;
-  size_t size = 0;
-  void operator()(void* p) const noexcept;
-};
-using Buffer = std::unique_ptr<void, BufferDeleter>;
-Buffer allocate_buffer(int64_t bytes);  // unpooled; throws std::bad_alloc
-
-// Keeps up to `keep` freed buffers per size for reuse. Fresh large allocations
-// are mmapped by the allocator and page-fault on first touch, which costs more
-// than the copy into them; recycled buffers are already mapped (and often cached).
-// A pool may serve many pipelines one after another (a loader's epochs): buffers
-// then stay mapped across epochs, and the memory in use stays flat.
-class BufferPool : public std::enable_shared_from_this<BufferPool> {
- public:
-  explicit BufferPool(size_t keep) : keep_(keep) {}
-  ~BufferPool();
-  Buffer get(int64_t bytes);  // throws std::bad_alloc
-  void put(void* p, size_t size) noexcept;
-  void keep_at_least(size_t keep);
-
- private:
-  std::mutex mu_;
-  size_t keep_;
-  std::vector<std::pair<size_t, void*>> free_;
 };
 
 // Gathers batches [first_batch, end_batch) of `order` (batch k holds rows

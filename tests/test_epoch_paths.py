@@ -5,7 +5,7 @@ torch's SGD loop.
   compared, over output counts around the kernels' register blocks (6 for AVX2, 12 for AVX-512)
   and the 32-output limit, feature counts around the vector widths (masked tails), batch tails and
   a weight array that is not on a cache-line boundary (the epoch then reads an aligned copy).
-- many classes (c >= 512, cpp/train.cpp): each batch through the fused linear + cross-entropy
+- many classes (c >= 512, cpp/epoch.cpp): each batch through the fused linear + cross-entropy
   kernel, with one weight gradient."""
 
 import numpy as np

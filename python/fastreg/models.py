@@ -787,7 +787,7 @@ class _SoftmaxRegression(_SGDEstimator):
 
     def _many_classes(self) -> bool:
         """Whether the model's classes are many enough that the epoch runs the fused linear +
-        cross-entropy kernel (cpp/train.hpp kManyClasses); predict and the per-epoch evaluation
+        cross-entropy kernel (cpp/epoch.hpp kManyClasses); predict and the per-epoch evaluation
         then use it too, and never hold [n_samples, n_classes] logits (one chunk of rows' at a time)."""
         self._check_fitted()
         return _core.epoch_many_classes(self._w.shape[0], False)

@@ -1,4 +1,4 @@
-#include "train.hpp"
+#include "epoch.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -18,7 +18,8 @@
 #include "blas.hpp"
 #include "linear.hpp"
 #include "linear_cross_entropy.hpp"
-#include "loader.hpp"
+#include "loader.hpp"  // the loader's row gather (LoaderColumn, kRowsAtOnce)
+#include "memory.hpp"
 #include "runtime.hpp"
 #include "simd.hpp"
 #include "softmax_xent.hpp"

@@ -13,7 +13,7 @@
 #include "checks.hpp"
 #include "linear.hpp"
 #include "register.hpp"
-#include "train.hpp"
+#include "epoch.hpp"
 
 namespace fastreg::bindings {
 
@@ -296,7 +296,7 @@ void sgd_step_t(const EpochInputs& in, const py::array& g, const SgdOptions& opt
 
 }  // namespace
 
-void register_train(py::module_& m) {
+void register_epoch(py::module_& m) {
   m.def(
       "set_blas",
       [](const py::object& sgemm, const py::object& dgemm, const py::object& sgemv, const py::object& dgemv) {
