@@ -479,12 +479,13 @@ double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64
   return loss;
 }
 
-// The batch loop shared by both models, as phases (batch k, chunks of rows R):
+// The batch loop shared by both models: an EpochTeam whose members run its
+// phases (batch k, chunks of rows R; the methods of the same names):
 //   rows of k     for each block of R: gather its rows (into the member's own      chunks: rows
 //                 buffer, which stays in L2), z = X @ W^T + b, the loss and
 //                 d(mean loss)/d(z) in place over z (row_loss), then add the
 //                 block's G^T @ X to R's partial weight gradient
-//      step:      check the gathered rows and the batch loss are finite; bias
+//   step          check the gathered rows and the batch loss are finite; bias
 //                 gradient and update, bookkeeping
 //   update of k   sum the partials in chunk order and update W (and momentum)  chunks: elements of W
 //                 (for a small W, one chunk: done in the step above instead, so
@@ -497,188 +498,233 @@ double regression_rows(T* pred, const T* y, const int64_t* idx, int64_t m, int64
 // a batch of bs (X rows idx[0..m)); returns their summed loss, writes the
 // gradient of the batch mean over z, and adds right predictions to *correct.
 template <class T, class RowLoss>
-EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
-  EpochResult r;
-  const int64_t bmax = std::min(a.batch_size, a.n_order);
-  if (bmax <= 0) return r;
-  const int nt = epoch_team_size(bmax, a.d, a.c);
-  const ChunkPlan plan = plan_chunks(bmax, a.d, a.c);
-  const int64_t n_batches = n_chunks(a.n_order, a.batch_size), wsize = a.c * a.d;
-  // Few outputs: fastreg's own SIMD products, whose speed does not depend on the
-  // kernel the BLAS picked (linear.hpp); more: the BLAS.
-  const bool few = few_outputs_supported<T>(a.c);
-  // The few-outputs forward reads W with full-width vector loads, one per two rows:
-  // from a copy on whole cache lines when W (the caller's array, usually 16-byte
-  // aligned) is not, since a load straddling two lines costs two. Refreshed after
-  // every update of W.
-  Buffer w_copy;
-  if (few && wsize > 0 && reinterpret_cast<uintptr_t>(a.w) % 64 != 0) {
-    w_copy = allocate_buffer(wsize * static_cast<int64_t>(sizeof(T)));
-    std::memcpy(w_copy.get(), a.w, static_cast<size_t>(wsize) * sizeof(T));
+class EpochTeam {
+ public:
+  EpochTeam(const EpochArgs<T>& a, RowLoss& row_loss, int64_t bmax)
+      : a_(a),
+        row_loss_(row_loss),
+        nt_(epoch_team_size(bmax, a.d, a.c)),
+        plan_(plan_chunks(bmax, a.d, a.c)),
+        n_batches_(n_chunks(a.n_order, a.batch_size)),
+        wsize_(a.c * a.d),
+        // Few outputs: fastreg's own SIMD products, whose speed does not depend on
+        // the kernel the BLAS picked (linear.hpp); more: the BLAS.
+        few_(few_outputs_supported<T>(a.c)),
+        // Phase s belongs to batch s / per_batch_; its rows phase comes first. A small
+        // W (one update chunk) is updated in the sequential step: one phase per batch.
+        per_batch_(plan_.update_chunks == 1 ? 1 : 2),
+        z_(static_cast<size_t>(bmax * a.c)),
+        gb_(static_cast<size_t>(a.c)),
+        slots_(static_cast<size_t>(plan_.parts)),
+        first_(a.first_step) {
+    // The few-outputs forward reads W with full-width vector loads, one per two
+    // rows: from a copy on whole cache lines when W (the caller's array, usually
+    // 16-byte aligned) is not, since a load straddling two lines costs two.
+    // Refreshed after every update of W.
+    if (few_ && wsize_ > 0 && reinterpret_cast<uintptr_t>(a.w) % 64 != 0) {
+      w_copy_ = allocate_buffer(wsize_ * static_cast<int64_t>(sizeof(T)));
+      std::memcpy(w_copy_.get(), a.w, static_cast<size_t>(wsize_) * sizeof(T));
+    }
+    wf_ = w_copy_ ? static_cast<T*>(w_copy_.get()) : a.w;
+    // One gathered block per member, on whole cache lines: BLAS reads it with
+    // 64-byte loads, each of which would straddle two lines in a 16-byte-aligned vector.
+    for (int m = 0; m < nt_; ++m) xb_.push_back(allocate_buffer(plan_.block * a.d * static_cast<int64_t>(sizeof(T))));
+    // One [c, d] weight gradient per chunk (BLAS's output: on whole lines too; each
+    // chunk's first block overwrites its partial, so no zeroing).
+    parts_buf_ = allocate_buffer(plan_.parts * wsize_ * static_cast<int64_t>(sizeof(T)));
+    parts_ = static_cast<T*>(parts_buf_.get());
+    no_decay_ = a.opt;  // weight decay applies to w only
+    no_decay_.weight_decay = 0.0;
   }
-  T* const wf = w_copy ? static_cast<T*>(w_copy.get()) : a.w;  // W as the forward reads it
-  auto refresh_w = [&](Span el) {
-    if (w_copy) std::memcpy(wf + el.begin, a.w + el.begin, static_cast<size_t>(el.size()) * sizeof(T));
-  };
-  // One gathered block per member, on whole cache lines: BLAS reads it with 64-byte
-  // loads, each of which would straddle two lines in a 16-byte-aligned vector.
-  std::vector<Buffer> xb;
-  for (int m = 0; m < nt; ++m) xb.push_back(allocate_buffer(plan.block * a.d * static_cast<int64_t>(sizeof(T))));
-  std::vector<T> z(static_cast<size_t>(bmax * a.c)), gb(static_cast<size_t>(a.c));
-  // One [c, d] weight gradient per chunk (BLAS's output: on whole lines too; each
-  // chunk's first block overwrites its partial, so no zeroing).
-  const Buffer parts_buf = allocate_buffer(plan.parts * wsize * static_cast<int64_t>(sizeof(T)));
-  T* const parts = static_cast<T*>(parts_buf.get());
-  std::vector<ChunkSlot> slots(static_cast<size_t>(plan.parts));
-  SgdOptions no_decay = a.opt;  // weight decay applies to w only
-  no_decay.weight_decay = 0.0;
-  bool first = a.first_step;  // written only in the sequential steps
-  std::atomic<int64_t> bad_row[2] = {-1, -1};  // check_finite: a non-finite row of batch k (index k & 1)
 
-  auto batch_rows = [&](int64_t k) { return std::min(a.batch_size, a.n_order - k * a.batch_size); };
-  // Phase s belongs to batch s / per_batch; its rows phase comes first. A small W
-  // (one update chunk) is updated in the sequential step: one phase per batch.
-  const uint64_t per_batch = plan.update_chunks == 1 ? 1 : 2;
-  auto rows_phase = [&](uint64_t s) { return s % per_batch == 0; };
-  auto chunks_of = [&](uint64_t s) -> int64_t {
-    return rows_phase(s) ? plan.count(batch_rows(static_cast<int64_t>(s / per_batch))) : plan.update_chunks;
-  };
-  // Gathers the block of batch k's rows [r0, r0 + m) into x; false if one is not finite.
-  auto gather_block = [&](int64_t k, int64_t r0, int64_t m, T* x) {
-    const int64_t bad = gather_rows_of(a, a.order + k * a.batch_size + r0, Span{0, m}, x);
-    if (bad >= 0) bad_row[k & 1].store(bad, std::memory_order_relaxed);  // published by the chunk's finish()
-    return bad < 0;
-  };
-  // Row chunk i of batch k; `gathered`: its first block is in x already (claimed ahead).
-  auto run_rows = [&](int64_t k, int64_t i, T* x, bool gathered) {
-    const int64_t bs = batch_rows(k), *idx = a.order + k * a.batch_size;
-    const Span rows = plan.span(bs, i);
-    T* part = parts + i * wsize;
-    ChunkSlot& slot = slots[static_cast<size_t>(i)];
-    slot.loss = 0.0;
-    slot.correct = 0;
-    for (int64_t r0 = rows.begin; r0 < rows.end; r0 += plan.block) {
-      const int64_t m = std::min(rows.end - r0, plan.block);
-      if (!(gathered && r0 == rows.begin) && !gather_block(k, r0, m, x))
-        return;  // the step after this phase stops the epoch before any update
-      T* zr = z.data() + r0 * a.c;
-      if (few) few_outputs_forward<T>(x, wf, a.b, m, a.d, a.c, zr);
-      else linear_forward<T>(x, a.w, a.b, m, a.d, a.c, zr);
-      slot.loss += row_loss(zr, idx + r0, r0, m, bs, &slot.correct);
-      if (few) few_outputs_weight_grad<T>(x, zr, m, a.d, a.c, part, r0 != rows.begin);
-      else gemm<T>(true, false, a.c, a.d, m, T(1), zr, a.c, x, a.d, r0 == rows.begin ? T(0) : T(1), part, a.d);
-    }
-    slot.done.store(k, std::memory_order_release);  // its partial is complete: the fold may read it
-  };
-  // Sums batch k's partials over W's elements e (in chunk order, into the first
-  // partial) and applies the SGD update to those elements.
-  auto run_update = [&](int64_t k, int64_t i) {
-    const Span el = chunk(wsize, plan.update, i);
-    if (el.size() <= 0) return;
-    const int64_t used = plan.count(batch_rows(k));
-    T* g = parts + el.begin;
-    for (int64_t p = 1; p < used; ++p) {
-      const T* gp = parts + p * wsize + el.begin;
-      for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
-    }
-    sgd_update<T>(a.w + el.begin, g, a.w_buf ? a.w_buf + el.begin : nullptr, el.size(), a.opt, first);
-    refresh_w(el);
-  };
+  EpochResult run() {
+    run_team(nt_, phases_, [&](int rank) { member(rank); });
+    return r_;
+  }
+
+ private:
   // Small W (one phase per batch): the partials are summed into the first one in
-  // chunk order as they complete, partly by a member that has no chunk left to claim
-  // (it would otherwise wait), so that less of the sum is left to the sequential
-  // step, which the team waits for. The order never changes, so neither do the
-  // results. (Two-thread epoch on the 2-core dev machine: ~0.3 ms faster.)
+  // chunk order as they complete, partly by a member that has no chunk left to
+  // claim (it would otherwise wait), so that less of the sum is left to the
+  // sequential step, which the team waits for. The order never changes, so
+  // neither do the results.
   struct Fold {
     std::atomic<bool> busy{false};  // a short spin lock: held while a member folds
-    int64_t batch = 0, next = 0;    // partials [0, next) of `batch` are summed in parts[0]
-  } fold;
-  // Folds the completed prefix of batch k's partials. step: the step's call (every
-  // chunk is done): waits for the lock, completes the sum and readies the fold for
-  // batch k + 1 (no member folds k + 1 before the step opens it). Otherwise gives up
-  // at once if another member holds the lock.
-  auto fold_partials = [&](int64_t k, bool step) {
+    int64_t batch = 0, next = 0;    // partials [0, next) of `batch` are summed in parts_[0]
+  };
+
+  int64_t batch_rows(int64_t k) const { return std::min(a_.batch_size, a_.n_order - k * a_.batch_size); }
+  bool rows_phase(uint64_t s) const { return s % per_batch_ == 0; }
+  int64_t chunks_of(uint64_t s) const {
+    return rows_phase(s) ? plan_.count(batch_rows(static_cast<int64_t>(s / per_batch_))) : plan_.update_chunks;
+  }
+  void refresh_w(Span el) {
+    if (w_copy_) std::memcpy(wf_ + el.begin, a_.w + el.begin, static_cast<size_t>(el.size()) * sizeof(T));
+  }
+
+  // Gathers the block of batch k's rows [r0, r0 + m) into x; false if one is not finite.
+  bool gather_block(int64_t k, int64_t r0, int64_t m, T* x) {
+    const int64_t bad = gather_rows_of(a_, a_.order + k * a_.batch_size + r0, Span{0, m}, x);
+    if (bad >= 0) bad_row_[k & 1].store(bad, std::memory_order_relaxed);  // published by the chunk's finish()
+    return bad < 0;
+  }
+
+  // Phase "rows", chunk i of batch k; `gathered`: its first block is in x already
+  // (claimed ahead).
+  void rows(int64_t k, int64_t i, T* x, bool gathered) {
+    const int64_t bs = batch_rows(k), *idx = a_.order + k * a_.batch_size;
+    const Span span = plan_.span(bs, i);
+    T* part = parts_ + i * wsize_;
+    ChunkSlot& slot = slots_[static_cast<size_t>(i)];
+    slot.loss = 0.0;
+    slot.correct = 0;
+    for (int64_t r0 = span.begin; r0 < span.end; r0 += plan_.block) {
+      const int64_t m = std::min(span.end - r0, plan_.block);
+      if (!(gathered && r0 == span.begin) && !gather_block(k, r0, m, x))
+        return;  // the step after this phase stops the epoch before any update
+      T* zr = z_.data() + r0 * a_.c;
+      if (few_) few_outputs_forward<T>(x, wf_, a_.b, m, a_.d, a_.c, zr);
+      else linear_forward<T>(x, a_.w, a_.b, m, a_.d, a_.c, zr);
+      slot.loss += row_loss_(zr, idx + r0, r0, m, bs, &slot.correct);
+      if (few_) few_outputs_weight_grad<T>(x, zr, m, a_.d, a_.c, part, r0 != span.begin);
+      else gemm<T>(true, false, a_.c, a_.d, m, T(1), zr, a_.c, x, a_.d, r0 == span.begin ? T(0) : T(1), part, a_.d);
+    }
+    slot.done.store(k, std::memory_order_release);  // its partial is complete: the fold may read it
+  }
+
+  // Phase "update" (large W), chunk i of batch k: sums the partials over W's
+  // elements e (in chunk order, into the first partial) and applies the SGD update
+  // to those elements.
+  void update(int64_t k, int64_t i) {
+    const Span el = chunk(wsize_, plan_.update, i);
+    if (el.size() <= 0) return;
+    const int64_t used = plan_.count(batch_rows(k));
+    T* g = parts_ + el.begin;
+    for (int64_t p = 1; p < used; ++p) {
+      const T* gp = parts_ + p * wsize_ + el.begin;
+      for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
+    }
+    sgd_update<T>(a_.w + el.begin, g, a_.w_buf ? a_.w_buf + el.begin : nullptr, el.size(), a_.opt, first_);
+    refresh_w(el);
+  }
+
+  // Folds the completed prefix of batch k's partials (small W). step: the step's
+  // call (every chunk is done): waits for the lock, completes the sum and readies
+  // the fold for batch k + 1 (no member folds k + 1 before the step opens it).
+  // Otherwise gives up at once if another member holds the lock.
+  void fold_partials(int64_t k, bool step) {
     for (int spins = 0;; ++spins) {
       bool free = false;
-      if (fold.busy.compare_exchange_weak(free, true, std::memory_order_acquire)) break;
+      if (fold_.busy.compare_exchange_weak(free, true, std::memory_order_acquire)) break;
       if (!step) return;
       if (spins < 4096) Phases::pause();
       else std::this_thread::yield();  // the holder was descheduled: let it run
     }
-    if (fold.batch == k) {
-      const int64_t used = plan.count(batch_rows(k));
-      for (; fold.next < used &&
-             slots[static_cast<size_t>(fold.next)].done.load(std::memory_order_acquire) == k;
-           ++fold.next) {
-        if (fold.next == 0) continue;  // the sum starts as partial 0 (complete once done)
-        const T* gp = parts + fold.next * wsize;
-        for (int64_t e = 0; e < wsize; ++e) parts[e] += gp[e];
+    if (fold_.batch == k) {
+      const int64_t used = plan_.count(batch_rows(k));
+      for (; fold_.next < used &&
+             slots_[static_cast<size_t>(fold_.next)].done.load(std::memory_order_acquire) == k;
+           ++fold_.next) {
+        if (fold_.next == 0) continue;  // the sum starts as partial 0 (complete once done)
+        const T* gp = parts_ + fold_.next * wsize_;
+        for (int64_t e = 0; e < wsize_; ++e) parts_[e] += gp[e];
       }
     }
     if (step) {
-      fold.batch = k + 1;
-      fold.next = 0;
+      fold_.batch = k + 1;
+      fold_.next = 0;
     }
-    fold.busy.store(false, std::memory_order_release);
-  };
-  // The sequential step after phase s; false ends the epoch.
-  auto after = [&](uint64_t s) {
-    const auto k = static_cast<int64_t>(s / per_batch);
+    fold_.busy.store(false, std::memory_order_release);
+  }
+
+  // The sequential step after phase s, run by whoever finished its last chunk;
+  // false ends the epoch.
+  bool step(uint64_t s) {
+    const auto k = static_cast<int64_t>(s / per_batch_);
     if (!rows_phase(s)) {
-      first = false;
-      return k + 1 < n_batches;
+      first_ = false;
+      return k + 1 < n_batches_;
     }
-    r.nonfinite_row = bad_row[k & 1].load(std::memory_order_relaxed);
-    if (r.nonfinite_row >= 0) return false;  // a gathered row holds NaN/inf: stop before any update
-    const int64_t bs = batch_rows(k), used = plan.count(bs);
+    r_.nonfinite_row = bad_row_[k & 1].load(std::memory_order_relaxed);
+    if (r_.nonfinite_row >= 0) return false;  // a gathered row holds NaN/inf: stop before any update
+    const int64_t bs = batch_rows(k), used = plan_.count(bs);
     double loss = 0.0;  // summed in chunk order: the same for any team size
-    for (int64_t i = 0; i < used; ++i) loss += slots[static_cast<size_t>(i)].loss;
+    for (int64_t i = 0; i < used; ++i) loss += slots_[static_cast<size_t>(i)].loss;
     if (!std::isfinite(loss)) {
-      r.finite = false;
+      r_.finite = false;
       return false;
     }
-    column_sums(z.data(), bs, a.c, gb.data(), false);
-    sgd_update<T>(a.b, gb.data(), a.b_buf, a.c, no_decay, first);
-    r.loss_sum += loss;
-    for (int64_t i = 0; i < used; ++i) r.correct += slots[static_cast<size_t>(i)].correct;
-    r.rows += bs;
-    if (per_batch == 2) return true;
+    column_sums(z_.data(), bs, a_.c, gb_.data(), false);
+    sgd_update<T>(a_.b, gb_.data(), a_.b_buf, a_.c, no_decay_, first_);
+    r_.loss_sum += loss;
+    for (int64_t i = 0; i < used; ++i) r_.correct += slots_[static_cast<size_t>(i)].correct;
+    r_.rows += bs;
+    if (per_batch_ == 2) return true;
     fold_partials(k, true);
-    sgd_update<T>(a.w, parts, a.w_buf, wsize, a.opt, first);
-    refresh_w(Span{0, wsize});
-    first = false;
-    return k + 1 < n_batches;
-  };
+    sgd_update<T>(a_.w, parts_, a_.w_buf, wsize_, a_.opt, first_);
+    refresh_w(Span{0, wsize_});
+    first_ = false;
+    return k + 1 < n_batches_;
+  }
 
-  Phases phases;
-  run_team(nt, phases, [&](int rank) {
+  // One member's loop over the phases.
+  void member(int rank) {
     const BlasThreads single(1);  // thread-local in OpenBLAS: every member pins its own calls
-    T* x = static_cast<T*>(xb[static_cast<size_t>(rank)].get());
+    T* x = static_cast<T*>(xb_[static_cast<size_t>(rank)].get());
     int64_t ahead = -1;    // a chunk of phase s claimed while s - 1 ran, its first block in x
     bool ahead_ok = true;  // ... and that block is finite
-    for (uint64_t s = 0; !phases.stopped(); s = phases.wait_past(s)) {
+    for (uint64_t s = 0; !phases_.stopped(); s = phases_.wait_past(s)) {
       const int64_t n = chunks_of(s);
-      const auto k = static_cast<int64_t>(s / per_batch);
+      const auto k = static_cast<int64_t>(s / per_batch_);
       auto run = [&](int64_t i, bool gathered) {
-        if (!rows_phase(s)) run_update(k, i);
-        else if (ahead_ok || !gathered) run_rows(k, i, x, gathered);
-        if (phases.finish(n)) {
-          if (after(s)) phases.open(s + 1);
-          else phases.stop();
+        if (!rows_phase(s)) update(k, i);
+        else if (ahead_ok || !gathered) rows(k, i, x, gathered);
+        if (phases_.finish(n)) {
+          if (step(s)) phases_.open(s + 1);
+          else phases_.stop();
         }
       };
       if (ahead >= 0) run(std::exchange(ahead, -1), true);
-      for (int64_t i; (i = phases.claim(s, n)) >= 0;) run(i, false);
-      if (per_batch == 1 && nt > 1) fold_partials(k, false);
-      // Nothing left here: while the others finish s (and the update runs), gather the
-      // first block of a chunk of the next batch. Its rows do not depend on W.
-      if (per_batch == 1 && nt > 1 && k + 1 < n_batches && (ahead = phases.claim_next(s, chunks_of(s + 1))) >= 0) {
-        const Span rows = plan.span(batch_rows(k + 1), ahead);
-        ahead_ok = gather_block(k + 1, rows.begin, std::min(plan.block, rows.size()), x);
+      for (int64_t i; (i = phases_.claim(s, n)) >= 0;) run(i, false);
+      if (per_batch_ == 1 && nt_ > 1) fold_partials(k, false);
+      // Nothing left here: while the others finish s (and the update runs), gather
+      // the first block of a chunk of the next batch. Its rows do not depend on W.
+      if (per_batch_ == 1 && nt_ > 1 && k + 1 < n_batches_ &&
+          (ahead = phases_.claim_next(s, chunks_of(s + 1))) >= 0) {
+        const Span span = plan_.span(batch_rows(k + 1), ahead);
+        ahead_ok = gather_block(k + 1, span.begin, std::min(plan_.block, span.size()), x);
       }
     }
-  });
-  return r;
+  }
+
+  const EpochArgs<T>& a_;
+  RowLoss& row_loss_;
+  const int nt_;
+  const ChunkPlan plan_;
+  const int64_t n_batches_, wsize_;
+  const bool few_;
+  const uint64_t per_batch_;
+  Buffer w_copy_;
+  T* wf_ = nullptr;  // W as the forward reads it
+  std::vector<Buffer> xb_;
+  std::vector<T> z_, gb_;
+  Buffer parts_buf_;
+  T* parts_ = nullptr;
+  std::vector<ChunkSlot> slots_;
+  SgdOptions no_decay_;
+  bool first_;  // written only in the sequential steps
+  std::atomic<int64_t> bad_row_[2] = {-1, -1};  // gathered NaN/inf: a row of batch k (index k & 1)
+  Fold fold_;
+  Phases phases_;
+  EpochResult r_;
+};
+
+template <class T, class RowLoss>
+EpochResult run_epoch(const EpochArgs<T>& a, RowLoss&& row_loss) {
+  const int64_t bmax = std::min(a.batch_size, a.n_order);
+  if (bmax <= 0) return EpochResult{};
+  EpochTeam<T, std::remove_reference_t<RowLoss>> team(a, row_loss, bmax);
+  return team.run();
 }
 
 }  // namespace
