@@ -33,8 +33,8 @@ namespace {
 
 // ---- the epoch team ---------------------------------------------------------
 //
-// A batch's two GEMMs (256 x 784 x 10 each, ~40 us on one core) are too small
-// for BLAS's own threading (its threads are woken and parked per call) and too
+// A batch's two products (256 x 784 x 10 each: tens of microseconds on one core)
+// are too small for BLAS's own threading (its threads are woken and parked per call) and too
 // small to start threads per batch. Instead the epoch runs on a team started
 // once per epoch call and joined before it returns. The epoch is a sequence of
 // phases (per batch: its rows, then for a big W its update); each is cut into fixed chunks
@@ -177,10 +177,10 @@ int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 // so every team size, 1 included, computes bit-identical results):
 // - blocks of `block` rows, the unit of every GEMM call. OpenBLAS (SciPy's) runs
 //   products with M*N*K <= 1e6 (and, for A transposed, M*N <= 1200) on its "small
-//   matrix" kernels, which skip the packing copies of both operands: measured on
-//   the 2-core Zen 4 dev machine, a 256 x 784 batch with c = 10 takes ~200 us for
-//   its forward and weight-gradient GEMMs as one call each, ~77 us as 64-row calls.
-//   So a block is 64 rows, or 32 or 16 when that keeps it under the limits.
+//   matrix" kernels, which skip the packing copies of both operands (a 256 x 784
+//   batch with c = 10 ran ~2.5x faster as 64-row calls than as one call each; the
+//   few-outputs kernels, which pack nothing, use the same blocks). So a block is
+//   64 rows, or 32 or 16 when that keeps it under the limits.
 // - chunks of `chunk` rows (whole blocks), the unit team members claim. Each chunk
 //   accumulates its weight gradient into a partial [c, d] of its own; the update
 //   phase sums the partials in chunk order. Chunks are one block unless that would
@@ -189,9 +189,8 @@ int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 //   smaller chunks instead (3/8, 3/8 and 1/4 of them: 48, 48, 32 rows of a 256-row
 //   batch), so that the batch ends on small pieces of work: whichever member is
 //   free takes them, and a member that runs slower (the VM's host shares a core
-//   at times) holds the batch up by less. A model of the schedule on the 2-core
-//   dev machine: 70 -> 68 us a batch with equal members, 105 -> 83 us with one
-//   1.5x slower.
+//   at times) holds the batch up by less (docs/models.md has the schedule's model
+//   and measurements).
 // - `update` elements of W per chunk of the reduce-and-update phase.
 constexpr int64_t kBlockRows = 64;
 constexpr int64_t kTaperMinRows = 24;  // a smaller tail stays one chunk
@@ -305,17 +304,15 @@ struct alignas(64) ChunkSlot {
   std::atomic<int64_t> done{-1};  // the batch whose partial this chunk has completed (for the fold)
 };
 
-// The first epoch checks every row for NaN/inf as it copies it (a separate sweep
-// over the copied rows cost ~4 ms of a 22 ms epoch).
+// The first epoch checks every row for NaN/inf as it copies it, while the row is
+// in registers (a separate sweep over the copied rows would read them again).
 //
 // float32 rows with AVX2: up to kRowsAtOnce rows at once (dst: consecutive rows),
 // a cache line of each in turn, prefetching the same lines of the rows in `ahead`
 // (null: none): several row streams in flight keep more misses outstanding than
-// one. A C loop gathering random 3 KB rows of 188 MB into a 64-row block, one
-// core: one row at a time ~15.5 GB/s, four at once ~17.5 (two cores: ~22 -> ~25).
-// 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half of
-// 32-byte loads then straddle two cache lines (with them the check cost ~1.4 ms of
-// a 31 ms one-thread epoch; with these, nothing measurable). NaN/inf have every
+// one. 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half
+// of 32-byte loads would straddle two cache lines (the check then cost time; with
+// 16-byte moves it measures as free; docs/models.md). NaN/inf have every
 // exponent bit set: the largest exponent field seen per row equals the mask only
 // then. Returns the first of the `rows` rows holding NaN/inf, or -1.
 // (kRowsAtOnce: loader.hpp, shared with its gather.)
@@ -407,7 +404,7 @@ int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* 
     return -1;
   }
   // uint8 rows (a few lines each) in groups, the next group prefetched as a whole
-  // first: a one-thread epoch ~3% faster than with the loader's row prefetch alone.
+  // first: short rows give the loader's line-by-line prefetch too little time.
   for (int64_t i = rows.begin; i < rows.end; i += kRowPrefetchAhead) {
     const int64_t group = std::min(kRowPrefetchAhead, rows.end - i);
     for (int64_t j = i + group; j < std::min(rows.end, i + group + kRowPrefetchAhead); ++j)

@@ -13,14 +13,11 @@ namespace fastreg {
 
 // Rows come in random order, so the hardware prefetcher cannot guess the next one:
 // each gather asks for a row a few ahead while it copies or converts this one, line
-// by line, into L2 (prefetcht1). Measured on the Zen 4 dev machine, one epoch of
-// 60000 x 784 rows, batch 256: float32 rows 4 ahead ~15 -> ~10 ms (prefetching
-// loader) and ~24 -> ~14 ms (on the caller's thread); uint8 -> float32 rows 2 ahead
-// ~6 ms with the non-temporal hint (itself half of no prefetch) -> ~5 ms. Into L1
-// (prefetcht0) the float32 gather gained nothing (in a C loop gathering random 3 KB
-// rows, one core: 6.4 GB/s with prefetcht0, 12.9 GB/s with prefetcht1).
+// by line, into L2 (prefetcht1): into L1 (prefetcht0) the prefetches stalled the
+// copy as the misses they avoided did. The distances were measured on whole epochs
+// (docs/models.md, docs/data.md).
 constexpr int64_t kRowPrefetchAhead = 4;     // rows copied as they are
-constexpr int64_t kRowPrefetchAheadU8 = 2;   // uint8 rows (4 ahead: the u8 epoch ~5% slower)
+constexpr int64_t kRowPrefetchAheadU8 = 2;   // uint8 rows (4 ahead measured slower)
 constexpr int kRowsAtOnce = 4;                 // rows copied side by side (see gather_range)
 constexpr int64_t kRowPrefetchMinBytes = 256;  // shorter rows: a line or so, nothing to gain
 

@@ -128,11 +128,10 @@ void set_num_threads(int n) {
 // (generation << 32 | closed << 31 | participants) while the job is open, so a
 // late worker can never enter a closed job, and the caller returns only when
 // every worker that entered has left (the job's fn and ctx live on its stack).
-// Workers spin for kSpin after a job, then sleep on a condition variable. Spinning
-// matters more than the ~0.1 ms a sleeping thread takes to wake: on the 2-vCPU dev
-// VM a 10M-parameter update (120 MB) took ~1.0 ms when both threads had stayed busy
-// between calls and ~2.0 ms when one had gone idle (a thread started per call was
-// as slow). They spin politely (sched_yield now and then), so a thread of the
+// Workers spin for kSpin after a job, then sleep on a condition variable: waking a
+// sleeping thread costs about as much as a memory-bound kernel of a 10M-parameter
+// model takes in all, so a thread that had gone idle doubled such a call (a thread
+// started per call was as slow). They spin politely (sched_yield now and then), so a thread of the
 // user's, torch's OpenMP workers say, that becomes runnable there goes first.
 // fork(): the child has none of the parent's workers; it drops the pool (kept
 // reachable, never used again) and makes a new one on its first parallel call.

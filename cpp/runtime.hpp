@@ -37,10 +37,9 @@ const char* compiler_info();
 namespace detail {
 // The blocks of one parallel_for, split into one contiguous share per thread. A
 // thread takes its own share front to back, then helps with the others' shares, so
-// a thread that starts late (~0.1 ms to wake an idle vCPU, ms when the other core is
-// busy) has its blocks taken by the rest instead of being waited for. Contiguous
-// shares keep each thread's memory stream sequential: a 10M-parameter update with
-// both cores awake took ~1.5x longer when the threads took 256 KB blocks in turn.
+// a thread that starts late (waking an idle vCPU, or the other core busy) has its
+// blocks taken by the rest instead of being waited for. Contiguous shares keep each
+// thread's memory stream sequential (blocks taken in turn measured slower).
 class BlockShares {
  public:
   static constexpr int kMaxShares = 64;
