@@ -118,28 +118,28 @@ def test_split_is_a_seeded_partition(rng):
 # ------------------------------------------------------------------------ bench
 
 
-def test_bench_quick_json_and_plot(tmp_path, capsys):
+def test_bench_runs_the_suite_and_prints_its_table(tmp_path, capsys):
+    # fastreg bench is pytest-benchmark over bench/ (the README's cases) plus bench/render.py.
     pytest.importorskip("matplotlib")
+    pytest.importorskip("pytest_benchmark")
     jpath, ppath = tmp_path / "b.json", tmp_path / "b.png"
-    rc, out, err = run(["bench", "--quick", "--json", str(jpath), "--plot", str(ppath)], capsys)
-    assert rc == 0, err
+    k = "test_cross_entropy_fwd_bwd and 256x10 and (fastreg or torch)"
+    rc, out, err = run(["bench", "-k", k, "--json", str(jpath), "--plot", str(ppath)], capsys)
+    assert rc == 0, out + err
     data = json.loads(jpath.read_text())
-    assert data["quick"] is True and data["cases"]
-    names = [c["case"] for c in data["cases"]]
-    assert any("SGD" in n for n in names)
-    for case in data["cases"]:
-        assert case["fastreg_s"] > 0
-        assert case["case"] in out
-        for ref in case["references"].values():
-            assert ref["speedup"] == pytest.approx(ref["seconds"] / case["fastreg_s"])
+    names = sorted(b["name"] for b in data["benchmarks"])
+    assert names == ["test_cross_entropy_fwd_bwd[fastreg-256x10]", "test_cross_entropy_fwd_bwd[torch-256x10]"]
+    med = {b["param"].split("-")[0]: b["stats"]["median"] for b in data["benchmarks"]}
+    assert "| cross_entropy fwd+bwd 256x10 |" in out
+    assert f"{med['torch'] / med['fastreg']:.1f}x" in out  # the table's ratio is this run's
+    assert data["machine_info"]["fastreg"]["simd"].startswith(fastreg.simd_level())
     assert ppath.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_plot_without_references(tmp_path):
-    pytest.importorskip("matplotlib")
-    path = tmp_path / "empty.png"
-    cli._bench_plot([{"case": "x", "fastreg_s": 1.0, "references": {}}], str(path))
-    assert path.stat().st_size > 0
+def test_bench_without_a_suite_is_a_usage_error(tmp_path, capsys):
+    rc, out, err = run(["bench", "--bench-dir", str(tmp_path)], capsys)
+    assert rc == 2
+    assert "no benchmark suite at" in err and "source checkout" in err
 
 
 # ------------------------------------------------------------------------ train

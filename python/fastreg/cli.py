@@ -1,5 +1,5 @@
-"""The ``fastreg`` command: ``train`` a model and watch it learn, ``bench`` fastreg
-against PyTorch, ``info`` on the build.
+"""The ``fastreg`` command: ``train`` a model and watch it learn, ``bench`` (the
+benchmark suite of a source checkout, against PyTorch), ``info`` on the build.
 
     fastreg train                       # softmax regression on scikit-learn's digits
     fastreg train --dataset fashion-mnist --download --compare-torch
@@ -13,14 +13,11 @@ line on stderr and exits with status 2; there is no traceback for those.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -462,134 +459,39 @@ def cmd_predict(args, out=None) -> int:
 
 # ------------------------------------------------------------------------ bench
 
-
-def _median_time(fn: Callable[[], object], *, min_time: float, max_repeats: int) -> float:
-    """Median wall time of ``fn()`` over repeats (after one warm-up call)."""
-    fn()
-    times: list[float] = []
-    total = 0.0
-    while len(times) < max_repeats and (total < min_time or len(times) < 3):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        total += times[-1]
-    return statistics.median(times)
+# `fastreg bench` runs the benchmark suite itself (bench/ of a source checkout, the
+# cases the README's table comes from) and prints the same table: there is one set of
+# cases, one harness (pytest-benchmark) and one renderer (bench/render.py).
+_QUICK = [  # one case per area, the chapter's sizes: well under a minute
+    "bench_data.py::test_epoch_batch256",
+    "bench_ops.py::test_cross_entropy_fwd_bwd",
+    "bench_optim.py::test_sgd_step",
+    "bench_train.py::test_softmax_epoch",
+]
+_QUICK_K = "(256 or 7850 or float32) and not numpy and not one-thread and not floor and not BatchSampler"
 
 
-class _Skip(Exception):
-    pass
+def _bench_dir(given: str | None) -> Path:
+    """bench/ with its conftest.py: --bench-dir, else ./bench, else the checkout fastreg runs from."""
+    here = Path(__file__).resolve().parents[2] / "bench"
+    for d in [Path(given)] if given else [Path.cwd() / "bench", here]:
+        if (d / "conftest.py").is_file() and (d / "render.py").is_file():
+            return d.resolve()
+    where = given or f"./bench or {here}"
+    raise UsageError(
+        f"no benchmark suite at {where}: fastreg bench runs bench/ of a source checkout "
+        "(git clone the project, pip install -c constraints.txt '.[test]', then run it there, "
+        "or pass --bench-dir)"
+    )
 
 
-def _bench_cases(quick: bool):
-    """Yield (name, fastreg_fn, {reference: fn}) after checking both give the same answer."""
-    import fastreg
+def _load_render(bench_dir: Path):
+    import importlib.util
 
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    rng = np.random.default_rng(0)
-    n = 10_000 if quick else 60_000  # Fashion-MNIST's training set size
-
-    # 1) minibatch iteration: one shuffled epoch of [n, 784] float32, batch 256.
-    def iterator():
-        if not hasattr(fastreg, "data_iter"):
-            raise _Skip("needs fastreg.data_iter")
-        X = rng.random((n, 784), dtype=np.float32)
-        y = rng.integers(0, 10, n)
-        rows = sum(len(b[0]) for b in fastreg.data_iter(256, X, y))
-        if rows != n:
-            raise AssertionError(f"fastreg.data_iter gave {rows} rows, expected {n}")
-        refs = {}
-        if torch is not None:
-            from torch.utils.data import DataLoader, TensorDataset
-
-            ds = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
-            refs["torch DataLoader"] = lambda: sum(1 for _ in DataLoader(ds, batch_size=256, shuffle=True))
-        return lambda: sum(1 for _ in fastreg.data_iter(256, X, y)), refs
-
-    # 2) fused cross-entropy forward + backward on logits [n, 10].
-    def cross_entropy():
-        ops = getattr(fastreg, "ops", None)
-        if ops is None or not hasattr(ops, "cross_entropy_with_grad"):
-            raise _Skip("needs fastreg.ops.cross_entropy_with_grad")
-        logits = rng.standard_normal((n, 10)).astype(np.float32) * 3
-        labels = rng.integers(0, 10, n)
-        loss, grad = ops.cross_entropy_with_grad(logits, labels)
-        # float64 NumPy reference: mean(logsumexp - logit[label]), grad (softmax - onehot)/n
-        z = logits.astype(np.float64)
-        m = z.max(1, keepdims=True)
-        lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
-        ref_loss = float(np.mean(lse - z[np.arange(n), labels]))
-        ref_grad = np.exp(z - lse[:, None])
-        ref_grad[np.arange(n), labels] -= 1
-        np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
-        np.testing.assert_allclose(grad, ref_grad / n, rtol=1e-4, atol=1e-7)
-        refs = {}
-        if torch is not None:
-            tl, tt = torch.from_numpy(logits), torch.from_numpy(labels)
-
-            def torch_ce():
-                x = tl.detach().requires_grad_()
-                torch.nn.functional.cross_entropy(x, tt).backward()
-
-            refs["torch"] = torch_ce
-        return lambda: ops.cross_entropy_with_grad(logits, labels), refs
-
-    # 3) SGD with momentum on 10M float32 parameters.
-    def sgd():
-        size = 1_000_000 if quick else 10_000_000
-        p = rng.standard_normal(size).astype(np.float32)
-        g = rng.standard_normal(size).astype(np.float32)
-        bufs: list = [None]
-        expect = p - 0.01 * (g + 1e-4 * p)  # first step: buffer = d
-        fastreg.optim.sgd_step([p], [g], bufs, lr=0.01, momentum=0.9, weight_decay=1e-4)
-        np.testing.assert_allclose(p, expect, rtol=1e-5, atol=1e-6)
-        refs = {}
-        if torch is not None:
-            tp = torch.from_numpy(p.copy()).requires_grad_()
-            tp.grad = torch.from_numpy(g)
-            opt = torch.optim.SGD([tp], lr=0.01, momentum=0.9, weight_decay=1e-4)
-            refs["torch.optim.SGD"] = opt.step
-        return lambda: fastreg.optim.sgd_step([p], [g], bufs, lr=0.01, momentum=0.9, weight_decay=1e-4), refs
-
-    # 4) one training epoch of softmax regression, 784 -> 10, batch 256.
-    def epoch():
-        if not hasattr(fastreg, "SoftmaxRegression"):
-            raise _Skip("needs fastreg.SoftmaxRegression")
-        X = rng.random((n, 784), dtype=np.float32)
-        w = rng.standard_normal((784, 10))
-        y = np.argmax(X @ w + rng.standard_normal((n, 10)), axis=1)
-        est = fastreg.SoftmaxRegression(epochs=1, batch_size=256, lr=0.1, random_state=0)
-        est.fit(X, y)
-        if not np.isfinite(est.history_["train_loss"][-1]):
-            raise AssertionError("fastreg.SoftmaxRegression diverged")
-        refs = {}
-        if torch is not None:
-            from torch import nn
-            from torch.utils.data import DataLoader, TensorDataset
-
-            net = nn.Linear(784, 10)
-            loss = nn.CrossEntropyLoss()
-            opt = torch.optim.SGD(net.parameters(), lr=0.1)
-            loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=256, shuffle=True)
-
-            def torch_epoch():
-                for xb, yb in loader:
-                    opt.zero_grad()
-                    loss(net(xb), yb).backward()
-                    opt.step()
-
-            refs["torch (d2l concise)"] = torch_epoch
-        return lambda: est.fit(X, y), refs
-
-    size = "10k" if quick else "60k"
-    return [
-        (f"iterate 1 epoch, {size}x784, batch 256", iterator),
-        (f"cross-entropy fwd+bwd, {size}x10", cross_entropy),
-        (f"SGD momentum step, {'1M' if quick else '10M'} params", sgd),
-        (f"softmax training epoch, {size}x784", epoch),
-    ]
+    spec = importlib.util.spec_from_file_location("fastreg_bench_render", bench_dir / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cmd_bench(args, out=None) -> int:
@@ -597,81 +499,41 @@ def cmd_bench(args, out=None) -> int:
     for path in (args.json, args.plot):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"cannot write {path}: folder {Path(path).resolve().parent} does not exist")
+    bench_dir = _bench_dir(args.bench_dir)
+    _require("pytest_benchmark", "test")
     if args.plot:
         _require("matplotlib")
+    import subprocess
+    import tempfile
+
     import fastreg
 
-    min_time, max_repeats = (0.2, 20) if args.quick else (1.0, 100)
-    rows = []
-    print(f"{'case':<40} {'impl':<22} {'median':>11} {'fastreg speed-up':>17}", file=out)
-    for name, setup in _bench_cases(args.quick):
-        try:
-            ours, refs = setup()
-        except _Skip as e:
-            print(f"{name:<40} skipped: {e}", file=out)
-            continue
-        t_ours = _median_time(ours, min_time=min_time, max_repeats=max_repeats)
-        row = {"case": name, "fastreg_s": t_ours, "references": {}}
-        print(f"{name:<40} {'fastreg':<22} {t_ours * 1e3:>9.3f}ms", file=out)
-        for ref_name, fn in refs.items():
-            t = _median_time(fn, min_time=min_time, max_repeats=max_repeats)
-            row["references"][ref_name] = {"seconds": t, "speedup": t / t_ours}
-            print(f"{'':<40} {ref_name:<22} {t * 1e3:>9.3f}ms {t / t_ours:>16.2f}x", file=out)
-        rows.append(row)
-    if not any(r["references"] for r in rows):
-        print("(install torch to compare: pip install 'fastreg[torch]')", file=out)
-    if args.json:
-        result = {
-            "fastreg": fastreg.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "simd": fastreg.simd_level(), "threads": fastreg.get_num_threads(), "quick": args.quick,
-            "blas": fastreg._config.blas_info(),
-            "cases": rows,
-        }
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.json}", file=out)
-    if args.plot:
-        _bench_plot(rows, args.plot)
-        print(f"wrote {args.plot}", file=out)
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = str(Path(args.json).resolve()) if args.json else os.path.join(tmp, "bench.json")
+        targets = [str(bench_dir / t) for t in _QUICK] if args.quick else [str(bench_dir)]
+        k = " and ".join(f"({e})" for e in ([_QUICK_K] if args.quick else []) + ([args.k] if args.k else []))
+        cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-p", "no:cacheprovider",
+               f"--benchmark-json={json_path}", *(["-k", k] if k else [])]
+        # The child imports the fastreg this command runs.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(Path(fastreg.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        print(f"running: {' '.join(cmd[1:])}", file=out, flush=True)
+        proc = subprocess.run(cmd, cwd=str(bench_dir.parent), env=env, capture_output=True, text=True)
+        log = (proc.stdout + proc.stderr).strip().splitlines()
+        if proc.returncode != 0:
+            print("\n".join(log[-30:]), file=out)
+            print(f"fastreg bench: pytest exited with status {proc.returncode}", file=out)
+            return 1
+        print(log[-1] if log else "", file=out)
+        render = _load_render(bench_dir)
+        data, groups = render.load(json_path)
+        print(render.table(data, groups), file=out)
+        if args.json:
+            print(f"wrote {args.json}", file=out)
+        if args.plot:
+            render.plot(groups, args.plot)
+            print(f"wrote {args.plot}", file=out)
     return 0
-
-
-def _bench_plot(rows: list, path: str) -> None:
-    """Horizontal bars: fastreg's speed-up over each reference (log scale, 1x marked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    labels, values = [], []
-    for r in rows:
-        for ref, v in r["references"].items():
-            labels.append(f"{r['case']}\nvs {ref}")
-            values.append(v["speedup"])
-    fig, ax = plt.subplots(figsize=(8, 0.8 * max(1, len(values)) + 1.2))
-    if values:
-        colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
-        bars = ax.barh(range(len(values)), values, color=colors)
-        ax.set_yticks(range(len(values)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.axvline(1.0, color="k", lw=1)
-        for bar, v in zip(bars, values):
-            ax.text(v, bar.get_y() + bar.get_height() / 2, f" {v:.2f}x", va="center", fontsize=8)
-        ax.set_xlim(min(0.5, min(values) / 1.5), max(2.0, max(values) * 2))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    else:
-        ax.text(0.5, 0.5, "no reference to compare with (install torch)", ha="center", va="center")
-    ax.set_xlabel("fastreg speed-up (reference time / fastreg time; > 1 is faster)")
-    ax.set_title("fastreg vs PyTorch (median times)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -734,11 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--test-size", type=_fraction, default=0.25, help="the held-out fraction, as given to train")
 
     b = sub.add_parser(
-        "bench", help="time fastreg against PyTorch",
-        description="Time minibatch iteration, cross-entropy, SGD and a training epoch against torch.",
+        "bench", help="run the benchmark suite (bench/) against PyTorch and print its table",
+        description="Run pytest-benchmark over bench/ of a source checkout (fastreg against torch, d2l, "
+        "scikit-learn, each answer checked before it is timed) and print the README's table from that run.",
     )
-    b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats (under a minute)")
-    b.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    b.add_argument("--quick", action="store_true",
+                   help="one case per area at the chapter's sizes: minibatches, cross-entropy, SGD, an epoch")
+    b.add_argument("-k", metavar="EXPR", help="pytest -k expression selecting cases (with --quick: within them)")
+    b.add_argument("--bench-dir", metavar="DIR", help="the benchmark suite (default: ./bench, or the checkout's)")
+    b.add_argument("--json", metavar="PATH", help="keep pytest-benchmark's JSON of the run")
     b.add_argument("--plot", metavar="PNG", help="write a bar chart of the speed-ups")
     return parser
 
