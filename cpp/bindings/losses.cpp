@@ -11,7 +11,7 @@
 #include "checks.hpp"
 #include "regression_loss.hpp"
 #include "register.hpp"
-#include "softmax_xent.hpp"
+#include "cross_entropy.hpp"
 #include "vexp.hpp"
 #include "vlog.hpp"
 
