@@ -62,12 +62,6 @@ Reduction parse_reduction(const std::string& s) {
   throw py::value_error("reduction must be 'mean', 'sum' or 'none', got '" + s + "'");
 }
 
-void require_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
-  if (a.ndim() != ndim)
-    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-dimensional, got shape " +
-                          shape_str(a));
-}
-
 void require_len(const py::array& a, const char* name, py::ssize_t len, const char* what) {
   if (a.ndim() != 1 || a.shape(0) != len)
     throw py::value_error(std::string(name) + " must have shape (" + std::to_string(len) + ",) (" + what +
