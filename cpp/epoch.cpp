@@ -22,7 +22,7 @@
 #include "memory.hpp"
 #include "runtime.hpp"
 #include "simd.hpp"
-#include "softmax_xent.hpp"
+#include "cross_entropy.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -18,7 +18,7 @@
 
 #include <cstdint>
 
-#include "softmax_xent.hpp"  // Reduction
+#include "cross_entropy.hpp"  // Reduction
 
 namespace fastreg {
 

@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "softmax_xent.hpp"  // Reduction
+#include "cross_entropy.hpp"  // Reduction
 
 namespace fastreg {
 

@@ -11,7 +11,7 @@
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define FASTREG_TARGET_AVX2 __attribute__((target("avx2,fma")))
 // F, BW, VL, DQ (what cpu_simd() checks), and AVX2+FMA so AVX2 helpers inline into
-// AVX-512 functions. (softmax_xent.cpp's AVX-512 region spells the same list in its
+// AVX-512 functions. (cross_entropy.cpp's AVX-512 region spells the same list in its
 // #pragma GCC target.)
 #define FASTREG_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #else

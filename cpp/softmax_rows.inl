@@ -1,6 +1,6 @@
-// Row kernels of softmax_xent.cpp, written once against a small vector policy V
+// Row kernels of cross_entropy.cpp, written once against a small vector policy V
 // (V::T, V::R, V::W lanes, load/store/add/sub/mul/fmadd/max/exp/hsum/hmax/mul_nz).
-// softmax_xent.cpp includes this file three times: once with a scalar policy,
+// cross_entropy.cpp includes this file three times: once with a scalar policy,
 // once inside a `#pragma GCC target("avx2,fma")` region with the AVX2 policy and
 // once inside an AVX-512 region with that policy, each time in its own namespace
 // (so the sets of functions never collide). No include guard on purpose.

@@ -23,6 +23,14 @@ inline std::string shape_str(const py::array& a) {
   return s + ")";
 }
 
+// The one ndim rule. With a layout ("[n, in_features]") the message names it.
+inline void require_ndim(const py::array& a, const char* name, py::ssize_t ndim, const char* layout = nullptr) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) +
+                          (layout ? std::string("-D ") + layout : std::string("-dimensional")) + ", got shape " +
+                          shape_str(a));
+}
+
 // Native byte order: the kernels read values as the CPU stores them.
 inline bool native_byte_order(const py::dtype& d) {
   constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';

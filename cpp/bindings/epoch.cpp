@@ -27,12 +27,6 @@ void* capsule_pointer(const py::object& obj, const char* name) {
   return p;
 }
 
-void require_ndim(const py::array& a, const char* name, py::ssize_t ndim, const char* layout) {
-  if (a.ndim() != ndim)
-    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D " + layout + ", got shape " +
-                          shape_str(a));
-}
-
 template <class T>
 T* data_of(py::array& a) {
   return static_cast<T*>(a.mutable_data());

@@ -1,4 +1,4 @@
-// Fused softmax cross-entropy on the GPU: the CUDA side of cpp/softmax_xent.cpp.
+// Fused softmax cross-entropy on the GPU: the CUDA side of cpp/cross_entropy.cpp.
 //
 // Three launches on the caller's stream, none of which synchronises the host or
 // allocates: (1) one block checks the class indices and sums the mean's denominator

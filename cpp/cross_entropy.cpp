@@ -1,4 +1,4 @@
-#include "softmax_xent.hpp"
+#include "cross_entropy.hpp"
 #include "runtime.hpp"
 
 #include <algorithm>

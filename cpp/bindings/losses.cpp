@@ -11,7 +11,7 @@
 #include "checks.hpp"
 #include "regression_loss.hpp"
 #include "register.hpp"
-#include "softmax_xent.hpp"
+#include "cross_entropy.hpp"
 #include "vexp.hpp"
 #include "vlog.hpp"
 
@@ -60,12 +60,6 @@ Reduction parse_reduction(const std::string& s) {
   if (s == "sum") return Reduction::sum;
   if (s == "none") return Reduction::none;
   throw py::value_error("reduction must be 'mean', 'sum' or 'none', got '" + s + "'");
-}
-
-void require_ndim(const py::array& a, const char* name, py::ssize_t ndim) {
-  if (a.ndim() != ndim)
-    throw py::value_error(std::string(name) + " must be " + std::to_string(ndim) + "-dimensional, got shape " +
-                          shape_str(a));
 }
 
 void require_len(const py::array& a, const char* name, py::ssize_t len, const char* what) {
