@@ -58,6 +58,8 @@ def test_info_prints_show_config(capsys):
         (["train", "--momentum", "x"], "--momentum"),
         (["train", "--test-size", "1.5"], r"fraction in \(0, 1\)"),
         (["train", "--seed", "-1"], "--seed"),
+        (["train", "--device", "gpu"], "expected cpu, cuda or cuda:N, got 'gpu'"),
+        (["train", "--device", "cuda"], "--device cuda: .*(unavailable|issue 16)"),
         (["train", "--dataset", "imagenet"], "invalid choice"),
         (["train", "--model", "linear", "--dataset", "digits"], "use --model softmax"),
         (["train", "--model", "softmax", "--dataset", "synthetic"], "use --model linear"),

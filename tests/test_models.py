@@ -218,7 +218,8 @@ def test_get_set_params_and_sklearn_clone(rng):
     assert p["lr"] == 0.01 and p["loss"] == "huber" and p["solver"] == "sgd" and p["batch_size"] == 10
     assert set(SoftmaxRegression().get_params()) == {
         "lr", "batch_size", "epochs", "momentum", "weight_decay", "init", "shuffle", "random_state", "verbose",
-        "warm_start"}
+        "warm_start", "device"}
+    assert p["device"] == "cpu"
     assert m.set_params(epochs=7) is m and m.epochs == 7
     with pytest.raises(ValueError, match="Invalid parameter"):
         m.set_params(alpha=1.0)
@@ -1047,3 +1048,30 @@ def test_momentum_and_lr_rules_are_shared():
     for bad in (0, -1, float("inf")):
         with pytest.raises(ValueError, match="lr"):
             fastreg.models.check_lr(bad)
+
+
+@pytest.mark.parametrize("Est", [SoftmaxRegression, LinearRegression])
+def test_device_parameter_validated_and_cuda_refused_with_reason(Est, rng):
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 40) if Est is SoftmaxRegression else rng.standard_normal(40)
+    # stored unchanged (scikit-learn convention), checked at fit
+    for bad in ["gpu", "cuda:", "cuda:x", "CPU", 0, None]:
+        m = Est(device=bad, epochs=1)
+        assert m.device is bad or m.device == bad
+        with pytest.raises(ValueError, match="device must be 'cpu', 'cuda' or 'cuda:N'"):
+            m.fit(X, y)
+    ref = Est(epochs=1, random_state=0).fit(X, y)
+    cpu = Est(device="cpu", epochs=1, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(cpu.coef_, ref.coef_)
+    import fastreg.cuda
+    reason = fastreg.cuda.unavailable_reason()
+    for dev in ["cuda", "cuda:1"]:
+        m = Est(device=dev, epochs=1)
+        if reason is not None:
+            with pytest.raises(RuntimeError, match="unavailable") as err:
+                m.fit(X, y)
+            assert reason in str(err.value)
+        else:
+            with pytest.raises(NotImplementedError, match="issue 16"):
+                m.fit(X, y)
+        assert not hasattr(m, "coef_")

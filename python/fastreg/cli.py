@@ -210,6 +210,14 @@ def _require(module: str, extra: str = "demo"):
         raise UsageError(f"this needs {module.split('.')[0]}: pip install 'fastreg[{extra}]'") from None
 
 
+def _device(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
 def _estimator(args):
     import fastreg
 
@@ -221,6 +229,8 @@ def _estimator(args):
         lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, momentum=args.momentum,
         weight_decay=args.weight_decay, random_state=args.seed, verbose=not args.quiet,
     )
+    if getattr(args, "device", "cpu") != "cpu":  # only when asked, so older fastreg estimators still work
+        kwargs["device"] = args.device
     if args.model == "linear":
         kwargs["loss"] = args.loss
     return cls(**kwargs)
@@ -331,6 +341,13 @@ def cmd_train(args, out=None) -> int:
             setattr(args, key, value)
     if args.seed is None:
         args.seed = 0
+    if args.device != "cpu":  # refuse before loading data, with the reason
+        from .models import _check_device
+
+        try:
+            _check_device(args.device)
+        except (RuntimeError, NotImplementedError) as e:
+            raise UsageError(f"--device {args.device}: {e}") from None
     for path in (args.plot, args.save):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"cannot write {path}: folder {Path(path).resolve().parent} does not exist")
@@ -566,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_nonneg_int, help="seed for the split, initialisation and shuffling (default 0)")
     t.add_argument("--test-size", type=_fraction, default=0.25,
                    help="held-out fraction for datasets without a test split (default 0.25)")
+    t.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N (docs/cuda.md)")
     t.add_argument("--threads", type=_positive_int, help="threads for fastreg's kernels")
     t.add_argument("--plot", type=_png_path, default="curves.png", metavar="PNG",
                    help="learning-curve picture (default: curves.png; 'none' to skip)")

@@ -27,6 +27,7 @@ import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -267,6 +268,23 @@ _FORMAT_NAME = "fastreg-estimator"
 _FORMAT_VERSION = 1
 
 
+def _check_device(device) -> None:
+    """device="cpu" trains here; "cuda"/"cuda:N" is validated and, until the device epoch of
+    issue 16 lands, refused with the reason, so a script asking for the GPU never silently
+    trains on the CPU."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "cpu":
+        return
+    from . import cuda
+
+    reason = cuda.unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"device={device!r} needs fastreg's CUDA kernels, which are unavailable: {reason}")
+    raise NotImplementedError(f"device={device!r}: the on-device training epoch (issue 16) is not built yet; "
+                              "use device='cpu'")
+
+
 class _SGDEstimator:
     """Hyper-parameter checks, fitted state, the epoch driver, and save/load."""
 
@@ -284,6 +302,7 @@ class _SGDEstimator:
             raise ValueError(f"init must be 'normal' or 'zeros', got {self.init!r}")
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"warm_start must be True or False, got {type(self.warm_start).__name__}")
+        _check_device(self.device)
 
     # -- state -------------------------------------------------------------
     def _init_state(self, n_features: int, n_outputs: int, dtype) -> None:
@@ -616,7 +635,9 @@ class _SoftmaxRegression(_SGDEstimator):
     coef_), init ("normal": N(0, 0.01^2) as d2l, or "zeros"), shuffle (a new permutation
     of the rows each epoch, seeded from ``numpy.random.default_rng(random_state)``),
     random_state, verbose (a progress bar per epoch with loss/accuracy; tqdm optional),
-    warm_start (fit continues from the current parameters instead of starting anew).
+    warm_start (fit continues from the current parameters instead of starting anew),
+    device ("cpu", the default; "cuda"/"cuda:N" are validated and refused with the reason
+    until the on-device epoch of issue 16 lands: docs/cuda.md).
 
     X: float32 (trained in float32), float64 (in float64), uint8 (read as x / 255 in
     float32, as torchvision's ``ToTensor``) or anything NumPy converts to float64,
@@ -636,7 +657,7 @@ class _SoftmaxRegression(_SGDEstimator):
     _has_accuracy = True
 
     def __init__(self, lr=0.1, batch_size=256, epochs=10, momentum=0.0, weight_decay=0.0, init="normal",
-                 shuffle=True, random_state=None, verbose=False, warm_start=False):
+                 shuffle=True, random_state=None, verbose=False, warm_start=False, device="cpu"):
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -647,6 +668,7 @@ class _SoftmaxRegression(_SGDEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.device = device
 
     def _encode(self, y, n: int, name: str = "y") -> np.ndarray:
         y = _check_y_1d(y, n, name, type(self).__name__)
@@ -828,7 +850,8 @@ class _LinearRegression(_SGDEstimator):
     """
 
     def __init__(self, lr=0.03, batch_size=10, epochs=3, momentum=0.0, weight_decay=0.0, init="normal",
-                 shuffle=True, random_state=None, verbose=False, loss="squared", solver="sgd", warm_start=False):
+                 shuffle=True, random_state=None, verbose=False, loss="squared", solver="sgd", warm_start=False,
+                 device="cpu"):
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -841,6 +864,7 @@ class _LinearRegression(_SGDEstimator):
         self.loss = loss
         self.solver = solver
         self.warm_start = warm_start
+        self.device = device
 
     def _check_hyper(self) -> None:
         super()._check_hyper()
