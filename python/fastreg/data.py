@@ -38,7 +38,7 @@ def _track(it) -> None:
 
 @atexit.register
 def _close_live_iterators() -> None:
-    for r in list(_live_iterators):
+    for r in list(_live_iterators):  # noqa: PERF101 -- close() removes entries while we iterate
         it = r()
         if it is not None:
             it.close()
