@@ -25,9 +25,10 @@ With --benchmark-disable (smoke, as CI runs it) every case runs once.
 import os
 import warnings
 
-import fastreg
 import numpy as np
 import pytest
+
+import fastreg
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.exceptions import ConvergenceWarning
@@ -115,6 +116,8 @@ def test_time_to_accuracy(benchmark, problem, ref, who):
         est = benchmark.pedantic(_fit_reference, args=(ref, Xtr, ytr), rounds=rounds, iterations=1)
         assert est.score(Xte, yte) == pytest.approx(ref_acc, abs=0.02)  # saga/SGD differ a little by run
     else:
-        fit = lambda: fastreg.SoftmaxRegression(random_state=0, epochs=epochs, **settings).fit(Xtr, ytr)
+        def fit():
+            return fastreg.SoftmaxRegression(random_state=0, epochs=epochs, **settings).fit(Xtr, ytr)
+
         est = benchmark.pedantic(fit, rounds=max(rounds, 5), iterations=1)
         assert est.score(Xte, yte) == acc >= ref_acc - TOLERANCE

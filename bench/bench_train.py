@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 import fastreg
-from fastreg import SoftmaxRegression
-from fastreg import _core
+from fastreg import SoftmaxRegression, _core
 
 torch = pytest.importorskip("torch")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import re
 import sys
 from collections import defaultdict
 
@@ -84,9 +83,8 @@ def machine_line(data: dict) -> str:
     cpu = mi.get("cpu", {}).get("brand_raw", "?")
     extra = mi.get("fastreg", {})
     bits = [f"{cpu}, {mi.get('cpu', {}).get('count', '?')} CPUs", f"Python {mi.get('python_version', '?')}"]
-    for key in ("version", "simd", "threads", "blas", "blas_coretype", "torch", "numpy", "scipy"):
-        if key in extra:
-            bits.append(f"{key} {extra[key]}")
+    keys = ("version", "simd", "threads", "blas", "blas_coretype", "torch", "numpy", "scipy")
+    bits.extend(f"{key} {extra[key]}" for key in keys if key in extra)
     when = data.get("datetime", "?")[:16].replace("T", " ")
     return f"Run of {when} UTC on {'; '.join(bits)}."
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import fastreg
-from fastreg import _core
-
 from conftest import SIMD_LEVELS, cpu_simd_levels
+from fastreg import _core
 
 
 def test_import_does_not_import_torch():

@@ -37,9 +37,10 @@ import pytest
 import fastreg
 
 torch = pytest.importorskip("torch")
-import fastreg.torch as frt  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
+
+import fastreg.torch as frt  # noqa: E402
 
 # d2l 0.17.6's train_epoch_ch3 calls float(l.sum()) on a loss that requires grad, which
 # torch 2.13 warns about (once per process) whichever loss computed it.
@@ -169,7 +170,7 @@ class HyperParameters:
 
     def save_hyperparameters(self, ignore=[]):
         """Save function arguments into class attributes.
-    
+
         Defined in :numref:`sec_utils`"""
         frame = inspect.currentframe().f_back
         _, _, _, local_vars = inspect.getargvalues(frame)
@@ -370,7 +371,7 @@ class Classifier(d2l.Module):
 
     def accuracy(self, Y_hat, Y, averaged=True):
         """Compute the number of correct predictions.
-    
+
         Defined in :numref:`sec_classification`"""
         Y_hat = d2l.reshape(Y_hat, (-1, Y_hat.shape[-1]))
         preds = d2l.astype(d2l.argmax(Y_hat, axis=1), Y.dtype)

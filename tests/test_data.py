@@ -11,8 +11,8 @@ from _proc import os_threads, task_ids, wait_for_threads
 from fastreg import DataLoader, _core, data_iter, load_array
 
 torch = pytest.importorskip("torch")
-from torch.utils.data import DistributedSampler, TensorDataset  # noqa: E402
 from torch.utils.data import DataLoader as TorchDataLoader  # noqa: E402
+from torch.utils.data import DistributedSampler, TensorDataset  # noqa: E402
 
 
 def _dataset(rng, n, d=5, dtype=np.float32):

@@ -58,7 +58,6 @@ def _reference(X, y, order, w, b, *, lr, momentum, wd, batch, kind):
 def _misaligned(shape, dtype):
     """A C-contiguous zero array whose data does not start on a 64-byte boundary."""
     n = int(np.prod(shape))
-    itemsize = np.dtype(dtype).itemsize
     raw = np.zeros(n + 64, dtype)
     start = next(i for i in range(1, 64) if (raw[i:].ctypes.data % 64) != 0)
     return raw[start : start + n].reshape(shape)

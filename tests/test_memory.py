@@ -125,7 +125,7 @@ def test_200_epochs_keep_rss_flat(rng, prefetch, batch_size):
     before = _rss_bytes()
     checksum = 0.0
     for _ in range(200):
-        for xb, yb in loader:
+        for xb, _yb in loader:
             checksum += float(xb[0, 0])
     growth = _rss_bytes() - before
     # One epoch moves ~6 MiB of batches; 200 epochs with a leak of even one batch

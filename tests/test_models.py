@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import fastreg
-from fastreg import LinearRegression, SoftmaxRegression
-from fastreg import _core
+from fastreg import LinearRegression, SoftmaxRegression, _core
 
 torch = pytest.importorskip("torch")
 

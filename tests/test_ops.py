@@ -443,22 +443,23 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
     x, y = _make_xent(rng, dtype, False, n=37, c=7)
     w = (rng.random(7) + 0.1).astype(dtype)
     y3 = np.where(y == -100, 3, y)  # ignore_index 3, a valid class
-    for y, kw in [(y, dict()), (y, dict(weight=w, reduction="sum")), (y, dict(reduction="none", label_smoothing=0.3)),
+    for yl, kw in [(y, dict()), (y, dict(weight=w, reduction="sum")), (y, dict(reduction="none", label_smoothing=0.3)),
                   (y3, dict(ignore_index=3, weight=w))]:
         args = (kw.get("weight"), kw.get("ignore_index", -100), kw.get("reduction", "mean"),
                 kw.get("label_smoothing", 0.0))
         out = np.empty_like(x)
-        fast_loss, fast_g = _core.cross_entropy_fast(x, y, *args, out, True)
+        fast_loss, fast_g = _core.cross_entropy_fast(x, yl, *args, out, True)
         assert fast_g is out
-        fast_only = _core.cross_entropy_fast(x, y, *args, None, False)
-        slow_loss, slow_g = ops.cross_entropy_with_grad(torch.tensor(x), torch.tensor(y), **kw)  # general path
+        fast_only = _core.cross_entropy_fast(x, yl, *args, None, False)
+        slow_loss, slow_g = ops.cross_entropy_with_grad(torch.tensor(x), torch.tensor(yl), **kw)  # general path
         assert type(fast_only) is type(fast_loss) and type(fast_loss) in (np.ndarray, np.dtype(dtype).type)
         np.testing.assert_array_equal(fast_loss, slow_loss.numpy())
         np.testing.assert_array_equal(fast_only, fast_loss)
         np.testing.assert_array_equal(fast_g, slow_g.numpy())
-        loss, g = ops.cross_entropy_with_grad(x, y, **kw)
+        loss, g = ops.cross_entropy_with_grad(x, yl, **kw)
         assert np.asarray(loss).dtype == dtype and g.dtype == dtype and g.shape == x.shape
         np.testing.assert_array_equal(loss, fast_loss)
+    y = yl  # what follows runs on the loop's last labels (y3), as before the loop variable was renamed
     # Anything that needs a conversion goes to the general path (None), never a wrong answer.
     args = (None, -100, "mean", 0.0, None, True)
     for xx, yy in [(torch.tensor(x), y), (x, torch.tensor(y)), (x, y.astype(np.int32)), (x[:, ::2], y),

@@ -11,8 +11,6 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-import fastreg
-from fastreg import models
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import (
     GridSearchCV,
@@ -23,6 +21,9 @@ from sklearn.model_selection import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastreg
+from fastreg import models
 
 
 @parametrize_with_checks(

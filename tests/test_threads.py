@@ -490,10 +490,10 @@ def test_close_from_another_thread_while_consumer_waits(rng):
         next(it)
         got = []
 
-        def consume():
-            for xb, yb in it:  # ends cleanly (StopIteration) once closed
+        def consume():  # noqa: B023 -- runs (in _run_threads) before the loop rebinds it
+            for xb, yb in it:  # noqa: B023, F821 -- ends cleanly (StopIteration) once closed
                 np.testing.assert_array_equal(xb, X[yb])
-                got.append(len(yb))
+                got.append(len(yb))  # noqa: B023
 
         _run_threads([consume, it.close])
         assert it.done

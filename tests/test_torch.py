@@ -4,7 +4,6 @@ import copy
 import itertools
 import warnings
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -487,7 +486,9 @@ def test_fused_losses_forward_mode_and_torch_func(rng, name):
     assert got is not None
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,)), torch.func.jvp(ref, (x,), (v,)))
-    summed = (lambda f: lambda x: f(x).sum())
+    def summed(f):
+        return lambda x: f(x).sum()
+
     torch.testing.assert_close(torch.func.grad(summed(ours))(x), torch.func.grad(summed(ref))(x))
     torch.testing.assert_close(torch.func.hessian(summed(ours))(x), torch.func.hessian(summed(ref))(x))
     xb = torch.tensor(rng.standard_normal((3, *x.shape)))
@@ -533,7 +534,7 @@ def test_custom_op_called_directly(rng):
     x = _x(rng)
     t = torch.tensor(rng.integers(0, 5, 7))
     for want_grad in (True, False):
-        f = lambda x: op(x, t, None, -100, "mean", 0.0, want_grad)[0]  # noqa: E731
+        f = lambda x, want_grad=want_grad: op(x, t, None, -100, "mean", 0.0, want_grad)[0]  # noqa: E731
         assert torch.autograd.gradcheck(f, x) and torch.autograd.gradgradcheck(f, x)
     loss, grad = op(x.detach(), t, None, -100, "sum", 0.0, True)
     xr = x.detach().clone().requires_grad_()

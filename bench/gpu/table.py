@@ -34,7 +34,7 @@ def render(results: dict) -> str:
         lines.append([r["case"], _ms(t), "n/a" if gbs is None else f"{gbs:.0f}", share, _x(t, r.get("torch_ms")),
                       _x(t, r.get("compile_ms")), _x(t, r.get("other_ms")), r.get("other") or ""])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [f"device: {results.get('device', '?')}; copy bandwidth (read + write): "
            + ("n/a" if copy is None else f"{copy:.0f} GB/s"), fmt.format(*head), fmt.format(*["-" * w for w in widths])]
     out += [fmt.format(*row) for row in lines]

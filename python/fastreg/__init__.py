@@ -8,9 +8,7 @@ torch is optional: ``import fastreg`` needs only NumPy.
 
 __version__ = "0.1.0"
 
-from . import cuda, datasets, linear, ops, optim, plot
-from .data import DataLoader, data_iter, load_array
-from . import models
+from . import cuda, datasets, linear, models, ops, optim, plot
 from ._config import (
     get_num_threads,
     max_num_threads,
@@ -19,6 +17,7 @@ from ._config import (
     show_config,
     simd_level,
 )
+from .data import DataLoader, data_iter, load_array
 
 __all__ = [
     "DataLoader",

@@ -6,6 +6,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is optional: only type checkers import it here
+    import torch
+
 try:
     from . import _cuda
 except ImportError as exc:  # built without CUDA, or the module cannot load
@@ -71,7 +76,7 @@ def _require():
     return _cuda
 
 
-def device_copy(dst, src) -> None:
+def device_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
     """Copy CUDA tensor ``src`` into ``dst`` (same dtype and shape, contiguous) with
     fastreg's copy kernel on torch's current stream."""
     mod = _require()
@@ -96,9 +101,10 @@ def device_copy(dst, src) -> None:
         mod.device_copy(dst.data_ptr(), src.data_ptr(), dst.numel() * dst.element_size(), stream)
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100, reduction: str = "mean",
+def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0, *, lse_square_scale: float = 0.0, inplace_backward: bool = False,
-                  grad_in_forward: bool = True):
+                  grad_in_forward: bool = True) -> torch.Tensor:
     """``fastreg.torch.cross_entropy`` on CUDA tensors, with two extra options.
 
     input: float32/float16/bfloat16 [N, C] (or [C]) CUDA logits; target: int64 class
@@ -126,7 +132,7 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100, reductio
                                inplace_backward, grad_in_forward)
 
 
-def check_errors(device=None) -> None:
+def check_errors(device: int | str | torch.device | None = None) -> None:
     """Synchronise ``device`` (an int, a torch.device, or None for device 0) and raise
     IndexError for the first out-of-range class index fastreg's CUDA cross-entropy met
     since the last check; the record is then cleared. Kernels never synchronise, so this

@@ -20,6 +20,7 @@ import numpy as np
 from . import _core
 from ._checks import check_int
 from ._interop import is_tensor, torch_module
+from ._typing import ArrayLike
 
 __all__ = ["DataLoader", "data_iter", "load_array"]
 
@@ -38,7 +39,7 @@ def _track(it) -> None:
 
 @atexit.register
 def _close_live_iterators() -> None:
-    for r in list(_live_iterators):
+    for r in list(_live_iterators):  # noqa: PERF101 -- close() removes entries while we iterate
         it = r()
         if it is not None:
             it.close()
@@ -719,7 +720,7 @@ def _warn_pin_memory(torch, device: str) -> None:
         )
 
 
-def data_iter(batch_size: int, features, labels) -> Iterator[list]:
+def data_iter(batch_size: int, features: ArrayLike, labels: ArrayLike) -> Iterator[list]:
     """d2l's from-scratch ``data_iter``: shuffled ``[features[b], labels[b]]`` batches (lists,
     as the DataLoader's; d2l's generator yields tuples, which unpack alike), the last one
     short. features: ``[N, ...]``, labels: ``[N, ...]`` (arrays or tensors)."""

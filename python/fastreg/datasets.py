@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._checks import check_int, check_real
+from ._typing import ArrayLike
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -395,7 +396,7 @@ def load_fashion_mnist(
     return images, labels.astype(np.int64)
 
 
-def get_fashion_mnist_labels(labels) -> list[str]:
+def get_fashion_mnist_labels(labels: ArrayLike) -> list[str]:
     """Class names for integer labels (d2l's ``get_fashion_mnist_labels``).
 
     labels: an int or a sequence / int array / torch tensor of ints in [0, 10).
@@ -450,7 +451,7 @@ def load_diabetes() -> tuple[np.ndarray, np.ndarray]:
 
 
 def synthetic_data(
-    w,
+    w: ArrayLike,
     b: float,
     num_examples: int,
     noise: float = 0.01,

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from ._interop import as_numpy_view, is_tensor, torch_module
+from ._typing import ArrayLike, ArrayOrTensor
 
 __all__ = ["linear", "linear_backward"]
 
@@ -46,7 +47,7 @@ def _wrap(out: np.ndarray | None, like):
     return torch_module().from_numpy(out)
 
 
-def linear(input, weight, bias=None):
+def linear(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None) -> ArrayOrTensor:
     """``input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
     input: float32/float64 ``[n, in_features]``; weight: same dtype ``[out_features,
@@ -61,7 +62,9 @@ def linear(input, weight, bias=None):
     return _wrap(_core.linear_forward(x, w, b), input)
 
 
-def linear_backward(input, weight, grad_output, *, bias: bool = True, input_grad: bool = False):
+def linear_backward(
+    input: ArrayLike, weight: ArrayLike, grad_output: ArrayLike, *, bias: bool = True, input_grad: bool = False
+) -> tuple[ArrayOrTensor, ArrayOrTensor | None, ArrayOrTensor | None]:
     """Gradients of ``linear(input, weight, bias)`` given ``grad_output = dL/dy``.
 
     input: ``[n, in_features]``, weight: ``[out_features, in_features]``,

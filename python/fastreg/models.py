@@ -32,13 +32,20 @@ import sys
 import time
 import warnings
 import zipfile
+from typing import IO, Any, TypeVar, Union
 
 import numpy as np
 
 from . import _core, _distributed
 from ._checks import check_int
 from ._linear_cross_entropy import linear_cross_entropy
+from ._typing import ArrayLike
 from .linear import _ensure_blas
+
+# fit and partial_fit return the estimator itself; the classes are built on first use (see _build).
+_Est = TypeVar("_Est", bound="_SGDEstimator")
+# A path or a binary file object.
+_File = Union[str, "os.PathLike[str]", IO[bytes]]
 
 # The two estimators and NotFittedError are created on first use, by __getattr__ below.
 __all__ = ["LinearRegression", "NotFittedError", "SoftmaxRegression", "TrainingDivergedError",  # noqa: F822
@@ -63,13 +70,13 @@ _UINT8_SCALE = 1.0 / 255.0
 # hyper-parameter rules, shared with the command line
 
 
-def check_lr(value) -> float:
+def check_lr(value: float) -> float:
     """The learning-rate rule of the estimators and of ``fastreg train --lr``: a finite
     number > 0. Returns it as a float; raises TypeError/ValueError otherwise."""
     return _number("lr", value, positive=True)
 
 
-def check_momentum(value) -> float:
+def check_momentum(value: float) -> float:
     """The momentum rule of the estimators and of ``fastreg train --momentum``: a number
     in [0, 1). Momentum 1 never forgets a gradient and above 1 the steps grow without
     bound, so both only diverge (torch.optim.SGD accepts them and then diverges)."""
@@ -476,7 +483,7 @@ class _SGDEstimator:
         return X
 
     # -- save / load -----------------------------------------------------------
-    def save(self, file) -> None:
+    def save(self, file: _File) -> None:
         """Write the fitted estimator to ``file`` (a path or a binary file object) as an
         ``.npz`` that ``fastreg.models.load`` reads with ``allow_pickle=False``: nothing
         in it runs code when loaded. It holds the format name and version, the class,
@@ -518,7 +525,7 @@ class _SGDEstimator:
             np.savez(file, **arrays)
 
     @classmethod
-    def load(cls, file):
+    def load(cls: type[_Est], file: _File) -> _Est:
         """Read an estimator written by ``save``; it must be of this class (use
         ``fastreg.models.load`` for either)."""
         est = load(file)
@@ -527,7 +534,7 @@ class _SGDEstimator:
         return est
 
 
-def load(file):
+def load(file: _File) -> _SGDEstimator:
     """Read an estimator written by ``SoftmaxRegression.save``/``LinearRegression.save``
     (an ``.npz``, read with ``allow_pickle=False``). Raises ValueError for a file that is
     not such a model, or of a newer format version."""
@@ -693,7 +700,8 @@ class _SoftmaxRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, self._encode(eval_set[1], Xe.shape[0], "y_eval")
 
-    def fit(self, X, y, sample_weight=None, eval_set=None, *, distributed=None):
+    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+            eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
         """Train for ``epochs`` epochs (from new parameters, or from the current ones with
         warm_start); returns self.
 
@@ -729,7 +737,9 @@ class _SoftmaxRegression(_SGDEstimator):
             self._run_epochs(Xa, codes, int(self.epochs), eval_data, data_parallel, sw)
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None, eval_set=None, *, distributed=None):
+    def partial_fit(self: _Est, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None,
+                    sample_weight: ArrayLike | None = None, eval_set: tuple[ArrayLike, ArrayLike] | None = None, *,
+                    distributed: Any = None) -> _Est:
         """One more epoch over (X, y), keeping the parameters (and momentum) so far.
 
         classes: every label that will ever appear, as for SGDClassifier; needed on the
@@ -781,23 +791,23 @@ class _SoftmaxRegression(_SGDEstimator):
         _ensure_blas()
         return _core.linear_forward(np.ascontiguousarray(_as_float_rows(Xa, self._w.dtype)), self._w, self._b)
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Logits ``X @ coef_.T + intercept_``: ``[n_samples, n_classes]`` of coef_'s dtype.
         With two classes, as scikit-learn's classifiers: ``[n_samples]``, the second class's
         logit minus the first's (> 0 predicts classes_[1])."""
         z = self._logits(X)
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
-    def predict_log_proba(self, X) -> np.ndarray:
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log-softmax of the logits: ``[n_samples, n_classes]`` (order of classes_), computed
         stably (no log of an underflowed probability)."""
         return _log_softmax(self._logits(X))
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Softmax of the logits: ``[n_samples, n_classes]``, rows sum to 1 (order of classes_)."""
         return np.exp(self.predict_log_proba(X))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Most probable class label per sample: ``[n_samples]`` from classes_."""
         if self._many_classes():  # the fused kernel's argmax: no [n_samples, n_classes] logits
             Xf = self._rows(X)
@@ -893,7 +903,8 @@ class _LinearRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, ye.astype(self._w.dtype, copy=False)
 
-    def fit(self, X, y, sample_weight=None, eval_set=None, *, distributed=None):
+    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+            eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
         """Fit on X ``[n_samples, n_features]``, y ``[n_samples]``; returns self.
 
         sample_weight: optional ``[n_samples]`` weights >= 0. distributed: data-parallel
@@ -926,7 +937,8 @@ class _LinearRegression(_SGDEstimator):
                 self._run_epochs(Xa, ya, int(self.epochs), eval_data, data_parallel, sw)
         return self
 
-    def partial_fit(self, X, y, sample_weight=None, eval_set=None, *, distributed=None):
+    def partial_fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                    eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
         """One more SGD epoch over (X, y), keeping the parameters so far (solver='sgd').
         sample_weight and ``distributed`` as for fit. Whatever fails, the estimator is
         left as it was."""
@@ -997,7 +1009,7 @@ class _LinearRegression(_SGDEstimator):
         self._check_fitted()
         return float(self._b[0])
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predictions ``X @ coef_ + intercept_``: ``[n_samples]`` of coef_'s dtype."""
         self._check_fitted()
         Xa = _check_X(X)
@@ -1068,14 +1080,14 @@ class _Params:
 
 
 class _ClassifierScore:
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Mean accuracy of predict(X) against y (weighted by sample_weight)."""
         y = np.asarray(y)
         return float(np.average(self.predict(X) == y, weights=sample_weight))
 
 
 class _RegressorScore:
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Coefficient of determination R^2 of predict(X) against y (weighted by sample_weight);
         1.0 for a perfect fit of a constant y, 0.0 for an imperfect one (scikit-learn's r2_score)."""
         y = np.asarray(y, dtype=np.float64)

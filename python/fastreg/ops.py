@@ -18,6 +18,7 @@ from ._checks import check_int, check_real, labels_as_int64
 from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
+from ._typing import ArrayLike, ArrayOrTensor, DTypeLike, Loss
 
 __all__ = [
     "cross_entropy",
@@ -170,7 +171,9 @@ def _softmax(x, axis, log: bool, name: str = "x"):
     return _wrap(out, as_tensor)
 
 
-def softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
+def softmax(
+    x: ArrayLike, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype: DTypeLike = None
+) -> ArrayOrTensor:
     """Softmax along ``axis``: ``exp(x - max) / sum(exp(x - max))``, exact for huge entries.
 
     x: float32/float64 array or CPU tensor of any shape; returns the same shape and dtype.
@@ -185,7 +188,9 @@ def softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=Non
     return _softmax(x, axis, False)
 
 
-def log_softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
+def log_softmax(
+    x: ArrayLike, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype: DTypeLike = None
+) -> ArrayOrTensor:
     """``x - logsumexp(x)`` along ``axis`` (finite wherever the softmax is nonzero); arguments
     as :func:`softmax`."""
     x, axis = _cast(x, dtype), _axis(axis, dim, "log_softmax")
@@ -194,7 +199,9 @@ def log_softmax(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype
     return _softmax(x, axis, True)
 
 
-def softmin(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=None):
+def softmin(
+    x: ArrayLike, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype: DTypeLike = None
+) -> ArrayOrTensor:
     """Softmin along ``axis``: ``softmax(-x)`` (torch.nn.functional.softmin); arguments as
     :func:`softmax`."""
     x, axis = _cast(x, dtype), _axis(axis, dim, "softmin")
@@ -204,8 +211,9 @@ def softmin(x, axis: int | None = _UNSET, *, dim: int | None = _UNSET, dtype=Non
     return _wrap(_softmax(np.negative(a), axis, False), as_tensor)
 
 
-def logsumexp(x, axis: int | None = _UNSET, keepdims: bool = _UNSET, *, temperature: float = 1.0,
-              dim: int | None = _UNSET, keepdim: bool = _UNSET):
+def logsumexp(x: ArrayLike, axis: int | tuple[int, ...] | None = _UNSET, keepdims: bool = _UNSET, *,
+              temperature: float = 1.0, dim: int | tuple[int, ...] | None = _UNSET,
+              keepdim: bool = _UNSET) -> np.floating | ArrayOrTensor:
     """``temperature * log(sum(exp(x / temperature)))`` along ``axis`` (d2l's RealSoftMax).
 
     x: float32/float64 array or CPU tensor; the result drops ``axis`` (kept with size 1 when
@@ -346,14 +354,14 @@ def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction,
 
 
 def cross_entropy(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight=None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-):
+) -> Loss:
     """Softmax cross-entropy with ``torch.nn.functional.cross_entropy``'s semantics.
 
     logits: float32/float64 [N, C] (or [C]). target: integer class indices [N] (or a scalar),
@@ -382,15 +390,15 @@ def cross_entropy(
 
 
 def cross_entropy_with_grad(
-    logits,
-    target,
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight=None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    out=None,
-):
+    out: ArrayLike | None = None,
+) -> tuple[Loss, ArrayOrTensor]:
     """``(loss, grad)``: :func:`cross_entropy` and its gradient w.r.t. ``logits`` in one fused pass.
 
     grad: [N, C] like ``logits``, ``d loss / d logits`` (for ``reduction='none'``, the gradient of
@@ -483,35 +491,35 @@ _REG_DOC = """
 """
 
 
-def squared_loss(y_hat, y, *, reduction: str = "mean"):
+def squared_loss(y_hat: ArrayLike, y: ArrayLike, *, reduction: str = "mean") -> Loss:
     return _regression("squared", y_hat, y, 1.0, reduction, False, None)
 
 
-def squared_loss_with_grad(y_hat, y, *, reduction: str = "mean", out=None):
+def squared_loss_with_grad(y_hat: ArrayLike, y: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
     return _regression("squared", y_hat, y, 1.0, reduction, True, out)
 
 
-def l1_loss(input, target, *, reduction: str = "mean"):
+def l1_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> Loss:
     return _regression("l1", input, target, 1.0, reduction, False, None)
 
 
-def l1_loss_with_grad(input, target, *, reduction: str = "mean", out=None):
+def l1_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
     return _regression("l1", input, target, 1.0, reduction, True, out)
 
 
-def huber_loss(input, target, *, reduction: str = "mean", delta: float = 1.0):
+def huber_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", delta: float = 1.0) -> Loss:
     return _regression("huber", input, target, check_real(delta, "delta"), reduction, False, None)
 
 
-def huber_loss_with_grad(input, target, *, reduction: str = "mean", delta: float = 1.0, out=None):
+def huber_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", delta: float = 1.0, out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
     return _regression("huber", input, target, check_real(delta, "delta"), reduction, True, out)
 
 
-def smooth_l1_loss(input, target, *, reduction: str = "mean", beta: float = 1.0):
+def smooth_l1_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", beta: float = 1.0) -> Loss:
     return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, False, None)
 
 
-def smooth_l1_loss_with_grad(input, target, *, reduction: str = "mean", beta: float = 1.0, out=None):
+def smooth_l1_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", beta: float = 1.0, out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
     return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, True, out)
 
 

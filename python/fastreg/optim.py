@@ -49,7 +49,8 @@ def sgd_step(
     before anything is written.
     """
     if isinstance(params, (list, tuple)) and params and not isinstance(params[0], np.ndarray):  # CUDA hook
-        from ._cuda_ops import is_cuda_array, sgd_step as cuda_sgd_step
+        from ._cuda_ops import is_cuda_array
+        from ._cuda_ops import sgd_step as cuda_sgd_step
 
         if is_cuda_array(params[0]):
             return cuda_sgd_step(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,

@@ -339,8 +339,9 @@ def _check_devices(*tensors) -> None:
         )
 
 
-def cross_entropy(input, target, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
-                  reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  size_average: bool | None = None, ignore_index: int = -100, reduce: bool | None = None,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> torch.Tensor:
     """Same signature and results as ``torch.nn.functional.cross_entropy``.
 
     input: float32/float64 [N, C] logits (CPU); target: int64 class indices [N]
@@ -380,7 +381,8 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
-def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+def l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None, reduce: bool | None = None,
+            reduction: str = "mean", weight: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.l1_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if weight is not None:
@@ -388,7 +390,8 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mea
     return _regression("l1", input, target, 1.0, reduction, F.l1_loss)
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", weight=None):
+def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None, reduce: bool | None = None,
+             reduction: str = "mean", weight: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.mse_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if weight is not None:
@@ -396,20 +399,22 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction: str = "me
     return _regression("mse", input, target, 1.0, reduction, F.mse_loss)
 
 
-def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0, weight=None):
+def huber_loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.huber_loss``, fused (loss and gradient in one pass)."""
     if weight is not None:
         return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
     return _regression("huber", input, target, delta, reduction, F.huber_loss, delta=delta)
 
 
-def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
+def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: str = "mean", beta: float = 1.0) -> torch.Tensor:
     """``torch.nn.functional.smooth_l1_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return _regression("smooth_l1", input, target, beta, reduction, F.smooth_l1_loss, beta=beta)
 
 
-def squared_loss(input, target, reduction: str = "mean"):
+def squared_loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """d2l's ``(y_hat - y) ** 2 / 2`` (as :func:`fastreg.ops.squared_loss`), autograd-aware."""
     return _regression("squared", input, target, 1.0, reduction,
                        lambda a, b, reduction: F.mse_loss(a, b, reduction=reduction) * 0.5)
