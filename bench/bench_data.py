@@ -67,7 +67,14 @@ def _epoch(make):
     return run
 
 
-CASES_256 = ["fastreg-numpy", "fastreg-torch", "torch-DataLoader", "torch-BatchSampler-trick", "d2l-data_iter", "numpy-loop"]
+CASES_256 = [
+    "fastreg-numpy",
+    "fastreg-torch",
+    "torch-DataLoader",
+    "torch-BatchSampler-trick",
+    "d2l-data_iter",
+    "numpy-loop",
+]
 
 
 @pytest.mark.parametrize("impl", CASES_256)

@@ -49,7 +49,7 @@ def _torch_ddp(X, y):
     def epoch():
         order = torch.randperm(len(Xt))
         for s in range(0, len(Xt), BATCH):
-            idx = order[s:s + BATCH]
+            idx = order[s : s + BATCH]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
             opt.step()
@@ -77,8 +77,9 @@ def test_data_parallel_epoch(benchmark, one_rank, impl):
         b = SoftmaxRegression(**kw).fit(X[:5000], y[:5000], distributed=True)
         np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-5, atol=1e-7)
         model = SoftmaxRegression(epochs=1, batch_size=BATCH, lr=LR, random_state=0)
-        benchmark.pedantic(model.fit, args=(X, y), kwargs=dict(distributed=distributed), rounds=5, iterations=1,
-                           warmup_rounds=1)
+        benchmark.pedantic(
+            model.fit, args=(X, y), kwargs=dict(distributed=distributed), rounds=5, iterations=1, warmup_rounds=1
+        )
         _check_learns(model.predict, X, y)
     else:
         epoch, net = _torch_ddp(X, y)

@@ -110,8 +110,9 @@ print(status("VmHWM") - before - grads)
 
 def peak_extra_bytes(impl, n, d, v):
     """RSS high-water growth of one call in a fresh process, gradients' bytes left out (Linux)."""
-    code = _MEMORY_CODE.format(path=sys.path, bench=os.path.dirname(os.path.abspath(__file__)), impl=impl, n=n,
-                               d=d, v=v)
+    code = _MEMORY_CODE.format(
+        path=sys.path, bench=os.path.dirname(os.path.abspath(__file__)), impl=impl, n=n, d=d, v=v
+    )
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True)
     return int(proc.stdout.split()[-1])
 
@@ -138,13 +139,20 @@ def main(vocabs, rounds=5):
                 fn(h, w, y)
                 times[name].append(time.perf_counter() - t)
         med = {name: statistics.median(t) for name, t in times.items()}
-        print(f"N={N} D={D} V={v} float32, median of {rounds} (s): " +
-              ", ".join(f"{k} {m:.2f} [{min(times[k]):.2f}-{max(times[k]):.2f}]" for k, m in med.items()))
-        print(f"  torch / fastreg = {med['torch'] / med['fastreg']:.2f}x, "
-              f"fastreg / floor = {med['fastreg'] / med['three-gemms-floor']:.2f}x")
+        print(
+            f"N={N} D={D} V={v} float32, median of {rounds} (s): "
+            + ", ".join(f"{k} {m:.2f} [{min(times[k]):.2f}-{max(times[k]):.2f}]" for k, m in med.items())
+        )
+        print(
+            f"  torch / fastreg = {med['torch'] / med['fastreg']:.2f}x, "
+            f"fastreg / floor = {med['fastreg'] / med['three-gemms-floor']:.2f}x"
+        )
         mem = {k: peak_extra_bytes(k, N, D, v) for k in ("fastreg", "torch")}
-        print(f"  peak extra memory: fastreg {mem['fastreg'] / 2**20:.1f} MiB, torch {mem['torch'] / 2**20:.1f} MiB "
-              f"({100 * mem['fastreg'] / mem['torch']:.1f}%)", flush=True)
+        print(
+            f"  peak extra memory: fastreg {mem['fastreg'] / 2**20:.1f} MiB, torch {mem['torch'] / 2**20:.1f} MiB "
+            f"({100 * mem['fastreg'] / mem['torch']:.1f}%)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def test_time_to_accuracy(benchmark, problem, ref, who):
         est = benchmark.pedantic(_fit_reference, args=(ref, Xtr, ytr), rounds=rounds, iterations=1)
         assert est.score(Xte, yte) == pytest.approx(ref_acc, abs=0.02)  # saga/SGD differ a little by run
     else:
+
         def fit():
             return fastreg.SoftmaxRegression(random_state=0, epochs=epochs, **settings).fit(Xtr, ytr)
 

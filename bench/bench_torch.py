@@ -64,6 +64,7 @@ def test_concise_epoch(benchmark, data, impl):
 
 # ---- the loop's pieces that are ours: per-call overhead at the loop's sizes ------------
 
+
 @pytest.mark.parametrize("impl", ["fastreg-CrossEntropyLoss", "torch-CrossEntropyLoss"])
 def test_loss_forward_backward(benchmark, impl):
     """Loss and backward on [256, 10] logits: mostly Python/autograd overhead, which the

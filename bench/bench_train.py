@@ -105,7 +105,7 @@ def _torch_index_batching(X, y):
     def epoch():
         order = torch.randperm(len(Xt))
         for s in range(0, len(Xt), BATCH):
-            idx = order[s:s + BATCH]
+            idx = order[s : s + BATCH]
             opt.zero_grad()
             loss(net(_as_float(Xt[idx])), yt[idx]).backward()
             opt.step()
@@ -140,7 +140,7 @@ def _check_fastreg_matches_torch(X, y):
     Xt, yt = _as_float(torch.from_numpy(X)), torch.from_numpy(y)
     order = torch.from_numpy(_core.random_permutation(len(X), int(gen.integers(2**63)), 0))  # fastreg's shuffle
     for s in range(0, len(X), BATCH):
-        idx = order[s:s + BATCH]
+        idx = order[s : s + BATCH]
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(Xt[idx]), yt[idx]).backward()
         opt.step()

@@ -65,8 +65,13 @@ def rows(groups: dict[str, dict[str, dict]]) -> list[dict]:
         # fastreg's case: "fastreg"; else "fastreg-torch" (torch tensors in, as the torch
         # reference takes them); else a group's only "fastreg-<variant>" (the drop-ins).
         variants = [k for k in cases if k.startswith("fastreg-")]
-        ours = "fastreg" if "fastreg" in cases else "fastreg-torch" if "fastreg-torch" in cases else (
-            variants[0] if len(variants) == 1 else None)
+        ours = (
+            "fastreg"
+            if "fastreg" in cases
+            else "fastreg-torch"
+            if "fastreg-torch" in cases
+            else (variants[0] if len(variants) == 1 else None)
+        )
         if ours is None:
             continue
         f = cases[ours]

@@ -41,11 +41,11 @@ void find_thread_controls(const void* sgemm) {
   if (!lib) return;
   g_set_local = reinterpret_cast<set_local_fn>(
       find_symbol(lib, {"openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local"}));
-  g_set_global = reinterpret_cast<set_global_fn>(
-      find_symbol(lib, {"scipy_openblas_set_num_threads", "openblas_set_num_threads"}));
+  g_set_global =
+      reinterpret_cast<set_global_fn>(find_symbol(lib, {"scipy_openblas_set_num_threads", "openblas_set_num_threads"}));
   g_get = reinterpret_cast<get_fn>(find_symbol(lib, {"scipy_openblas_get_num_threads", "openblas_get_num_threads"}));
   if (!g_get) g_set_global = nullptr;  // a global setter is only safe to use if the old value can be restored
-  dlclose(lib);  // RTLD_NOLOAD took a reference; the library stays loaded by its owner
+  dlclose(lib);                        // RTLD_NOLOAD took a reference; the library stays loaded by its owner
 }
 
 const BlasTable& table() {
@@ -72,13 +72,12 @@ void set_blas(const BlasTable& t) {
   g_table.store(&g_storage, std::memory_order_release);
 }
 
-const char* blas_thread_control() {
-  return g_set_local ? "thread-local" : g_set_global ? "global" : "none";
-}
+const char* blas_thread_control() { return g_set_local ? "thread-local" : g_set_global ? "global" : "none"; }
 
 BlasThreads::BlasThreads(int n) {
   if (!blas_ready()) return;  // the acquire load orders the reads of the setters after set_blas
-  if (g_set_local) previous_ = g_set_local(n);
+  if (g_set_local)
+    previous_ = g_set_local(n);
   else if (g_set_global) {
     previous_ = g_get();
     g_set_global(n);
@@ -87,8 +86,10 @@ BlasThreads::BlasThreads(int n) {
 
 BlasThreads::~BlasThreads() {
   if (previous_ < 0) return;
-  if (g_set_local) g_set_local(previous_);
-  else if (g_set_global) g_set_global(previous_);
+  if (g_set_local)
+    g_set_local(previous_);
+  else if (g_set_global)
+    g_set_global(previous_);
 }
 
 bool blas_ready() { return g_table.load(std::memory_order_acquire) != nullptr; }
@@ -96,8 +97,8 @@ bool blas_ready() { return g_table.load(std::memory_order_acquire) != nullptr; }
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the
 // operands and the m/n roles, keep the transpose flags. No data is copied.
 template <class T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {  // an empty product: C = beta * C (never read C when beta is 0, as BLAS)
     for (int64_t i = 0; i < m; ++i)
@@ -132,12 +133,11 @@ void gemv(bool trans_a, int64_t m, int64_t n, T alpha, const T* a, int64_t lda, 
     table().dgemv(&t, &M, &N, &alpha, a, &LDA, x, &one, &beta, y, &one);
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
-                          int64_t, float, float*, int64_t);
-template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
-                           const double*, int64_t, double, double*, int64_t);
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*, int64_t,
+                          float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t, const double*,
+                           int64_t, double, double*, int64_t);
 template void gemv<float>(bool, int64_t, int64_t, float, const float*, int64_t, const float*, float, float*);
-template void gemv<double>(bool, int64_t, int64_t, double, const double*, int64_t, const double*, double,
-                           double*);
+template void gemv<double>(bool, int64_t, int64_t, double, const double*, int64_t, const double*, double, double*);
 
 }  // namespace fastreg

@@ -10,16 +10,14 @@
 namespace fastreg {
 
 // Fortran BLAS signatures (column-major, every argument by pointer).
-using sgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*,
-                          const float*, const int*, const float*, const int*, const float*, float*,
-                          const int*);
-using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*,
-                          const double*, const int*, const double*, const int*, const double*, double*,
-                          const int*);
-using sgemv_fn = void (*)(const char*, const int*, const int*, const float*, const float*, const int*,
-                          const float*, const int*, const float*, float*, const int*);
-using dgemv_fn = void (*)(const char*, const int*, const int*, const double*, const double*, const int*,
-                          const double*, const int*, const double*, double*, const int*);
+using sgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                          const int*, const float*, const int*, const float*, float*, const int*);
+using dgemm_fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                          const int*, const double*, const int*, const double*, double*, const int*);
+using sgemv_fn = void (*)(const char*, const int*, const int*, const float*, const float*, const int*, const float*,
+                          const int*, const float*, float*, const int*);
+using dgemv_fn = void (*)(const char*, const int*, const int*, const double*, const double*, const int*, const double*,
+                          const int*, const double*, double*, const int*);
 
 struct BlasTable {
   sgemm_fn sgemm = nullptr;
@@ -59,8 +57,8 @@ class BlasThreads {
 // Throws std::runtime_error when no BLAS is installed, std::overflow_error when
 // a dimension does not fit the BLAS's 32-bit int.
 template <class T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc);
 
 // Row-major y[m'] = alpha * op(A) @ x + beta * y, A stored [m, n] with row
 // stride lda; op(A) = A ([m, n], y has m entries) or A^T (y has n entries).

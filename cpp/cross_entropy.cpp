@@ -24,7 +24,7 @@ template <class T_>
 struct Vec {
   using T = T_;
   using R = T;
-  static constexpr int64_t W = 1, TW = 1;  // lanes; columns per transposed tile
+  static constexpr int64_t W = 1, TW = 1;    // lanes; columns per transposed tile
   static constexpr bool kMaskTail = false;   // see softmax_rows.inl
   static constexpr bool kLaneKernel = true;  // small C: one row per lane (softmax_rows.inl)
   static FASTREG_INLINE R load(const T* p) { return *p; }
@@ -249,7 +249,8 @@ struct Vec<double> {
   static FASTREG_INLINE void labels(const int64_t* y, int64_t ignore, R& vy, R& valid) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y));
     const __m256d ign = _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, _mm256_set1_epi64x(ignore)));
-    const __m128i y32 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    const __m128i y32 =
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
     vy = _mm256_blendv_pd(_mm256_cvtepi32_pd(y32), _mm256_set1_pd(-1.0), ign);
     valid = _mm256_andnot_pd(ign, _mm256_set1_pd(1.0));
   }
@@ -282,7 +283,6 @@ struct Vec<double> {
 }  // namespace avx2_rows
 #pragma GCC pop_options
 #endif
-
 
 // ---- AVX-512 (F, BW, VL, DQ) policy: 16 floats / 8 doubles, masked row tails ---------
 // Row kernels only (C > kLaneMaxC). Small C stays on the AVX2 lane kernel at this
@@ -330,8 +330,8 @@ struct Vec<float> {
   // In double, as the AVX2 policy's sums, but as a tree: a chain of 16 adds per row
   // made the per-row overhead larger than AVX2's at C ~ 100.
   static FASTREG_INLINE double hsum(R v) {
-    const __m512d d = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
-                                    _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    const __m512d d =
+        _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
     return _mm512_reduce_add_pd(d);
   }
   // A row holding NaN gives NaN whichever lane's max is returned (its sums are NaN).
@@ -435,7 +435,6 @@ double kept_weight(const int64_t* y, int64_t n, int64_t ignore, const T* w) {
     if (y[i] != ignore) sum += static_cast<double>(w[y[i]]);
   return sum;
 }
-
 
 }  // namespace
 
@@ -548,11 +547,11 @@ void vlog1p(const T* x, T* out, int64_t n) {
   });
 }
 
-#define FASTREG_INSTANTIATE(T)                                                 \
-  template double softmax_cross_entropy<T>(const XentArgs<T>&);                \
-  template void softmax_rows<T>(const T*, T*, int64_t, int64_t, bool);         \
-  template void logsumexp_rows<T>(const T*, T*, int64_t, int64_t, double);     \
-  template void vexp<T>(const T*, T*, int64_t, bool);                          \
+#define FASTREG_INSTANTIATE(T)                                             \
+  template double softmax_cross_entropy<T>(const XentArgs<T>&);            \
+  template void softmax_rows<T>(const T*, T*, int64_t, int64_t, bool);     \
+  template void logsumexp_rows<T>(const T*, T*, int64_t, int64_t, double); \
+  template void vexp<T>(const T*, T*, int64_t, bool);                      \
   template void vlog1p<T>(const T*, T*, int64_t);
 FASTREG_INSTANTIATE(float)
 FASTREG_INSTANTIATE(double)

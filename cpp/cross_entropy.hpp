@@ -24,7 +24,7 @@ enum class Reduction { none, mean, sum };
 template <class T>
 struct XentArgs {
   const T* logits = nullptr;
-  int64_t n = 0, c = 0;            // [n, c] row-major, contiguous
+  int64_t n = 0, c = 0;             // [n, c] row-major, contiguous
   const int64_t* target = nullptr;  // [n] class indices (already validated), or nullptr
   const T* target_probs = nullptr;  // [n, c] class probabilities, or nullptr
   const T* weight = nullptr;        // [c] class weights, or nullptr

@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "blas.hpp"
+#include "cross_entropy.hpp"
 #include "linear.hpp"
 #include "linear_cross_entropy.hpp"
 #include "loader.hpp"  // the loader's row gather (LoaderColumn, kRowsAtOnce)
 #include "memory.hpp"
 #include "runtime.hpp"
 #include "simd.hpp"
-#include "cross_entropy.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -120,12 +120,12 @@ class Phases {
   static constexpr uint64_t kChunkMask = (uint64_t{1} << kChunkBits) - 1;
   static constexpr std::chrono::microseconds kSpin{20};
 
-  bool past(uint64_t s) const {
-    return (ticket_.load(std::memory_order_acquire) >> kChunkBits) != s || stopped();
-  }
+  bool past(uint64_t s) const { return (ticket_.load(std::memory_order_acquire) >> kChunkBits) != s || stopped(); }
   void wake() {
     if (sleepers_.load() > 0) {
-      { std::lock_guard<std::mutex> lock(mutex_); }  // a sleeper is either waiting or will see the change
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+      }  // a sleeper is either waiting or will see the change
       cv_.notify_all();
     }
   }
@@ -193,10 +193,10 @@ int64_t n_chunks(int64_t n, int64_t size) { return (n + size - 1) / size; }
 //   and measurements).
 // - `update` elements of W per chunk of the reduce-and-update phase.
 constexpr int64_t kBlockRows = 64;
-constexpr int64_t kTaperMinRows = 24;  // a smaller tail stays one chunk
-constexpr int64_t kMinTeamWork = int64_t{1} << 18;  // multiply-adds + gathered elements per batch
-constexpr double kSmallGemm = 1e6;          // OpenBLAS small-kernel limit on M*N*K
-constexpr int64_t kSmallGemmTransMN = 1200;  // ... and on M*N with A transposed (the forward)
+constexpr int64_t kTaperMinRows = 24;                 // a smaller tail stays one chunk
+constexpr int64_t kMinTeamWork = int64_t{1} << 18;    // multiply-adds + gathered elements per batch
+constexpr double kSmallGemm = 1e6;                    // OpenBLAS small-kernel limit on M*N*K
+constexpr int64_t kSmallGemmTransMN = 1200;           // ... and on M*N with A transposed (the forward)
 constexpr int64_t kPartialBudget = int64_t{1} << 20;  // elements of partial gradients (at least 4 partials)
 constexpr int64_t kUpdateWork = int64_t{1} << 16;     // partial elements summed per update chunk
 
@@ -317,8 +317,8 @@ struct alignas(64) ChunkSlot {
 // then. Returns the first of the `rows` rows holding NaN/inf, or -1.
 // (kRowsAtOnce: loader.hpp, shared with its gather.)
 #if defined(__x86_64__) || defined(__i386__)
-FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead,
-                                               int rows, int64_t d) {
+FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead, int rows,
+                                               int64_t d) {
   const __m128i exponent = _mm_set1_epi32(0x7f800000);
   __m128i acc[kRowsAtOnce];
   for (auto& v : acc) v = _mm_setzero_si128();
@@ -433,9 +433,9 @@ double softmax_rows(T* z, const int64_t* y, const int64_t* idx, int64_t m, int64
   xa.n = m;
   xa.c = c;
   xa.target = t;
-  xa.reduction = Reduction::sum;  // a batch may span several members' rows:
+  xa.reduction = Reduction::sum;                  // a batch may span several members' rows:
   xa.grad_scale = 1.0 / static_cast<double>(bs);  // d(sum)/d(z) / bs = d(batch mean)/d(z)
-  xa.grad = z;                    // in place
+  xa.grad = z;                                    // in place
   if (!sw) return softmax_cross_entropy<T>(xa);
   xa.row_loss = rl;
   softmax_cross_entropy<T>(xa);
@@ -580,11 +580,15 @@ class EpochTeam {
       if (!(gathered && r0 == span.begin) && !gather_block(k, r0, m, x))
         return;  // the step after this phase stops the epoch before any update
       T* zr = z_.data() + r0 * a_.c;
-      if (few_) few_outputs_forward<T>(x, wf_, a_.b, m, a_.d, a_.c, zr);
-      else linear_forward<T>(x, a_.w, a_.b, m, a_.d, a_.c, zr);
+      if (few_)
+        few_outputs_forward<T>(x, wf_, a_.b, m, a_.d, a_.c, zr);
+      else
+        linear_forward<T>(x, a_.w, a_.b, m, a_.d, a_.c, zr);
       slot.loss += row_loss_(zr, idx + r0, r0, m, bs, &slot.correct);
-      if (few_) few_outputs_weight_grad<T>(x, zr, m, a_.d, a_.c, part, r0 != span.begin);
-      else gemm<T>(true, false, a_.c, a_.d, m, T(1), zr, a_.c, x, a_.d, r0 == span.begin ? T(0) : T(1), part, a_.d);
+      if (few_)
+        few_outputs_weight_grad<T>(x, zr, m, a_.d, a_.c, part, r0 != span.begin);
+      else
+        gemm<T>(true, false, a_.c, a_.d, m, T(1), zr, a_.c, x, a_.d, r0 == span.begin ? T(0) : T(1), part, a_.d);
     }
     slot.done.store(k, std::memory_order_release);  // its partial is complete: the fold may read it
   }
@@ -614,13 +618,14 @@ class EpochTeam {
       bool free = false;
       if (fold_.busy.compare_exchange_weak(free, true, std::memory_order_acquire)) break;
       if (!step) return;
-      if (spins < 4096) Phases::pause();
-      else std::this_thread::yield();  // the holder was descheduled: let it run
+      if (spins < 4096)
+        Phases::pause();
+      else
+        std::this_thread::yield();  // the holder was descheduled: let it run
     }
     if (fold_.batch == k) {
       const int64_t used = plan_.count(batch_rows(k));
-      for (; fold_.next < used &&
-             slots_[static_cast<size_t>(fold_.next)].done.load(std::memory_order_acquire) == k;
+      for (; fold_.next < used && slots_[static_cast<size_t>(fold_.next)].done.load(std::memory_order_acquire) == k;
            ++fold_.next) {
         if (fold_.next == 0) continue;  // the sum starts as partial 0 (complete once done)
         const T* gp = parts_ + fold_.next * wsize_;
@@ -674,11 +679,15 @@ class EpochTeam {
       const int64_t n = chunks_of(s);
       const auto k = static_cast<int64_t>(s / per_batch_);
       auto run = [&](int64_t i, bool gathered) {
-        if (!rows_phase(s)) update(k, i);
-        else if (ahead_ok || !gathered) rows(k, i, x, gathered);
+        if (!rows_phase(s))
+          update(k, i);
+        else if (ahead_ok || !gathered)
+          rows(k, i, x, gathered);
         if (phases_.finish(n)) {
-          if (step(s)) phases_.open(s + 1);
-          else phases_.stop();
+          if (step(s))
+            phases_.open(s + 1);
+          else
+            phases_.stop();
         }
       };
       if (ahead >= 0) run(std::exchange(ahead, -1), true);
@@ -686,8 +695,7 @@ class EpochTeam {
       if (per_batch_ == 1 && nt_ > 1) fold_partials(k, false);
       // Nothing left here: while the others finish s (and the update runs), gather
       // the first block of a chunk of the next batch. Its rows do not depend on W.
-      if (per_batch_ == 1 && nt_ > 1 && k + 1 < n_batches_ &&
-          (ahead = phases_.claim_next(s, chunks_of(s + 1))) >= 0) {
+      if (per_batch_ == 1 && nt_ > 1 && k + 1 < n_batches_ && (ahead = phases_.claim_next(s, chunks_of(s + 1))) >= 0) {
         const Span span = plan_.span(batch_rows(k + 1), ahead);
         ahead_ok = gather_block(k + 1, span.begin, std::min(plan_.block, span.size()), x);
       }
@@ -709,7 +717,7 @@ class EpochTeam {
   T* parts_ = nullptr;
   std::vector<ChunkSlot> slots_;
   SgdOptions no_decay_;
-  bool first_;  // written only in the sequential steps
+  bool first_;                                  // written only in the sequential steps
   std::atomic<int64_t> bad_row_[2] = {-1, -1};  // gathered NaN/inf: a row of batch k (index k & 1)
   Fold fold_;
   Phases phases_;
@@ -813,18 +821,20 @@ EpochResult regression_epoch(const EpochArgs<T>& a, const T* y, RegressionLoss k
 
 namespace {
 
-
 // The products as the epoch computes them (the few-outputs kernels where it uses
 // them), so that a data-parallel step on one rank equals the epoch bit for bit.
 template <class T>
 void linear_forward_as_epoch(const T* x, const T* w, const T* b, int64_t n, int64_t d, int64_t c, T* y) {
-  if (few_outputs_supported<T>(c)) few_outputs_forward<T>(x, w, b, n, d, c, y);
-  else linear_forward<T>(x, w, b, n, d, c, y);
+  if (few_outputs_supported<T>(c))
+    few_outputs_forward<T>(x, w, b, n, d, c, y);
+  else
+    linear_forward<T>(x, w, b, n, d, c, y);
 }
 // grad[0, c*d) = gy^T x, grad[c*d, c*d + c) = column sums of gy.
 template <class T>
 void linear_backward_as_epoch(const T* x, const T* gy, int64_t n, int64_t d, int64_t c, T* grad) {
-  if (!few_outputs_supported<T>(c)) return linear_backward<T>(x, nullptr, gy, n, d, c, grad, grad + c * d, nullptr, false);
+  if (!few_outputs_supported<T>(c))
+    return linear_backward<T>(x, nullptr, gy, n, d, c, grad, grad + c * d, nullptr, false);
   few_outputs_weight_grad<T>(x, gy, n, d, c, grad, false);
   column_sums(gy, n, c, grad + c * d, false);
 }
@@ -863,8 +873,7 @@ BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad,
 }
 
 template <class T>
-BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss kind, T* grad,
-                                  BatchScratch<T>& s) {
+BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss kind, T* grad, BatchScratch<T>& s) {
   BatchResult r;
   const int64_t bs = a.n_order;
   const int64_t* idx = a.order;
@@ -891,8 +900,6 @@ void linear_sgd_step(const EpochArgs<T>& a, const T* grad, bool first) {
   sgd_update<T>(a.b, grad + a.c * a.d, a.b_buf, a.c, no_decay, first);
 }
 
-
-
 template <class T>
 int64_t first_nonfinite_row(const T* x, int64_t n, int64_t d) {
   // Rows are scanned in parallel chunks; the smallest bad row found wins. The
@@ -918,7 +925,8 @@ template EpochResult softmax_epoch<double>(const EpochArgs<double>&, const int64
 template EpochResult regression_epoch<float>(const EpochArgs<float>&, const float*, RegressionLoss);
 template EpochResult regression_epoch<double>(const EpochArgs<double>&, const double*, RegressionLoss);
 template BatchResult softmax_batch_grad<float>(const EpochArgs<float>&, const int64_t*, float*, BatchScratch<float>&);
-template BatchResult softmax_batch_grad<double>(const EpochArgs<double>&, const int64_t*, double*, BatchScratch<double>&);
+template BatchResult softmax_batch_grad<double>(const EpochArgs<double>&, const int64_t*, double*,
+                                                BatchScratch<double>&);
 template BatchResult regression_batch_grad<float>(const EpochArgs<float>&, const float*, RegressionLoss, float*,
                                                   BatchScratch<float>&);
 template BatchResult regression_batch_grad<double>(const EpochArgs<double>&, const double*, RegressionLoss, double*,

@@ -24,7 +24,7 @@ template <class T>
 struct EpochArgs {
   const void* x = nullptr;  // [n_rows, d], C-contiguous, element type given by source
   Source source = Source::f32;
-  float scale = 1.0f;       // u8 only
+  float scale = 1.0f;  // u8 only
   int64_t n_rows = 0, d = 0, c = 0;
   const int64_t* order = nullptr;  // rows to visit, in order; batches are consecutive slices
   int64_t n_order = 0, batch_size = 0;
@@ -32,7 +32,7 @@ struct EpochArgs {
   T* b = nullptr;
   T* w_buf = nullptr;
   T* b_buf = nullptr;
-  bool first_step = false;   // momentum buffers are fresh: the first update fills them
+  bool first_step = false;  // momentum buffers are fresh: the first update fills them
   // Check every gathered row for NaN/inf (float sources) and stop before using
   // one: lets fit() skip a separate pass over X, since the first epoch reads
   // every row anyway (while the row is in cache, so the check is nearly free).
@@ -41,14 +41,14 @@ struct EpochArgs {
   // a batch's loss is then sum_i w_i l_i / batch_rows (SGDClassifier's weighting: a row of
   // weight 2 pulls like two copies of it). Null keeps the unweighted loop unchanged.
   const T* sample_weight = nullptr;
-  SgdOptions opt;            // weight_decay is applied to w only (not to the bias)
+  SgdOptions opt;  // weight_decay is applied to w only (not to the bias)
 };
 
 struct EpochResult {
-  double loss_sum = 0.0;     // sum over the rows seen of the per-row loss
-  int64_t correct = 0;       // rows whose argmax logit was the target (softmax only)
-  int64_t rows = 0;          // rows trained on (< n_order when the loss stopped being finite)
-  bool finite = true;        // false: a batch's loss was inf/nan and the epoch stopped there
+  double loss_sum = 0.0;       // sum over the rows seen of the per-row loss
+  int64_t correct = 0;         // rows whose argmax logit was the target (softmax only)
+  int64_t rows = 0;            // rows trained on (< n_order when the loss stopped being finite)
+  bool finite = true;          // false: a batch's loss was inf/nan and the epoch stopped there
   int64_t nonfinite_row = -1;  // check_finite: a row of X holding NaN/inf (not necessarily the
                                // first); the epoch stopped before any update used it
 };
@@ -105,8 +105,7 @@ struct BatchResult {
 template <class T>
 BatchResult softmax_batch_grad(const EpochArgs<T>& a, const int64_t* y, T* grad, BatchScratch<T>& s);
 template <class T>
-BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss loss, T* grad,
-                                  BatchScratch<T>& s);
+BatchResult regression_batch_grad(const EpochArgs<T>& a, const T* y, RegressionLoss loss, T* grad, BatchScratch<T>& s);
 
 // The SGD update of w and b (and their momentum buffers) from a flat gradient
 // laid out as above; weight decay on w only.

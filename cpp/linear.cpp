@@ -31,14 +31,13 @@ void column_sums(const T* a, int64_t n, int64_t c, T* out, bool accumulate) {
 }
 
 template <class T>
-void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb,
-                     T* gx, bool accumulate) {
+void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb, T* gx,
+                     bool accumulate) {
   const T beta = accumulate ? T(1) : T(0);
   gemm<T>(true, false, out, in, n, T(1), gy, out, x, in, beta, gw, in);  // gw = gy^T x
   if (gb) column_sums(gy, n, out, gb, accumulate);
   if (gx) gemm<T>(false, false, n, in, out, T(1), gy, out, w, in, beta, gx, in);  // gx = gy w
 }
-
 
 // ---- few outputs: vector policies and the kernels of few_outputs.inl --------
 
@@ -172,13 +171,12 @@ void few_outputs_weight_grad(const T* x, const T* gy, int64_t n, int64_t in, int
   gemm<T>(true, false, out, in, n, T(1), gy, out, x, in, accumulate ? T(1) : T(0), gw, in);
 }
 
-#define FASTREG_LINEAR_INSTANTIATE(T)                                                                  \
-  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);       \
-  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, T*, \
-                                   bool);                                                              \
-  template void column_sums<T>(const T*, int64_t, int64_t, T*, bool);                                 \
-  template bool few_outputs_supported<T>(int64_t);                                                    \
-  template void few_outputs_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);  \
+#define FASTREG_LINEAR_INSTANTIATE(T)                                                                          \
+  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);                \
+  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, T*, bool); \
+  template void column_sums<T>(const T*, int64_t, int64_t, T*, bool);                                          \
+  template bool few_outputs_supported<T>(int64_t);                                                             \
+  template void few_outputs_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);           \
   template void few_outputs_weight_grad<T>(const T*, const T*, int64_t, int64_t, int64_t, T*, bool);
 FASTREG_LINEAR_INSTANTIATE(float)
 FASTREG_LINEAR_INSTANTIATE(double)

@@ -15,8 +15,8 @@ void linear_forward(const T* x, const T* w, const T* b, int64_t n, int64_t in, i
 // of gy, gx[n, in] = gy @ w. gb and gx may be null (not wanted). When
 // accumulate is true the gradients are added to gw/gb (torch's .grad += ...).
 template <class T>
-void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb,
-                     T* gx, bool accumulate);
+void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb, T* gx,
+                     bool accumulate);
 
 // Column sums of a row-major [n, c] matrix into out[c] (accumulated in
 // double: a bias gradient over 60000 rows in float32 would lose digits).

@@ -30,9 +30,9 @@ constexpr int64_t kCols = 256;
 constexpr int64_t kGroups = 8;
 
 struct TileStat {
-  double max;    // max of the tile's row (NaN ignored), -inf if none
-  double sum;    // sum of exp(z - max) over the tile's row (NaN if the row holds a NaN)
-  double zsum;   // sum of z (only with label smoothing)
+  double max;         // max of the tile's row (NaN ignored), -inf if none
+  double sum;         // sum of exp(z - max) over the tile's row (NaN if the row holds a NaN)
+  double zsum;        // sum of z (only with label smoothing)
   int64_t argmax;     // first index of max within the tile (only when wanted)
   int64_t first_nan;  // first NaN within the tile, or -1 (only when wanted)
 };
@@ -257,13 +257,11 @@ void grad_row(bool avx2, T* z, int64_t c, T lse, T rk, T reps, T cap) {
   scalar::grad_row<T>(z, c, lse, rk, reps, cap);
 }
 
-[[noreturn]] __attribute__((noinline, cold)) void throw_bad_target(int64_t y, int64_t row, int64_t v,
-                                                                   int64_t ignore) {
+[[noreturn]] __attribute__((noinline, cold)) void throw_bad_target(int64_t y, int64_t row, int64_t v, int64_t ignore) {
   throw std::out_of_range("Target " + std::to_string(y) + " at row " + std::to_string(row) +
                           " is out of bounds: class indices must be in [0, " + std::to_string(v) +
                           ") or equal ignore_index (" + std::to_string(ignore) + ")");
 }
-
 
 }  // namespace
 

@@ -41,12 +41,12 @@ struct LinearXentArgs {
   Reduction reduction = Reduction::mean;
   double grad_scale = 1.0;  // multiplies every gradient (upstream grad_output)
   // Outputs, each optional (nullptr: not wanted).
-  T* row_loss = nullptr;    // [n]
-  T* lse = nullptr;         // [n] log-sum-exp of each row's (capped) logits, ignored rows included
+  T* row_loss = nullptr;      // [n]
+  T* lse = nullptr;           // [n] log-sum-exp of each row's (capped) logits, ignored rows included
   int64_t* argmax = nullptr;  // [n] first index of the row's max logit (the first NaN if any; -1 if v = 0)
-  T* grad_h = nullptr;       // [n, d]
-  T* grad_weight = nullptr;  // [v, d]
-  T* grad_bias = nullptr;    // [v] (needs bias)
+  T* grad_h = nullptr;        // [n, d]
+  T* grad_weight = nullptr;   // [v, d]
+  T* grad_bias = nullptr;     // [v] (needs bias)
 };
 
 // Tile sizes (0: the defaults). Exposed for tests and tuning; results depend on

@@ -32,14 +32,18 @@ void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, voi
   for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
 }
 
-void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e,
-                  void* dst) {
+void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e, void* dst) {
   switch (row_bytes) {
-    case 1: return gather_fixed<uint8_t>(src, idx, b, e, dst);
-    case 2: return gather_fixed<uint16_t>(src, idx, b, e, dst);
-    case 4: return gather_fixed<uint32_t>(src, idx, b, e, dst);
-    case 8: return gather_fixed<uint64_t>(src, idx, b, e, dst);
-    default: break;
+    case 1:
+      return gather_fixed<uint8_t>(src, idx, b, e, dst);
+    case 2:
+      return gather_fixed<uint16_t>(src, idx, b, e, dst);
+    case 4:
+      return gather_fixed<uint32_t>(src, idx, b, e, dst);
+    case 8:
+      return gather_fixed<uint64_t>(src, idx, b, e, dst);
+    default:
+      break;
   }
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
@@ -79,9 +83,8 @@ void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_
 
 // uint8 -> float32 * scale. A single IEEE multiply, so both variants give results
 // identical to NumPy's x.astype(float32) * float32(scale).
-FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len,
-                                 const int64_t* idx, int64_t b, int64_t e, float scale,
-                                 float* __restrict dst) {
+FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len, const int64_t* idx, int64_t b,
+                                 int64_t e, float scale, float* __restrict dst) {
   for (int64_t i = b; i < e; ++i) {
     if (i + kRowPrefetchAheadU8 < e) prefetch_row(src + idx[i + kRowPrefetchAheadU8] * row_len, row_len);
     const uint8_t* __restrict s = src + idx[i] * row_len;
@@ -90,21 +93,22 @@ FASTREG_INLINE void u8_rows_body(const uint8_t* __restrict src, int64_t row_len,
   }
 }
 
-void u8_rows_scalar(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e,
-                    float scale, float* dst) {
+void u8_rows_scalar(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e, float scale,
+                    float* dst) {
   u8_rows_body(src, row_len, idx, b, e, scale, dst);
 }
 
-FASTREG_TARGET_AVX2 void u8_rows_avx2(const uint8_t* src, int64_t row_len, const int64_t* idx,
-                                      int64_t b, int64_t e, float scale, float* dst) {
+FASTREG_TARGET_AVX2 void u8_rows_avx2(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e,
+                                      float scale, float* dst) {
   u8_rows_body(src, row_len, idx, b, e, scale, dst);
 }
 
-void u8_range(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e,
-              float scale, float* dst) {
+void u8_range(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t b, int64_t e, float scale, float* dst) {
   // avx512 too: a 512-bit variant measured 1-9% slower (docs/build.md).
-  if (simd_at_least(Simd::avx2)) u8_rows_avx2(src, row_len, idx, b, e, scale, dst);
-  else u8_rows_scalar(src, row_len, idx, b, e, scale, dst);
+  if (simd_at_least(Simd::avx2))
+    u8_rows_avx2(src, row_len, idx, b, e, scale, dst);
+  else
+    u8_rows_scalar(src, row_len, idx, b, e, scale, dst);
 }
 
 uint64_t splitmix64(uint64_t& x) {
@@ -150,8 +154,8 @@ void gather_rows(const void* src, int64_t row_bytes, const int64_t* idx, int64_t
                [&](int64_t b, int64_t e) { gather_range(src, row_bytes, idx, b, e, dst); });
 }
 
-void gather_rows_u8_to_f32(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t n,
-                           float scale, float* dst) {
+void gather_rows_u8_to_f32(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t n, float scale,
+                           float* dst) {
   // Grain counts the 5 bytes each element moves (1 read, 4 written).
   parallel_for(n, rows_per_thread(5 * row_len),
                [&](int64_t b, int64_t e) { u8_range(src, row_len, idx, b, e, scale, dst); });
@@ -172,11 +176,15 @@ void LoaderColumn::gather(const int64_t* idx, int64_t n, void* dst, bool threads
   if (u8_to_f32) {
     const auto* s = static_cast<const uint8_t*>(src);
     auto* d = static_cast<float*>(dst);
-    if (threads) gather_rows_u8_to_f32(s, row_len, idx, n, scale, d);
-    else u8_range(s, row_len, idx, 0, n, scale, d);
+    if (threads)
+      gather_rows_u8_to_f32(s, row_len, idx, n, scale, d);
+    else
+      u8_range(s, row_len, idx, 0, n, scale, d);
   } else {
-    if (threads) gather_rows(src, row_len * itemsize, idx, n, dst);
-    else gather_range(src, row_len * itemsize, idx, 0, n, dst);
+    if (threads)
+      gather_rows(src, row_len * itemsize, idx, n, dst);
+    else
+      gather_range(src, row_len * itemsize, idx, 0, n, dst);
   }
 }
 
@@ -188,9 +196,8 @@ int64_t batch_bytes(const std::vector<LoaderColumn>& columns, int64_t batch_size
 }
 }  // namespace
 
-BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns,
-                             std::shared_ptr<const std::vector<int64_t>> order, int64_t batch_size,
-                             int64_t first_batch, int64_t end_batch, int workers, int depth,
+BatchPipeline::BatchPipeline(std::vector<LoaderColumn> columns, std::shared_ptr<const std::vector<int64_t>> order,
+                             int64_t batch_size, int64_t first_batch, int64_t end_batch, int workers, int depth,
                              std::shared_ptr<BufferPool> pool, std::chrono::microseconds worker_delay)
     : columns_(std::move(columns)),
       order_(std::move(order)),

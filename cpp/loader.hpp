@@ -23,8 +23,7 @@ namespace fastreg {
 // (n*row_bytes bytes). Indices must already be validated by the caller. Multi-threaded for big batches.
 void gather_rows(const void* src, int64_t row_bytes, const int64_t* idx, int64_t n, void* dst);
 // Same, converting uint8 rows of row_len elements to float32 multiplied by scale (ToTensor's /255).
-void gather_rows_u8_to_f32(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t n,
-                           float scale, float* dst);
+void gather_rows_u8_to_f32(const uint8_t* src, int64_t row_len, const int64_t* idx, int64_t n, float scale, float* dst);
 
 // Fills out[0..n) with a permutation of 0..n-1 that depends only on (seed, stream)
 // (Fisher-Yates driven by xoshiro256**, seeded through SplitMix64). The loader uses
@@ -79,7 +78,7 @@ class BatchPipeline {
     std::exception_ptr error;
   };
   bool can_claim() const { return next_claim_ < end_ && next_claim_ < consumed_ + depth_; }
-  std::vector<Buffer> gather(int64_t k) const;  // batch k's buffers (no lock needed)
+  std::vector<Buffer> gather(int64_t k) const;                  // batch k's buffers (no lock needed)
   void produce(int64_t k, std::unique_lock<std::mutex>& lock);  // gathers batch k into its slot
   void worker_loop();
 
@@ -95,7 +94,7 @@ class BatchPipeline {
   int64_t consumed_;                  // next batch the consumer takes
   bool stop_ = false;
   std::chrono::steady_clock::duration gather_time_;  // how long the last gather took
-  std::vector<Slot> slots_;  // batch k lives in slots_[k % depth_]
+  std::vector<Slot> slots_;                          // batch k lives in slots_[k % depth_]
   std::shared_ptr<BufferPool> pool_;
   std::vector<std::thread> threads_;
 };

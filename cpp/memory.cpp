@@ -13,8 +13,10 @@ size_t rounded_size(int64_t bytes) {
 }  // namespace
 
 void BufferDeleter::operator()(void* p) const noexcept {
-  if (pool) pool->put(p, size);
-  else std::free(p);
+  if (pool)
+    pool->put(p, size);
+  else
+    std::free(p);
 }
 
 Buffer allocate_buffer(int64_t bytes) {

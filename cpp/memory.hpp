@@ -16,8 +16,8 @@ namespace fastreg {
 // by line, into L2 (prefetcht1): into L1 (prefetcht0) the prefetches stalled the
 // copy as the misses they avoided did. The distances were measured on whole epochs
 // (docs/models.md, docs/data.md).
-constexpr int64_t kRowPrefetchAhead = 4;     // rows copied as they are
-constexpr int64_t kRowPrefetchAheadU8 = 2;   // uint8 rows (4 ahead measured slower)
+constexpr int64_t kRowPrefetchAhead = 4;       // rows copied as they are
+constexpr int64_t kRowPrefetchAheadU8 = 2;     // uint8 rows (4 ahead measured slower)
 constexpr int kRowsAtOnce = 4;                 // rows copied side by side (see gather_range)
 constexpr int64_t kRowPrefetchMinBytes = 256;  // shorter rows: a line or so, nothing to gain
 

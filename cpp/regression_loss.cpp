@@ -45,8 +45,8 @@ FASTREG_INLINE void loss_grad(T d, T p, T inv_p, T& l, T& g) {
   } else {  // smooth_l1 with beta > 0 (beta == 0 is dispatched as l1)
     const T m = ad < p ? ad : p;
     l = T(0.5) * m * m * inv_p + (ad - m);  // 0.5 d^2 / beta below beta, |d| - beta / 2 above
-    const T s = d * inv_p;  // clamp(d / beta, -1, 1), both tests on s (as the clamp of
-    g = s > T(1) ? T(1) : s;  // g above, the AVX2 loop stayed scalar: why is GCC's)
+    const T s = d * inv_p;                  // clamp(d / beta, -1, 1), both tests on s (as the clamp of
+    g = s > T(1) ? T(1) : s;                // g above, the AVX2 loop stayed scalar: why is GCC's)
     g = s < T(-1) ? T(-1) : g;
   }
 }
@@ -90,12 +90,15 @@ FASTREG_INLINE double chunk_dispatch(const RegressionArgs<T>& a, T gs, int64_t b
 template <class T>
 FASTREG_INLINE double chunk_kind(const RegressionArgs<T>& a, T gs, int64_t b, int64_t e) {
   switch (a.kind) {
-    case RegressionKind::squared: return chunk_dispatch<RegressionKind::squared>(a, gs, b, e);
-    case RegressionKind::huber: return chunk_dispatch<RegressionKind::huber>(a, gs, b, e);
+    case RegressionKind::squared:
+      return chunk_dispatch<RegressionKind::squared>(a, gs, b, e);
+    case RegressionKind::huber:
+      return chunk_dispatch<RegressionKind::huber>(a, gs, b, e);
     case RegressionKind::smooth_l1:
       if (a.param > 0) return chunk_dispatch<RegressionKind::smooth_l1>(a, gs, b, e);
       return chunk_dispatch<RegressionKind::l1>(a, gs, b, e);  // torch: beta == 0 is l1
-    case RegressionKind::l1: break;
+    case RegressionKind::l1:
+      break;
   }
   return chunk_dispatch<RegressionKind::l1>(a, gs, b, e);
 }
@@ -116,8 +119,7 @@ template <class T>
 double regression_loss(const RegressionArgs<T>& a) {
   if (a.n < 0) throw std::invalid_argument("regression_loss: n must be >= 0");
   const bool beta_ok = a.kind == RegressionKind::smooth_l1 ? a.param >= 0 : a.param > 0;
-  if ((a.kind == RegressionKind::huber || a.kind == RegressionKind::smooth_l1) &&
-      (!beta_ok || !std::isfinite(a.param)))
+  if ((a.kind == RegressionKind::huber || a.kind == RegressionKind::smooth_l1) && (!beta_ok || !std::isfinite(a.param)))
     throw std::invalid_argument("regression_loss: delta must be > 0 (beta >= 0) and finite");
   const bool mean = a.reduction == Reduction::mean;
   const T gs = static_cast<T>(mean ? a.grad_scale / static_cast<double>(a.n) : a.grad_scale);

@@ -36,8 +36,8 @@ Simd detect_cpu_simd() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
   const uint64_t xcr0 = os_saved_state();
-  const bool ymm = (xcr0 & 0x6) == 0x6;     // SSE and AVX state
-  const bool zmm = (xcr0 & 0xe6) == 0xe6;   // and opmask, upper zmm0-15, zmm16-31
+  const bool ymm = (xcr0 & 0x6) == 0x6;    // SSE and AVX state
+  const bool zmm = (xcr0 & 0xe6) == 0xe6;  // and opmask, upper zmm0-15, zmm16-31
   if (!ymm || !__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Simd::scalar;
   if (zmm && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
@@ -79,16 +79,19 @@ Simd active_simd() { return static_cast<Simd>(simd_state().load(std::memory_orde
 
 void set_active_simd(Simd level) {
   if (static_cast<int>(level) > static_cast<int>(cpu_simd()))
-    throw std::invalid_argument(std::string("this CPU does not support SIMD level '") +
-                                simd_name(level) + "' (best available: '" + simd_name(cpu_simd()) + "')");
+    throw std::invalid_argument(std::string("this CPU does not support SIMD level '") + simd_name(level) +
+                                "' (best available: '" + simd_name(cpu_simd()) + "')");
   simd_state().store(static_cast<int>(level));
 }
 
 const char* simd_name(Simd level) {
   switch (level) {
-    case Simd::avx512: return "avx512";
-    case Simd::avx2: return "avx2";
-    case Simd::scalar: break;
+    case Simd::avx512:
+      return "avx512";
+    case Simd::avx2:
+      return "avx2";
+    case Simd::scalar:
+      break;
   }
   return "scalar";
 }
@@ -153,17 +156,21 @@ class Pool {
     shares_.reset(n, grain, helpers + 1);
     const uint32_t g = generation_.load(std::memory_order_relaxed) + 1;
     state_.store(uint64_t{g} << 32, std::memory_order_release);  // open, nobody inside
-    generation_.store(g);  // seq_cst, paired with the sleepers' count
+    generation_.store(g);                                        // seq_cst, paired with the sleepers' count
     if (sleepers_.load() > 0) {
-      { std::lock_guard<std::mutex> lock(mu_); }  // a sleeper is either waiting or sees g
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+      }  // a sleeper is either waiting or sees g
       cv_.notify_all();
     }
     work(0);
     for (int i = 0;; ++i) {  // close the job once no worker is inside it
       uint64_t s = state_.load(std::memory_order_acquire);
       if ((s & kInside) == 0 && state_.compare_exchange_weak(s, s | kClosed, std::memory_order_acq_rel)) break;
-      if (i < 4096) pause();
-      else std::this_thread::yield();  // a worker descheduled inside the job: let it run
+      if (i < 4096)
+        pause();
+      else
+        std::this_thread::yield();  // a worker descheduled inside the job: let it run
     }
     std::exception_ptr error = std::exchange(error_, nullptr);
     busy_.store(false, std::memory_order_release);

@@ -37,11 +37,13 @@ FASTREG_INLINE void sgd_loop(const SgdArgs<T>& a, int64_t begin, int64_t end) {
 
 // Turns the run-time options into template flags so each loop is branch-free.
 template <class T>
-FASTREG_INLINE void sgd_dispatch(const SgdArgs<T>& a, bool decay, bool momentum, bool nesterov,
-                                 bool first, int64_t b, int64_t e) {
+FASTREG_INLINE void sgd_dispatch(const SgdArgs<T>& a, bool decay, bool momentum, bool nesterov, bool first, int64_t b,
+                                 int64_t e) {
   if (!momentum) {
-    if (decay) sgd_loop<T, true, false, false, false>(a, b, e);
-    else sgd_loop<T, false, false, false, false>(a, b, e);
+    if (decay)
+      sgd_loop<T, true, false, false, false>(a, b, e);
+    else
+      sgd_loop<T, false, false, false, false>(a, b, e);
     return;
   }
 #define FASTREG_SGD_CASE(D, N, F) \
@@ -58,14 +60,13 @@ FASTREG_INLINE void sgd_dispatch(const SgdArgs<T>& a, bool decay, bool momentum,
 }
 
 template <class T>
-void sgd_range_scalar(const SgdArgs<T>& a, bool decay, bool mom, bool nest, bool first, int64_t b,
-                      int64_t e) {
+void sgd_range_scalar(const SgdArgs<T>& a, bool decay, bool mom, bool nest, bool first, int64_t b, int64_t e) {
   sgd_dispatch(a, decay, mom, nest, first, b, e);
 }
 
 template <class T>
-FASTREG_TARGET_AVX2 void sgd_range_avx2(const SgdArgs<T>& a, bool decay, bool mom, bool nest,
-                                        bool first, int64_t b, int64_t e) {
+FASTREG_TARGET_AVX2 void sgd_range_avx2(const SgdArgs<T>& a, bool decay, bool mom, bool nest, bool first, int64_t b,
+                                        int64_t e) {
   sgd_dispatch(a, decay, mom, nest, first, b, e);
 }
 
@@ -76,8 +77,7 @@ constexpr int64_t kBlock = int64_t{1} << 16;
 }  // namespace
 
 template <class T>
-void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const SgdOptions& opt,
-                bool first_step) {
+void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const SgdOptions& opt, bool first_step) {
   const SgdArgs<T> a{param,
                      grad,
                      momentum_buffer,
@@ -91,8 +91,10 @@ void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const Sg
   // measured within 4% of it (docs/build.md), below the 5% a variant must gain.
   const bool avx2 = simd_at_least(Simd::avx2);
   parallel_for(n, kBlock, [&](int64_t b, int64_t e) {
-    if (avx2) sgd_range_avx2(a, decay, mom, opt.nesterov, first_step, b, e);
-    else sgd_range_scalar(a, decay, mom, opt.nesterov, first_step, b, e);
+    if (avx2)
+      sgd_range_avx2(a, decay, mom, opt.nesterov, first_step, b, e);
+    else
+      sgd_range_scalar(a, decay, mom, opt.nesterov, first_step, b, e);
   });
 }
 

@@ -23,7 +23,6 @@ struct SgdOptions {
 // first_step fills it with the (undampened) direction, as torch does. The three
 // arrays must not overlap. Multi-threaded for large n.
 template <class T>
-void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const SgdOptions& opt,
-                bool first_step);
+void sgd_update(T* param, const T* grad, T* momentum_buffer, int64_t n, const SgdOptions& opt, bool first_step);
 
 }  // namespace fastreg

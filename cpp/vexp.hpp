@@ -118,8 +118,8 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256 exp_avx2(__m256 x) {
   using C = ExpConst<float>;
   // max/min return their second operand when either is NaN: NaN flows through.
   x = _mm256_min_ps(_mm256_set1_ps(C::hi), _mm256_max_ps(_mm256_set1_ps(C::lo), x));
-  const __m256 nf = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(C::log2e)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 nf =
+      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(C::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(C::ln2_hi), x);
   r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(C::ln2_lo), r);
   __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -141,24 +141,32 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256 exp_avx2(__m256 x) {
 FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d exp_avx2(__m256d x) {
   using C = ExpConst<double>;
   x = _mm256_min_pd(_mm256_set1_pd(C::hi), _mm256_max_pd(_mm256_set1_pd(C::lo), x));
-  const __m256d nf = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(C::log2e)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256d nf =
+      _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(C::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256d r = _mm256_fnmadd_pd(nf, _mm256_set1_pd(C::ln2_hi), x);
   r = _mm256_fnmadd_pd(nf, _mm256_set1_pd(C::ln2_lo), r);
-  static constexpr double k[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                 1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                                 1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                                 1.0 / 6.0,         0.5,              1.0,
+  static constexpr double k[] = {1.0 / 479001600.0,
+                                 1.0 / 39916800.0,
+                                 1.0 / 3628800.0,
+                                 1.0 / 362880.0,
+                                 1.0 / 40320.0,
+                                 1.0 / 5040.0,
+                                 1.0 / 720.0,
+                                 1.0 / 120.0,
+                                 1.0 / 24.0,
+                                 1.0 / 6.0,
+                                 0.5,
+                                 1.0,
                                  1.0};
   __m256d p = _mm256_set1_pd(1.0 / 6227020800.0);
   for (double c : k) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(c));
   const __m128i n = _mm256_cvtpd_epi32(nf);
   const __m128i n1 = _mm_srai_epi32(n, 1), n2 = _mm_sub_epi32(n, n1);
   const __m128i bias = _mm_set1_epi32(C::bias);
-  const __m256d s1 = _mm256_castsi256_pd(
-      _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(n1, bias)), C::mant_bits));
-  const __m256d s2 = _mm256_castsi256_pd(
-      _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(n2, bias)), C::mant_bits));
+  const __m256d s1 =
+      _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(n1, bias)), C::mant_bits));
+  const __m256d s2 =
+      _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(n2, bias)), C::mant_bits));
   return _mm256_mul_pd(_mm256_mul_pd(p, s1), s2);
 }
 
@@ -183,16 +191,28 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d exp_avx2(__m256d x) {
 // result is unspecified (the kernels pass x > 0 only in rows holding a NaN,
 // whose results are NaN anyway).
 struct ExpShifted {
-  static constexpr float lo = -86.5f;                     // k >> 3 >= -125: the result stays normal
+  static constexpr float lo = -86.5f;                      // k >> 3 >= -125: the result stays normal
   static constexpr float inv_step = 11.5415603271117073f;  // 8 / ln 2
-  static constexpr float step_hi = 0.086669921875f;       // ln2_hi / 8: k * step_hi exact for |k| < 2^14
-  static constexpr float step_lo = -2.65243050e-5f;       // ln 2 / 8 - step_hi
-  static constexpr float round_magic = 12582912.0f;       // 1.5 * 2^23: low bits of x + magic hold k
+  static constexpr float step_hi = 0.086669921875f;        // ln2_hi / 8: k * step_hi exact for |k| < 2^14
+  static constexpr float step_lo = -2.65243050e-5f;        // ln 2 / 8 - step_hi
+  static constexpr float round_magic = 12582912.0f;        // 1.5 * 2^23: low bits of x + magic hold k
   // 2^(j / 8) rounded to float, and (2^(j / 8) - that) / that.
-  static constexpr float table[8] = {1.0f,           1.090507746e+00f, 1.189207077e+00f, 1.296839595e+00f,
-                                     1.414213538e+00f, 1.542210817e+00f, 1.681792855e+00f, 1.834008098e+00f};
-  static constexpr float corr[8] = {0.0f,            -1.199215709e-08f, 3.193418086e-08f, -3.099072076e-08f,
-                                    1.711427133e-08f, 5.233334250e-09f,  -1.471960544e-08f, -6.128259824e-09f};
+  static constexpr float table[8] = {1.0f,
+                                     1.090507746e+00f,
+                                     1.189207077e+00f,
+                                     1.296839595e+00f,
+                                     1.414213538e+00f,
+                                     1.542210817e+00f,
+                                     1.681792855e+00f,
+                                     1.834008098e+00f};
+  static constexpr float corr[8] = {0.0f,
+                                    -1.199215709e-08f,
+                                    3.193418086e-08f,
+                                    -3.099072076e-08f,
+                                    1.711427133e-08f,
+                                    5.233334250e-09f,
+                                    -1.471960544e-08f,
+                                    -6.128259824e-09f};
   // exp(r) - 1 = r + r^2 (c2 + r (c3 + r c4)): Taylor, truncation < 2^-29 for |r| <= ln2/16.
   static constexpr float c2 = 0.5f, c3 = 1.0f / 6, c4 = 1.0f / 24;
 };
@@ -252,8 +272,8 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d exp_shifted_avx2(__m256d x) { return 
 FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 exp_avx512(__m512 x) {
   using C = ExpConst<float>;
   x = _mm512_min_ps(_mm512_set1_ps(C::hi), _mm512_max_ps(_mm512_set1_ps(C::lo), x));
-  const __m512 nf = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(C::log2e)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 nf =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(C::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(C::ln2_hi), x);
   r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(C::ln2_lo), r);
   __m512 p = _mm512_set1_ps(1.9875691500e-4f);
@@ -274,14 +294,22 @@ FASTREG_TARGET_AVX512 FASTREG_INLINE __m512 exp_avx512(__m512 x) {
 FASTREG_TARGET_AVX512 FASTREG_INLINE __m512d exp_avx512(__m512d x) {
   using C = ExpConst<double>;
   x = _mm512_min_pd(_mm512_set1_pd(C::hi), _mm512_max_pd(_mm512_set1_pd(C::lo), x));
-  const __m512d nf = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(C::log2e)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512d nf =
+      _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(C::log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512d r = _mm512_fnmadd_pd(nf, _mm512_set1_pd(C::ln2_hi), x);
   r = _mm512_fnmadd_pd(nf, _mm512_set1_pd(C::ln2_lo), r);
-  static constexpr double k[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                 1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                                 1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                                 1.0 / 6.0,         0.5,              1.0,
+  static constexpr double k[] = {1.0 / 479001600.0,
+                                 1.0 / 39916800.0,
+                                 1.0 / 3628800.0,
+                                 1.0 / 362880.0,
+                                 1.0 / 40320.0,
+                                 1.0 / 5040.0,
+                                 1.0 / 720.0,
+                                 1.0 / 120.0,
+                                 1.0 / 24.0,
+                                 1.0 / 6.0,
+                                 0.5,
+                                 1.0,
                                  1.0};
   __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
   for (double c : k) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c));

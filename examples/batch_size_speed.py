@@ -38,13 +38,13 @@ def main(argv=None):
     X = np.random.default_rng(0).random((n, 784), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 10, n)
     sizes = [1, 16, 256] if args.quick else [1, 4, 16, 64, 256, 1024]
-    impls = {"fastreg.data_iter": lambda b: (lambda: fastreg.data_iter(b, X, y))}
+    impls = {"fastreg.data_iter": lambda b: lambda: fastreg.data_iter(b, X, y)}
     try:
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
         ds = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
-        impls["torch DataLoader"] = lambda b: (lambda: DataLoader(ds, batch_size=b, shuffle=True))
+        impls["torch DataLoader"] = lambda b: lambda: DataLoader(ds, batch_size=b, shuffle=True)
     except ImportError:
         print("torch is not installed: timing fastreg only")
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -36,17 +36,22 @@ def main(argv=None):
         sgd = fastreg.LinearRegression(solver="sgd", lr=0.03, batch_size=10, epochs=epochs, random_state=0)
         sgd.fit(data, y)
         ax.plot(sgd.history_["epoch"], sgd.history_["train_loss"], "o-", label="SGD")
-        print(f"SGD:         w={np.ravel(sgd.coef_).round(3)} b={np.ravel(sgd.intercept_).round(3)} "
-              f"loss={mse(sgd, data, y):.5f}")
+        print(
+            f"SGD:         w={np.ravel(sgd.coef_).round(3)} b={np.ravel(sgd.intercept_).round(3)} "
+            f"loss={mse(sgd, data, y):.5f}"
+        )
         try:
             normal = fastreg.LinearRegression(solver="normal").fit(data, y)
             ax.axhline(mse(normal, data, y), color="k", ls="--", label="closed form")
-            print(f"closed form: w={np.ravel(normal.coef_).round(3)} b={np.ravel(normal.intercept_).round(3)} "
-                  f"loss={mse(normal, data, y):.5f}")
+            print(
+                f"closed form: w={np.ravel(normal.coef_).round(3)} b={np.ravel(normal.intercept_).round(3)} "
+                f"loss={mse(normal, data, y):.5f}"
+            )
         except (ValueError, np.linalg.LinAlgError) as e:
             print(f"closed form: fails: {e}")
-            ax.text(0.5, 0.6, f"closed form fails:\n{str(e)[:60]}", transform=ax.transAxes, ha="center",
-                    color="tab:red")
+            ax.text(
+                0.5, 0.6, f"closed form fails:\n{str(e)[:60]}", transform=ax.transAxes, ha="center", color="tab:red"
+            )
         ax.set(yscale="log", xlabel="epoch", ylabel="train loss", title=title)
         ax.legend()
     fig.tight_layout()

@@ -51,9 +51,11 @@ def main(argv=None):
 
     if rank == 0:
         seconds = model.history_["seconds"]
-        print(f"{world_size} process(es), batch {args.batch_size} per process: "
-              f"{min(seconds):.3f} s/epoch (best of {epochs}), train loss {model.history_['train_loss'][-1]:.4f}, "
-              f"train accuracy {model.score(X, y):.4f}")
+        print(
+            f"{world_size} process(es), batch {args.batch_size} per process: "
+            f"{min(seconds):.3f} s/epoch (best of {epochs}), train loss {model.history_['train_loss'][-1]:.4f}, "
+            f"train accuracy {model.score(X, y):.4f}"
+        )
         if args.out:
             fastreg.plot.learning_curves(model.history_, args.out, title=f"{world_size} process(es)")
             print(f"wrote {args.out}")

@@ -65,8 +65,10 @@ def peak_extra(impl, n, d, vocabs):
     """[peak extra bytes per V] from one fresh process; glibc's mmap threshold is pinned so that
     every large buffer is mapped and unmapped (the default threshold grows after a free, and
     freed memory would then stay in RSS and be reused by the next call)."""
-    code = (f"import sys; sys.path[:0] = {sys.path!r}; import linear_cross_entropy_vocab as m; "
-            f"m.measure_memory({impl!r}, {n}, {d}, {list(vocabs)!r})")
+    code = (
+        f"import sys; sys.path[:0] = {sys.path!r}; import linear_cross_entropy_vocab as m; "
+        f"m.measure_memory({impl!r}, {n}, {d}, {list(vocabs)!r})"
+    )
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return [int(line) for line in out.stdout.split()]
@@ -107,9 +109,11 @@ def main(argv=None):
         print(f"{v:>7} {tt:>9.3f} {tf:>10.3f} {tt / tf:>8.2f}x {mt:>10.1f} {mf:>12.1f}")
     v, tt, tf = map(np.array, zip(*rows))
     mt, mf = mem["torch"], mem["fastreg"]
-    print(f"torch's extra memory grows by {np.polyfit(v, mt, 1)[0] * 1024:.1f} KiB per class "
-          f"(~{np.polyfit(v, mt, 1)[0] * 2**20 / (4 * n):.1f} float32 [N, V] arrays); "
-          f"fastreg's by {np.polyfit(v, mf, 1)[0] * 1024:.1f} KiB per class")
+    print(
+        f"torch's extra memory grows by {np.polyfit(v, mt, 1)[0] * 1024:.1f} KiB per class "
+        f"(~{np.polyfit(v, mt, 1)[0] * 2**20 / (4 * n):.1f} float32 [N, V] arrays); "
+        f"fastreg's by {np.polyfit(v, mf, 1)[0] * 1024:.1f} KiB per class"
+    )
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(v, tt, "o-", label="torch F.linear + F.cross_entropy")

@@ -39,9 +39,11 @@ def main(argv=None):
         ax.plot(h["epoch"], h["train_loss"], label="train")
         ax.plot(h["epoch"], h["eval_loss"], label="test")
         ax.set(yscale="log", xlabel="epoch", title=f"weight_decay={wd:g}")
-        print(f"weight_decay={wd:g}: train loss {h['train_loss'][-1]:.4g}, test loss {h['eval_loss'][-1]:.4g} "
-              f"(best {min(h['eval_loss']):.4g}), "
-              f"|w| {np.linalg.norm(np.ravel(est.coef_)):.3f}")
+        print(
+            f"weight_decay={wd:g}: train loss {h['train_loss'][-1]:.4g}, test loss {h['eval_loss'][-1]:.4g} "
+            f"(best {min(h['eval_loss']):.4g}), "
+            f"|w| {np.linalg.norm(np.ravel(est.coef_)):.3f}"
+        )
     axes[0].set_ylabel("squared loss")
     axes[0].legend()
     fig.tight_layout()

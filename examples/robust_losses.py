@@ -33,8 +33,7 @@ def main(argv=None):
         for seed in seeds:
             X, y = synthetic_data(TRUE_W, TRUE_B, 1000, noise=1.0, noise_dist=dist, seed=seed)
             for loss in losses:
-                est = fastreg.LinearRegression(loss=loss, lr=0.05, batch_size=10, epochs=epochs,
-                                               random_state=seed)
+                est = fastreg.LinearRegression(loss=loss, lr=0.05, batch_size=10, epochs=epochs, random_state=seed)
                 est.fit(X, y)
                 params = np.r_[np.ravel(est.coef_), np.ravel(est.intercept_)]
                 err[dist, loss].append(np.linalg.norm(params - np.r_[TRUE_W, TRUE_B]))

@@ -48,20 +48,27 @@ def main(argv=None):
         fast_err.append(np.max(np.abs(ops.softmax(z) - ref)))
     naive_err, fast_err = np.array(naive_err), np.array(fast_err)
     first_bad = shifts[np.argmax(~np.isfinite(naive_err))] if (~np.isfinite(naive_err)).any() else None
-    print(f"naive float32 softmax gives NaN/inf from a logit shift of {first_bad:g}" if first_bad is not None
-          else "naive softmax never overflowed")
+    print(
+        f"naive float32 softmax gives NaN/inf from a logit shift of {first_bad:g}"
+        if first_bad is not None
+        else "naive softmax never overflowed"
+    )
     print(f"fastreg.ops.softmax max error over all shifts: {fast_err.max():.2e}")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     finite = np.isfinite(naive_err)
-    ax.semilogy(shifts[finite], np.maximum(naive_err[finite], 1e-12), "o--", ms=3, zorder=3,
-                label="naive exp(z)/sum exp(z)")
+    ax.semilogy(
+        shifts[finite], np.maximum(naive_err[finite], 1e-12), "o--", ms=3, zorder=3, label="naive exp(z)/sum exp(z)"
+    )
     if (~finite).any():
         ax.axvspan(shifts[~finite].min(), shifts.max(), color="tab:red", alpha=0.15, label="naive: NaN (overflow)")
     ax.semilogy(shifts, np.maximum(fast_err, 1e-12), "s-", label="fastreg.ops.softmax")
     ax.axvline(50, color="gray", ls=":", lw=1)
-    ax.set(xlabel="largest logit (shift added to one class)", ylabel="max |error| vs float64",
-           title="float32 softmax: naive vs stable")
+    ax.set(
+        xlabel="largest logit (shift added to one class)",
+        ylabel="max |error| vs float64",
+        title="float32 softmax: naive vs stable",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)

@@ -46,8 +46,11 @@ def fit_case(est, X, y, kernel: str, **fit_kw) -> dict:
     finally:
         restore()
     return {
-        "coef": np.array(est.coef_), "intercept": np.array(est.intercept_),
-        "steps": [o for o, _, _ in log], "w0": log[0][1], "b0": log[0][2],
+        "coef": np.array(est.coef_),
+        "intercept": np.array(est.intercept_),
+        "steps": [o for o, _, _ in log],
+        "w0": log[0][1],
+        "b0": log[0][2],
         "train_loss": est.history_["train_loss"],
     }
 
@@ -69,19 +72,32 @@ def main(out_dir: str) -> None:
     # Softmax regression, float32, n even: must equal one process with batch 2 * 32.
     res["softmax32"] = fit_case(
         fastreg.SoftmaxRegression(lr=0.5, batch_size=32, epochs=1, momentum=0.9, weight_decay=1e-3, random_state=7),
-        data["X32"], data["y"], "softmax_batch_grad")
+        data["X32"],
+        data["y"],
+        "softmax_batch_grad",
+    )
     # Softmax regression, float64, n odd (DistributedSampler pads by wrapping around); auto-detected group.
     res["softmax64"] = fit_case(
         fastreg.SoftmaxRegression(lr=0.5, batch_size=25, epochs=2, random_state=3),
-        data["X64"], data["y_odd"], "softmax_batch_grad")
+        data["X64"],
+        data["y_odd"],
+        "softmax_batch_grad",
+    )
     # uint8 images (read as x / 255), as MNIST.
     res["softmax_u8"] = fit_case(
         fastreg.SoftmaxRegression(lr=0.5, batch_size=16, epochs=1, random_state=5),
-        data["Xu8"], data["y"], "softmax_batch_grad", distributed=True)
+        data["Xu8"],
+        data["y"],
+        "softmax_batch_grad",
+        distributed=True,
+    )
     # Linear regression, float64, squared loss with momentum; n odd.
     res["linear64"] = fit_case(
         fastreg.LinearRegression(lr=0.05, batch_size=10, epochs=1, momentum=0.5, random_state=11),
-        data["X64"], data["t_odd"], "regression_batch_grad")
+        data["X64"],
+        data["t_odd"],
+        "regression_batch_grad",
+    )
 
     # Bad input: the ranks disagree (every rank must raise, none may hang).
     bs = 32 if rank == 0 else 16
@@ -94,8 +110,12 @@ def main(out_dir: str) -> None:
     est = fastreg.LinearRegression(lr=1e30, batch_size=10, epochs=1, random_state=0)
     res["err_diverge"] = error_of(lambda: est.fit(data["X32"], data["t32"]))
     # The group still works after all that.
-    res["after"] = fit_case(fastreg.LinearRegression(lr=0.05, batch_size=10, epochs=1, random_state=2),
-                            data["X32"], data["t32"], "regression_batch_grad")
+    res["after"] = fit_case(
+        fastreg.LinearRegression(lr=0.05, batch_size=10, epochs=1, random_state=2),
+        data["X32"],
+        data["t32"],
+        "regression_batch_grad",
+    )
 
     # fastreg.DataLoader under the initialised group: DistributedSampler's shards ...
     n_odd = len(data["y_odd"])
@@ -117,8 +137,9 @@ def main(out_dir: str) -> None:
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
     loss_fn = torch.nn.CrossEntropyLoss()
     X_t = torch.from_numpy(data["X64"].astype(np.float32))
-    loader = fastreg.DataLoader((X_t, torch.from_numpy(data["y_odd"]), torch.from_numpy(idx)), batch_size=8,
-                                shuffle=True)
+    loader = fastreg.DataLoader(
+        (X_t, torch.from_numpy(data["y_odd"]), torch.from_numpy(idx)), batch_size=8, shuffle=True
+    )
     ddp_steps = []
     for xb, yb, ib in loader:
         ddp_steps.append(ib.numpy().copy())

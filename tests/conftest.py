@@ -49,8 +49,10 @@ def vector_level(request):
     import fastreg
 
     if request.param not in tested_simd_levels():
-        pytest.skip(f"{request.param} is not available here (CPU best: {cpu_simd_levels()[-1]}, "
-                    f"FASTREG_SIMD={os.environ.get('FASTREG_SIMD')!r})")
+        pytest.skip(
+            f"{request.param} is not available here (CPU best: {cpu_simd_levels()[-1]}, "
+            f"FASTREG_SIMD={os.environ.get('FASTREG_SIMD')!r})"
+        )
     before = fastreg.simd_level()
     yield request.param
     fastreg.set_simd_level(before)

@@ -14,9 +14,7 @@ import pytest
 import fastreg
 from fastreg import cli
 
-has_estimators = pytest.mark.skipif(
-    not hasattr(fastreg, "SoftmaxRegression"), reason="needs the estimators (issue 5)"
-)
+has_estimators = pytest.mark.skipif(not hasattr(fastreg, "SoftmaxRegression"), reason="needs the estimators (issue 5)")
 
 
 def run(argv, capsys):
@@ -87,7 +85,9 @@ def test_missing_fashion_mnist_says_where_and_download(tmp_path, capsys):
 
 def test_corrupt_fashion_mnist_is_a_one_line_error(tmp_path, capsys):
     # headers promise 5 images / labels, the data stop after 3 bytes
-    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">4i", 2051, 5, 28, 28) + b"\0" * 3))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">4i", 2051, 5, 28, 28) + b"\0" * 3)
+    )
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">2i", 2049, 5) + b"\0" * 3))
     rc, _, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path)], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1
@@ -98,8 +98,9 @@ def test_corrupt_fashion_mnist_is_a_one_line_error(tmp_path, capsys):
 
 def test_subprocess_entry_point():
     """``python -m fastreg``: a usage error has no traceback and exits 2; info works."""
-    bad = subprocess.run([sys.executable, "-m", "fastreg", "train", "--epochs", "-3"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "fastreg", "train", "--epochs", "-3"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     ok = subprocess.run([sys.executable, "-m", "fastreg", "info"], capture_output=True, text=True, timeout=120)
@@ -153,7 +154,7 @@ def _fake_fashion(root, rng, n_train=300, n_test=100):
         y = rng.integers(0, 10, n).astype(np.uint8)
         X = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         for c in range(10):
-            X[y == c, 2 * c:2 * c + 3, :] = 255
+            X[y == c, 2 * c : 2 * c + 3, :] = 255
         for kind, arr, code in (("images-idx3", X, 2051), ("labels-idx1", y, 2049)):
             head = struct.pack(">i", code) + struct.pack(f">{arr.ndim}i", *arr.shape)
             (root / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + arr.tobytes()))
@@ -183,15 +184,31 @@ def test_train_prints_per_epoch_table(capsys):
     rc, out, _ = run(["train", "--epochs", "3", "--plot", "none"], capsys)
     assert rc == 0
     header = [ln for ln in out.splitlines() if "train loss" in ln][0]
-    rows = out.splitlines()[out.splitlines().index(header) + 1:][:3]
+    rows = out.splitlines()[out.splitlines().index(header) + 1 :][:3]
     assert [int(r.split()[0]) for r in rows] == [1, 2, 3] or [int(r.split()[0]) for r in rows] == [0, 1, 2]
 
 
 @has_estimators
 def test_train_fashion_mnist_from_files(tmp_path, rng, capsys):
     _fake_fashion(tmp_path, rng)
-    rc, out, err = run(["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--no-verify",
-                        "--epochs", "5", "--batch-size", "32", "--plot", "none", "-q"], capsys)
+    rc, out, err = run(
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--no-verify",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "32",
+            "--plot",
+            "none",
+            "-q",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "300 train / 100 test" in out
     test_acc = float(out.split("test accuracy ")[1].split(",")[0])
@@ -201,8 +218,23 @@ def test_train_fashion_mnist_from_files(tmp_path, rng, capsys):
 @has_estimators
 @pytest.mark.parametrize("loss", ["squared", "huber", "l1"])
 def test_train_linear_synthetic_recovers_d2l_weights(tmp_path, capsys, loss):
-    rc, out, err = run(["train", "--model", "linear", "--loss", loss, "--epochs", "5", "--plot", "none",
-                        "-q", "--save", str(tmp_path / "m.npz")], capsys)
+    rc, out, err = run(
+        [
+            "train",
+            "--model",
+            "linear",
+            "--loss",
+            loss,
+            "--epochs",
+            "5",
+            "--plot",
+            "none",
+            "-q",
+            "--save",
+            str(tmp_path / "m.npz"),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     saved = np.load(tmp_path / "m.npz")
     np.testing.assert_allclose(np.ravel(saved["coef"]), [2.0, -3.4], atol=0.1)
@@ -231,8 +263,12 @@ def test_help_shows_defaults(capsys):
     rc, out, _ = run(["train", "--help"], capsys)
     assert rc == 0
     text = " ".join(out.split())
-    for shown in ("(default: curves.png", "--momentum MOMENTUM SGD momentum, in [0, 1) (default: 0.0)",
-                  "(default: squared)", "implied by --dataset"):
+    for shown in (
+        "(default: curves.png",
+        "--momentum MOMENTUM SGD momentum, in [0, 1) (default: 0.0)",
+        "(default: squared)",
+        "implied by --dataset",
+    ):
         assert shown in text, shown
 
 
@@ -283,8 +319,23 @@ def test_train_next_word_many_classes(capsys):
     import fastreg._core as core
 
     assert core.epoch_many_classes(2000, False)
-    rc, out, err = run(["train", "--dataset", "next-word", "--vocab-size", "2000", "--dim", "32", "--epochs", "2",
-                        "--plot", "none", "-q"], capsys)
+    rc, out, err = run(
+        [
+            "train",
+            "--dataset",
+            "next-word",
+            "--vocab-size",
+            "2000",
+            "--dim",
+            "32",
+            "--epochs",
+            "2",
+            "--plot",
+            "none",
+            "-q",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert "2000 words (Zipf), 32-dim contexts" in out and "15000 train / 5000 test" in out
     test_acc = float(out.split("test accuracy ")[1].split(",")[0])

@@ -30,8 +30,11 @@ def test_blas_info_matches_threadpoolctl():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     pytest.importorskip("scipy")
     info = fastreg._config.blas_info()  # loads SciPy's BLAS first
-    libs = [i for i in threadpoolctl.threadpool_info()
-            if i.get("user_api") == "blas" and "scipy.libs" in i.get("filepath", "")]
+    libs = [
+        i
+        for i in threadpoolctl.threadpool_info()
+        if i.get("user_api") == "blas" and "scipy.libs" in i.get("filepath", "")
+    ]
     if not libs:
         pytest.skip("threadpoolctl does not see SciPy's BLAS here")
     lib = libs[0]
@@ -52,7 +55,10 @@ def test_blas_info_matches_threadpoolctl():
 
 def test_show_config_names_a_forced_simd_level():
     out = subprocess.run(
-        [sys.executable, "-c", "import fastreg; fastreg.show_config()"], check=True, capture_output=True, text=True,
+        [sys.executable, "-c", "import fastreg; fastreg.show_config()"],
+        check=True,
+        capture_output=True,
+        text=True,
         env=dict(os.environ, FASTREG_SIMD="scalar"),
     )
     simd_row = next(r for r in out.stdout.splitlines() if r.startswith("simd "))
@@ -121,11 +127,12 @@ def test_simd_env_var_auto_and_typos():
     out = _simd_at_import("auto")
     assert out.returncode == 0 and out.stdout.strip() == _core.cpu_simd_level()
     out = _simd_at_import("AVX2")
-    assert out.returncode != 0 and "FASTREG_SIMD must be 'auto', 'scalar', 'avx2', 'avx512' or unset, got 'AVX2'" in out.stderr
+    assert (
+        out.returncode != 0
+        and "FASTREG_SIMD must be 'auto', 'scalar', 'avx2', 'avx512' or unset, got 'AVX2'" in out.stderr
+    )
 
 
 def test_cli_info_runs():
-    out = subprocess.run(
-        [sys.executable, "-m", "fastreg", "info"], check=True, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-m", "fastreg", "info"], check=True, capture_output=True, text=True)
     assert "simd" in out.stdout

@@ -29,8 +29,11 @@ def test_device_copy_matches_source():
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA")
     for n, dtype in [(0, torch.float32), (1, torch.uint8), (1_000_003, torch.float32), (4097, torch.float64)]:
-        src = torch.randn(n, device="cuda").to(dtype) if dtype != torch.uint8 else torch.randint(
-            0, 255, (n,), device="cuda", dtype=dtype)
+        src = (
+            torch.randn(n, device="cuda").to(dtype)
+            if dtype != torch.uint8
+            else torch.randint(0, 255, (n,), device="cuda", dtype=dtype)
+        )
         dst = torch.full_like(src, 7)
         cuda.device_copy(dst, src)
         torch.cuda.synchronize()

@@ -258,12 +258,15 @@ def test_sgd_matches_torch_after_100_steps(gen, dtype):
         if cfg.get("momentum"):
             for p, q in zip(mine, theirs):
                 assert _rel(opt_a.state[p]["momentum_buffer"], opt_b.state[q]["momentum_buffer"]) < max(
-                    1e-6, TOL[dtype])
+                    1e-6, TOL[dtype]
+                )
 
 
 def test_sgd_many_tensors_mixed_dtypes_one_group(gen):
-    ps = [torch.randn(int(n), device="cuda", generator=gen).to(dt) for n, dt in
-          zip(torch.randint(1, 5000, (300,)), [torch.float32, torch.bfloat16, torch.float16] * 100)]
+    ps = [
+        torch.randn(int(n), device="cuda", generator=gen).to(dt)
+        for n, dt in zip(torch.randint(1, 5000, (300,)), [torch.float32, torch.bfloat16, torch.float16] * 100)
+    ]
     a = [p.clone().requires_grad_(True) for p in ps]
     b = [p.clone().requires_grad_(True) for p in ps]
     for p, q in zip(a, b):
@@ -293,8 +296,10 @@ def test_cuda_graph_captures_a_training_step(gen):
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9)
     static_x = torch.randn(n, d, device="cuda", generator=gen)
     static_y = torch.randint(0, c, (n,), device="cuda", generator=gen)
-    batches = [(torch.randn(n, d, device="cuda", generator=gen), torch.randint(0, c, (n,), device="cuda",
-                                                                               generator=gen)) for _ in range(8)]
+    batches = [
+        (torch.randn(n, d, device="cuda", generator=gen), torch.randint(0, c, (n,), device="cuda", generator=gen))
+        for _ in range(8)
+    ]
 
     def step():
         opt.zero_grad(set_to_none=False)
@@ -354,8 +359,18 @@ def test_cupy_arrays_without_torch_tensors():
     tb = [None, None]
     tg = [torch.as_tensor(q, device="cuda") for q in grads]
     for _ in range(3):
-        torch.optim.sgd.sgd(want, tg, tb, lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
-                            maximize=False, foreach=False)
+        torch.optim.sgd.sgd(
+            want,
+            tg,
+            tb,
+            lr=0.1,
+            momentum=0.9,
+            dampening=0.0,
+            weight_decay=0.0,
+            nesterov=False,
+            maximize=False,
+            foreach=False,
+        )
     for a, b in zip(p, want):
         assert _rel(torch.as_tensor(a, device="cuda"), b) < 1e-6
     with pytest.raises(TypeError, match="float32, float16 or bfloat16"):

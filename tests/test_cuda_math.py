@@ -55,8 +55,7 @@ def test_class_targets_every_option(rng, lanes, vec, c):
     for w in (None, weight):
         for eps in (0.0, 0.1, 1.0):
             for z in (0.0, 1e-3):
-                rows, grad, lse = _host(x, target=target, weight=w, ignore_index=-7, eps=eps, z=z, lanes=lanes,
-                                        vec=vec)
+                rows, grad, lse = _host(x, target=target, weight=w, ignore_index=-7, eps=eps, z=z, lanes=lanes, vec=vec)
                 r_rows, r_grad, r_lse = _reference(x, target=target, weight=w, ignore_index=-7, eps=eps, z=z)
                 _close(rows, r_rows)
                 _close(grad, r_grad)

@@ -15,8 +15,13 @@ class FakeCudaArray:
     """Only the interface: a pointer nothing may dereference (the kernels never run here)."""
 
     def __init__(self, shape, typestr="<f4", strides=None, ptr=0x1000, readonly=False):
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, readonly),
-                                         "strides": strides, "version": 3}
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (ptr, readonly),
+            "strides": strides,
+            "version": 3,
+        }
 
 
 class FakeDLPack:

@@ -462,8 +462,17 @@ def _d2l(source: str, use_fastreg: bool) -> types.ModuleType:
         torch_ = _Override(torch, utils=_Override(torch.utils, data=data))
         functional = F
     d2l = types.ModuleType("d2l")
-    d2l.__dict__.update(torch=torch_, nn=nn, F=functional, data=data, d2l=d2l, inspect=inspect, np=np,
-                        Animator=_Recorder, ProgressBoard=_Recorder)
+    d2l.__dict__.update(
+        torch=torch_,
+        nn=nn,
+        F=functional,
+        data=data,
+        d2l=d2l,
+        inspect=inspect,
+        np=np,
+        Animator=_Recorder,
+        ProgressBoard=_Recorder,
+    )
     exec(compile(source, f"<d2l {'fastreg' if use_fastreg else 'torch'}>", "exec"), d2l.__dict__)
     return d2l
 
@@ -507,10 +516,14 @@ def _load_data(d2l, train, test, batch_size, generator):
     over in-memory tensors instead of the torchvision dataset."""
     data = d2l.data
     kw = {} if generator is None else {"generator": generator}
-    return (data.DataLoader(data.TensorDataset(*train), batch_size, shuffle=True,
-                            num_workers=d2l.get_dataloader_workers(), **kw),
-            data.DataLoader(data.TensorDataset(*test), batch_size, shuffle=False,
-                            num_workers=d2l.get_dataloader_workers(), **kw))
+    return (
+        data.DataLoader(
+            data.TensorDataset(*train), batch_size, shuffle=True, num_workers=d2l.get_dataloader_workers(), **kw
+        ),
+        data.DataLoader(
+            data.TensorDataset(*test), batch_size, shuffle=False, num_workers=d2l.get_dataloader_workers(), **kw
+        ),
+    )
 
 
 def _softmax_concise(use_fastreg, use_generator):
@@ -564,6 +577,7 @@ def _softmax_scratch(use_fastreg, use_generator):
         def updater(batch_size):
             return fastreg.optim.sgd([W, b], lr, batch_size)
     else:
+
         def net(X):
             return softmax(logits(X))
 
@@ -623,8 +637,12 @@ class _Clusters:
                 data = self.train if train else self.val
                 kw = {} if generator is None else {"generator": generator}
                 return d2l.torch.utils.data.DataLoader(
-                    d2l.torch.utils.data.TensorDataset(*data), self.batch_size, shuffle=train,
-                    num_workers=self.num_workers, **kw)
+                    d2l.torch.utils.data.TensorDataset(*data),
+                    self.batch_size,
+                    shuffle=train,
+                    num_workers=self.num_workers,
+                    **kw,
+                )
 
         return Clusters()
 

@@ -63,7 +63,9 @@ def test_matches_torch_dataloader_with_generator(rng, n, bs, drop_last, shuffle,
     seed = int(rng.integers(2**62))
     g_ref, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     ref = TorchDataLoader(TensorDataset(X, y), bs, shuffle=shuffle, drop_last=drop_last, generator=g_ref)
-    ours = DataLoader(TensorDataset(X, y), bs, shuffle=shuffle, drop_last=drop_last, generator=g_ours, prefetch=prefetch)
+    ours = DataLoader(
+        TensorDataset(X, y), bs, shuffle=shuffle, drop_last=drop_last, generator=g_ours, prefetch=prefetch
+    )
     assert len(ours) == len(ref)
     for _epoch in range(3):
         got = iter(ours)
@@ -144,8 +146,11 @@ def test_sharding_follows_distributed_sampler(rng, n, world, drop_last, shuffle)
         idx = np.concatenate([yb for _, yb in loader]) if len(loader) else np.array([], dtype=np.int64)
         per_rank.append(idx)
         if not shuffle:  # with no shuffle, the index lists are DistributedSampler's exactly
-            ref = list(DistributedSampler(TensorDataset(torch.from_numpy(y)), num_replicas=world, rank=r,
-                                          shuffle=False, drop_last=drop_last))
+            ref = list(
+                DistributedSampler(
+                    TensorDataset(torch.from_numpy(y)), num_replicas=world, rank=r, shuffle=False, drop_last=drop_last
+                )
+            )
             want = ref[: len(loader) * 2] if drop_last else ref
             np.testing.assert_array_equal(idx, want)
     sizes = {len(p) for p in per_rank}
@@ -166,8 +171,9 @@ def test_resume_mid_epoch(rng, use_generator, prefetch):
 
     def make():
         g = torch.Generator().manual_seed(11) if use_generator else None
-        return DataLoader(TensorDataset(X, y), 8, shuffle=True, generator=g, seed=None if use_generator else 4,
-                          prefetch=prefetch)
+        return DataLoader(
+            TensorDataset(X, y), 8, shuffle=True, generator=g, seed=None if use_generator else 4, prefetch=prefetch
+        )
 
     full = make()
     next(iter(full))  # epoch 0 partly consumed, then abandoned
@@ -261,8 +267,9 @@ def test_consumer_does_not_wait_for_a_starved_worker(rng):
     X, y = _dataset(rng, 400, d=16)
     order = rng.permutation(400)
     start = time.perf_counter()
-    it = _core.BatchIter([X, y], [False, False], [1.0, 1.0], order, None, 16, False, 0, None, None, False, 1,
-                         worker_delay_us=2_000_000)
+    it = _core.BatchIter(
+        [X, y], [False, False], [1.0, 1.0], order, None, 16, False, 0, None, None, False, 1, worker_delay_us=2_000_000
+    )
     got = []
     for xb, yb in it:
         np.testing.assert_array_equal(xb, X[yb])
@@ -356,15 +363,24 @@ def test_gather_rows_threaded_matches_numpy(rng, simd_levels):
     X8 = rng.integers(0, 256, (20000, 300), dtype=np.uint8)
     for level in simd_levels:
         fastreg.set_simd_level(level)
-        np.testing.assert_array_equal(_core.gather_rows(X8, idx, to_float32=True, scale=0.5),
-                                      X8[idx].astype(np.float32) * np.float32(0.5))
+        np.testing.assert_array_equal(
+            _core.gather_rows(X8, idx, to_float32=True, scale=0.5), X8[idx].astype(np.float32) * np.float32(0.5)
+        )
     for dt in (np.int8, np.int16, np.float64, np.complex128, np.bool_):  # the 1-, 2-, 8-, 16-byte paths
         a = rng.integers(0, 100, 50).astype(dt)
         np.testing.assert_array_equal(_core.gather_rows(a, idx[:30] % 50), a[idx[:30] % 50])
     # Rows of 256 bytes and up are copied four at a time, a cache line of each in turn:
     # row lengths around whole lines, and index counts around whole groups.
-    for dt, width in ((np.float32, 64), (np.float32, 65), (np.float32, 80), (np.float32, 784),
-                      (np.uint8, 256), (np.uint8, 300), (np.uint8, 3137), (np.float64, 33)):
+    for dt, width in (
+        (np.float32, 64),
+        (np.float32, 65),
+        (np.float32, 80),
+        (np.float32, 784),
+        (np.uint8, 256),
+        (np.uint8, 300),
+        (np.uint8, 3137),
+        (np.float64, 33),
+    ):
         A = rng.integers(0, 100, (50, width)).astype(dt)
         for count in (1, 3, 4, 5, 8, 9, 13, 40):
             sel = rng.integers(0, 50, count)
@@ -444,6 +460,7 @@ def test_bad_input(rng):
         DataLoader((X, y), shuffle=True, generator=np.random.default_rng(0))
     with pytest.raises(ValueError, match="not both"):
         DataLoader((X, y), shuffle=True, generator=torch.Generator(), seed=1)
+
     class Rows(torch.utils.data.Dataset):
         def __len__(self):
             return 10

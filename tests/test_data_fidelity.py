@@ -170,8 +170,15 @@ def test_torch_positional_order_and_worker_arguments(rng):
     X, y = _data(rng, 33)
     for kw in (
         dict(num_workers=4),  # d2l's load_data_fashion_mnist
-        dict(num_workers=2, prefetch_factor=4, persistent_workers=True, timeout=5.0, in_order=False,
-             worker_init_fn=lambda i: None, multiprocessing_context="spawn"),
+        dict(
+            num_workers=2,
+            prefetch_factor=4,
+            persistent_workers=True,
+            timeout=5.0,
+            in_order=False,
+            worker_init_fn=lambda i: None,
+            multiprocessing_context="spawn",
+        ),
         dict(num_workers=0, timeout=0, in_order=True),
     ):
         with warnings.catch_warnings():
@@ -192,8 +199,10 @@ def test_torch_positional_order_and_worker_arguments(rng):
 
 def test_shuffle_none_is_no_shuffle(rng):
     X, y = _data(rng, 12)
-    _compare(lambda: DataLoader(TensorDataset(X, y), 5, shuffle=None),
-             lambda: TorchDataLoader(TensorDataset(X, y), 5, shuffle=None))
+    _compare(
+        lambda: DataLoader(TensorDataset(X, y), 5, shuffle=None),
+        lambda: TorchDataLoader(TensorDataset(X, y), 5, shuffle=None),
+    )
 
 
 def _torch_error(make):
@@ -232,7 +241,10 @@ def test_torch_argument_errors(rng, kwargs):
 def test_empty_dataset_yields_nothing(rng):
     X, y = _data(rng, 0)
     for kw in ({}, {"batch_size": None}, {"drop_last": True}):
-        _compare(lambda kw=kw: DataLoader(TensorDataset(X, y), **kw), lambda kw=kw: TorchDataLoader(TensorDataset(X, y), **kw))
+        _compare(
+            lambda kw=kw: DataLoader(TensorDataset(X, y), **kw),
+            lambda kw=kw: TorchDataLoader(TensorDataset(X, y), **kw),
+        )
         assert len(DataLoader(TensorDataset(X, y), **kw)) == 0
     assert list(DataLoader((X.numpy(), y.numpy()), 4)) == []
     kind, message = _torch_error(lambda cls: cls(TensorDataset(X, y), shuffle=True))
@@ -245,6 +257,7 @@ def test_empty_dataset_yields_nothing(rng):
 def test_batch_size_none_yields_samples(rng, shuffle, use_generator):
     X, y = _data(rng, 9)
     for data in (TensorDataset(X, y), TensorDataset(X), X, Subset(TensorDataset(X, y), [4, 2, 7])):
+
         def make(cls, data=data):
             g = torch.Generator().manual_seed(3) if use_generator else None
             return lambda: cls(data, batch_size=None, shuffle=shuffle, generator=g)
@@ -275,7 +288,9 @@ def _samplers(n, g):
     return {
         "SubsetRandomSampler": lambda: SubsetRandomSampler(list(range(1, n, 2)), generator=g),
         "WeightedRandomSampler": lambda: WeightedRandomSampler(weights, 2 * n, generator=g),
-        "WeightedRandomSampler-no-replacement": lambda: WeightedRandomSampler(weights, n // 2, replacement=False, generator=g),
+        "WeightedRandomSampler-no-replacement": lambda: WeightedRandomSampler(
+            weights, n // 2, replacement=False, generator=g
+        ),
         "RandomSampler-replacement": lambda: RandomSampler(range(n), replacement=True, num_samples=70, generator=g),
         "SequentialSampler": lambda: SequentialSampler(range(n)),
         "list": lambda: [3, -1, 0, 5, 5],
@@ -296,6 +311,7 @@ def test_sampler(rng, name, use_generator, batch_size, drop_last):
             g = torch.Generator().manual_seed(7) if use_generator else None
             sampler = _samplers(20, g)[name]()
             return cls(data, batch_size, sampler=sampler, drop_last=drop_last, generator=g)
+
         return build
 
     _compare(make(DataLoader), make(TorchDataLoader))
@@ -305,8 +321,11 @@ def test_sampler(rng, name, use_generator, batch_size, drop_last):
     _compare(make(DataLoader, sub), make(TorchDataLoader, sub))
     _compare(make(DataLoader, X), make(TorchDataLoader, X))
     # the uint8 -> float32 conversion applies too
-    ours, _ = _run(lambda: DataLoader(TensorDataset(X8, y), batch_size, sampler=_samplers(20, None)[name](),
-                                       dtype=torch.float32, scale=0.5))
+    ours, _ = _run(
+        lambda: DataLoader(
+            TensorDataset(X8, y), batch_size, sampler=_samplers(20, None)[name](), dtype=torch.float32, scale=0.5
+        )
+    )
     for xb, yb in ours[0]:
         torch.testing.assert_close(xb, X8[yb].float() * 0.5, rtol=0, atol=0)
 
@@ -318,9 +337,13 @@ def test_batch_sampler(rng, use_generator):
     def make(cls, kind):
         def build():
             g = torch.Generator().manual_seed(7) if use_generator else None
-            bs = (BatchSampler(RandomSampler(range(23), generator=g), 5, drop_last=False) if kind == "torch"
-                  else [[0, 1, 2], [22], [5, 5, 5, 5, 5, 5, 5], torch.tensor([3, 4]), np.array([-2])])
+            bs = (
+                BatchSampler(RandomSampler(range(23), generator=g), 5, drop_last=False)
+                if kind == "torch"
+                else [[0, 1, 2], [22], [5, 5, 5, 5, 5, 5, 5], torch.tensor([3, 4]), np.array([-2])]
+            )
             return cls(TensorDataset(X, y), batch_sampler=bs, generator=g)
+
         return build
 
     for kind in ("torch", "lists"):
@@ -352,10 +375,14 @@ def test_subset_and_random_split(rng, shuffle):
     nested = Subset(train, [5, -1, 0, 3])
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     for part in (train, test, nested, Subset(ds, torch.tensor([2, 2, 9])), Subset(ds, range(0, 30, 7))):
-        _compare(lambda part=part: DataLoader(part, 4, shuffle=shuffle),
-                 lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle))
-        _compare(lambda part=part: DataLoader(part, 4, shuffle=shuffle, generator=g()),
-                 lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle, generator=g()))
+        _compare(
+            lambda part=part: DataLoader(part, 4, shuffle=shuffle),
+            lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle),
+        )
+        _compare(
+            lambda part=part: DataLoader(part, 4, shuffle=shuffle, generator=g()),
+            lambda part=part: TorchDataLoader(part, 4, shuffle=shuffle, generator=g()),
+        )
     with pytest.raises(IndexError, match="Subset.indices\\[1\\] = 30 is out of range for a dataset of 30 rows"):
         DataLoader(Subset(ds, [0, 30]))
     # sharding applies to the subset's positions
@@ -395,13 +422,29 @@ def test_collate_fn(rng):
 def test_attributes_torch_code_reads(rng):
     X, y = _data(rng, 20)
     g = torch.Generator()
-    for kw in (dict(batch_size=4, shuffle=True), dict(batch_size=4, shuffle=True, generator=g, drop_last=True),
-               dict(batch_size=None), dict(batch_size=3, sampler=SubsetRandomSampler([1, 2, 3])),
-               dict(batch_sampler=[[1, 2], [3]])):
+    for kw in (
+        dict(batch_size=4, shuffle=True),
+        dict(batch_size=4, shuffle=True, generator=g, drop_last=True),
+        dict(batch_size=None),
+        dict(batch_size=3, sampler=SubsetRandomSampler([1, 2, 3])),
+        dict(batch_sampler=[[1, 2], [3]]),
+    ):
         ds = TensorDataset(X, y)
         ours, ref = DataLoader(ds, **kw), TorchDataLoader(ds, **kw)
-        for name in ("batch_size", "drop_last", "num_workers", "generator", "dataset", "pin_memory", "timeout",
-                     "prefetch_factor", "persistent_workers", "worker_init_fn", "collate_fn", "in_order"):
+        for name in (
+            "batch_size",
+            "drop_last",
+            "num_workers",
+            "generator",
+            "dataset",
+            "pin_memory",
+            "timeout",
+            "prefetch_factor",
+            "persistent_workers",
+            "worker_init_fn",
+            "collate_fn",
+            "in_order",
+        ):
             assert getattr(ours, name) is getattr(ref, name) or getattr(ours, name) == getattr(ref, name), name
         assert type(ours.sampler) is type(ref.sampler)
         assert type(ours.batch_sampler) is type(ref.batch_sampler)

@@ -141,7 +141,9 @@ def test_multi_member_gzip(tmp_path, rng, members):
     with pytest.raises(ValueError, match="longer than its header says"):
         read_idx(path)
     path.write_bytes(gzip.compress(data[:-5]) + gzip.compress(b""))
-    with pytest.raises(ValueError, match=r"multi.gz: file is truncated \(header \(20, 5, 3\) needs 300 data bytes, found 295\)"):
+    with pytest.raises(
+        ValueError, match=r"multi.gz: file is truncated \(header \(20, 5, 3\) needs 300 data bytes, found 295\)"
+    ):
         read_idx(path)
 
 

@@ -111,13 +111,23 @@ def ranks(tmp_path_factory, data):
     """Run the worker on 2 ranks (gloo, 127.0.0.1); the per-rank results."""
     out = tmp_path_factory.mktemp("distributed")
     np.savez(out / "data.npz", **data)
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(WORLD),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(WORLD),
+        "OMP_NUM_THREADS": "1",
+    }
     if sys.platform.startswith("linux"):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo's connections stay on the loopback interface
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(out)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(out)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for r in range(WORLD)
     ]
     logs = [""] * WORLD
@@ -177,9 +187,11 @@ def test_shards_are_disjoint_and_cover_the_data(ranks, data, case):
     for res in ranks:
         steps = res[case]["steps"]
         assert len(steps) == epochs * steps_per_epoch
-        assert all(len(s) == bs for e in range(epochs) for s in steps[e * steps_per_epoch:(e + 1) * steps_per_epoch - 1])
+        assert all(
+            len(s) == bs for e in range(epochs) for s in steps[e * steps_per_epoch : (e + 1) * steps_per_epoch - 1]
+        )
     for e in range(epochs):
-        shards = [np.concatenate(res[case]["steps"][e * steps_per_epoch:(e + 1) * steps_per_epoch]) for res in ranks]
+        shards = [np.concatenate(res[case]["steps"][e * steps_per_epoch : (e + 1) * steps_per_epoch]) for res in ranks]
         assert all(len(s) == per_rank for s in shards)
         allrows = np.concatenate(shards)
         np.testing.assert_array_equal(np.unique(allrows), np.arange(n))  # covered

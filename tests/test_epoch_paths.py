@@ -63,8 +63,7 @@ def _misaligned(shape, dtype):
     return raw[start : start + n].reshape(shape)
 
 
-def _run(level, c, d, dtype, batch, *, n=300, momentum=0.9, wd=1e-3, misaligned=False, kind="softmax", seed=0,
-         lr=0.2):
+def _run(level, c, d, dtype, batch, *, n=300, momentum=0.9, wd=1e-3, misaligned=False, kind="softmax", seed=0, lr=0.2):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(dtype)
     y = rng.integers(0, c, n) if kind == "softmax" else rng.standard_normal(n).astype(dtype)
@@ -77,8 +76,9 @@ def _run(level, c, d, dtype, batch, *, n=300, momentum=0.9, wd=1e-3, misaligned=
     wbuf, bbuf = np.zeros_like(w0), np.zeros_like(b0)
     fastreg.set_simd_level(level)
     epoch = _core.softmax_epoch if kind == "softmax" else _core.regression_epoch
-    res = epoch(X, y, order, w, b, wbuf, bbuf, lr=lr, momentum=momentum, weight_decay=wd, batch_size=batch,
-                first_step=True)
+    res = epoch(
+        X, y, order, w, b, wbuf, bbuf, lr=lr, momentum=momentum, weight_decay=wd, batch_size=batch, first_step=True
+    )
     assert res[2] == n and res[3]
     rw, rb = _reference(X, y, order, w0, b0, lr=lr, momentum=momentum, wd=wd, batch=batch, kind=kind)
     tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
@@ -137,8 +137,9 @@ def test_levels_agree_and_threads_do_not_change_results():
                 _core.set_num_threads(threads)
                 fastreg.set_simd_level(level)
                 w, b = np.zeros((10, 784), np.float32), np.zeros(10, np.float32)
-                _core.softmax_epoch(X, y, order, w, b, None, None, lr=0.1, momentum=0.0, weight_decay=0.0,
-                                    batch_size=256)
+                _core.softmax_epoch(
+                    X, y, order, w, b, None, None, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=256
+                )
                 out[level, threads] = w, b
     finally:
         _core.set_num_threads(before)
@@ -153,8 +154,17 @@ def test_levels_agree_and_threads_do_not_change_results():
 @pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 1e-3)])
 def test_many_classes_epoch_matches_reference(dtype, c, d, batch, momentum, wd):
     assert _core.epoch_many_classes(c, False)
-    _run("avx512" if "avx512" in LEVELS else LEVELS[-1], c, d, dtype, batch=batch, n=200, momentum=momentum,
-         wd=wd, lr=0.5)
+    _run(
+        "avx512" if "avx512" in LEVELS else LEVELS[-1],
+        c,
+        d,
+        dtype,
+        batch=batch,
+        n=200,
+        momentum=momentum,
+        wd=wd,
+        lr=0.5,
+    )
 
 
 def test_many_classes_loss_accuracy_and_nonfinite_rows():
@@ -169,16 +179,18 @@ def test_many_classes_loss_accuracy_and_nonfinite_rows():
     lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
     want_loss = float(np.sum(lse - z[np.arange(128), y[order[:128]]]))
     want_correct = int(np.sum(z.argmax(1) == y[order[:128]]))
-    loss, correct, rows, finite, bad = _core.softmax_epoch(X, y, order[:128], w.copy(), b.copy(), None, None, lr=0.1,
-                                                           momentum=0.0, weight_decay=0.0, batch_size=128)
+    loss, correct, rows, finite, bad = _core.softmax_epoch(
+        X, y, order[:128], w.copy(), b.copy(), None, None, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=128
+    )
     assert (rows, finite, bad) == (128, True, -1)
     assert correct == want_correct
     assert loss == pytest.approx(want_loss, rel=1e-5)
     # A NaN in a row of the second batch: the first batch trains, the epoch stops before the second.
     X[order[200]] = np.nan
     w1 = w.copy()
-    res = _core.softmax_epoch(X, y, order, w1, b.copy(), None, None, lr=0.1, momentum=0.0, weight_decay=0.0,
-                              batch_size=128, check_finite=True)
+    res = _core.softmax_epoch(
+        X, y, order, w1, b.copy(), None, None, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=128, check_finite=True
+    )
     assert res[4] == order[200] and res[2] == 128
     assert np.isfinite(w1).all() and not np.array_equal(w1, w)
 

@@ -41,8 +41,14 @@ def test_example_runs_quick(tmp_path, name):
     # PYTHONPATH (PYTHONPATH=python) would not resolve from tmp_path.
     package_root = str(Path(fastreg.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out}" in proc.stdout

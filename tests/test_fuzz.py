@@ -219,8 +219,10 @@ def test_cross_entropy(data):
         labels = data.draw(st.lists(st.integers(-2, c + 1), min_size=n, max_size=n))
         if n and data.draw(st.booleans()):
             labels[data.draw(st.integers(0, n - 1))] = ignore_index
-        target = layout(np.array(labels, dtype=data.draw(st.sampled_from([np.int64, np.int32]))),
-                        data.draw(st.sampled_from(LAYOUTS)))
+        target = layout(
+            np.array(labels, dtype=data.draw(st.sampled_from([np.int64, np.int32]))),
+            data.draw(st.sampled_from(LAYOUTS)),
+        )
     weight = None
     if data.draw(st.booleans()):
         weight = data.draw(float_arrays((c,), dtypes=(dtype,), special=False, scale=1.0))
@@ -245,8 +247,9 @@ def test_cross_entropy(data):
     t = torch.tensor(np.array(target, dtype=np.float64 if prob else np.int64))
     w = None if weight is None else torch.tensor(np.array(weight, dtype=np.float64))
     try:
-        ref = F.cross_entropy(x64, t, weight=w, ignore_index=ignore_index, reduction=reduction,
-                              label_smoothing=smoothing)
+        ref = F.cross_entropy(
+            x64, t, weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing
+        )
         ref_grad = None
         if with_grad and ref.numel():
             (ref_grad,) = torch.autograd.grad(ref.sum(), x64)
@@ -344,7 +347,7 @@ def test_regression_losses(data, kind):
     if gb is not None:
         gb.check()
     bad_param = (kind == "huber" and not param > 0) or (kind == "smooth_l1" and not param >= 0)
-    if (t.dtype != p.dtype or t.size != p.size or reduction == "avg" or bad_param):
+    if t.dtype != p.dtype or t.size != p.size or reduction == "avg" or bad_param:
         assert err is not None, f"accepted target {t.dtype}{t.shape}, reduction={reduction}, param={param}"
         return
     assert err is None, err
@@ -386,12 +389,27 @@ def test_sgd_step(data):
     bufs = [buf] if momentum else None
     p_before, buf_before = p.copy(), None if buf is None else buf.copy()
     snaps = snapshot(g)
-    _, err = call(sgd_step, [p], [g], bufs, lr=lr, momentum=momentum, dampening=dampening, weight_decay=wd,
-                  nesterov=nesterov, maximize=maximize)
+    _, err = call(
+        sgd_step,
+        [p],
+        [g],
+        bufs,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=wd,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     assert_unchanged(snaps)
-    invalid = (g.dtype != p.dtype or not p.flags.writeable or not (math.isfinite(lr) and lr >= 0)
-               or momentum < 0 or (nesterov and (momentum <= 0 or dampening != 0))
-               or (buf is not None and momentum and not buf.flags.writeable))
+    invalid = (
+        g.dtype != p.dtype
+        or not p.flags.writeable
+        or not (math.isfinite(lr) and lr >= 0)
+        or momentum < 0
+        or (nesterov and (momentum <= 0 or dampening != 0))
+        or (buf is not None and momentum and not buf.flags.writeable)
+    )
     if invalid:
         assert err is not None, "invalid arguments accepted"
         np.testing.assert_array_equal(p, p_before)  # refused before touching anything
@@ -428,8 +446,13 @@ def test_sgd_update_binding(data):
     pg.check()
     if bg is not None:
         bg.check()
-    ok = (p.dtype == g.dtype and g.shape == p.shape and g.flags.c_contiguous and g.flags.writeable is not None
-          and (momentum == 0 or (b is not None and (b is not p or n == 0))))
+    ok = (
+        p.dtype == g.dtype
+        and g.shape == p.shape
+        and g.flags.c_contiguous
+        and g.flags.writeable is not None
+        and (momentum == 0 or (b is not None and (b is not p or n == 0)))
+    )
     if not ok:
         assert err is not None
         if err is not None:
@@ -452,15 +475,23 @@ def test_gather_rows(data):
     src = layout(src, data.draw(st.sampled_from(LAYOUTS)))
     rows = shape[0] if shape else 0
     idx = np.array(data.draw(st.lists(st.integers(-2, rows + 1), max_size=6)), dtype=np.int64)
-    idx = layout(idx.astype(data.draw(st.sampled_from([np.int64, np.int64, np.int32, np.float64]))),
-                 data.draw(st.sampled_from(LAYOUTS)))
+    idx = layout(
+        idx.astype(data.draw(st.sampled_from([np.int64, np.int64, np.int32, np.float64]))),
+        data.draw(st.sampled_from(LAYOUTS)),
+    )
     to_f32 = data.draw(st.booleans())
     scale = data.draw(st.sampled_from([1.0, 1 / 255]))
     snaps = snapshot(src, idx)
     got, err = call(_core.gather_rows, src, idx, to_float32=to_f32, scale=scale)
     assert_unchanged(snaps)
-    valid = (src.ndim >= 1 and src.dtype != object and src.flags.c_contiguous and idx.dtype == np.int64
-             and idx.flags.c_contiguous and ((to_f32 and src.dtype == np.uint8) or (not to_f32 and scale == 1.0)))
+    valid = (
+        src.ndim >= 1
+        and src.dtype != object
+        and src.flags.c_contiguous
+        and idx.dtype == np.int64
+        and idx.flags.c_contiguous
+        and ((to_f32 and src.dtype == np.uint8) or (not to_f32 and scale == 1.0))
+    )
     if not valid:
         assert err is not None, "invalid call accepted"
         return
@@ -481,13 +512,18 @@ def test_dataloader(data):
     n = data.draw(st.integers(0, 7))
     trailing = data.draw(shapes(max_dims=2, max_side=3))
     dtype = data.draw(st.sampled_from([np.uint8, np.int32, np.float32, np.float64, np.bool_, object]))
-    X = layout(np.arange(n * math.prod(trailing)).astype(dtype).reshape((n, *trailing)),
-               data.draw(st.sampled_from(LAYOUTS)))
+    X = layout(
+        np.arange(n * math.prod(trailing)).astype(dtype).reshape((n, *trailing)), data.draw(st.sampled_from(LAYOUTS))
+    )
     y = layout(np.arange(data.draw(st.sampled_from([n, n, n + 1]))), data.draw(st.sampled_from(LAYOUTS)))
     batch_size = data.draw(st.sampled_from([1, 2, 3, 8, 0, -1, 2.0]))
     convert = data.draw(st.booleans())
-    kwargs = dict(shuffle=data.draw(st.booleans()), drop_last=data.draw(st.booleans()), seed=3,
-                  prefetch=data.draw(st.sampled_from([None, True, False])))
+    kwargs = dict(
+        shuffle=data.draw(st.booleans()),
+        drop_last=data.draw(st.booleans()),
+        seed=3,
+        prefetch=data.draw(st.sampled_from([None, True, False])),
+    )
     if convert:
         kwargs.update(dtype=np.float32, scale=0.5)
     snaps = snapshot(X, y)
@@ -495,9 +531,14 @@ def test_dataloader(data):
     batches = list(loader) if err is None else None
     assert_unchanged(snaps)
     # an empty dataset yields nothing, as torch's; shuffled, it is refused, as torch's RandomSampler does
-    valid = (isinstance(batch_size, int) and batch_size >= 1 and (n >= 1 or not kwargs["shuffle"])
-             and len(y) == n and dtype is not object
-             and (not convert or dtype == np.uint8))
+    valid = (
+        isinstance(batch_size, int)
+        and batch_size >= 1
+        and (n >= 1 or not kwargs["shuffle"])
+        and len(y) == n
+        and dtype is not object
+        and (not convert or dtype == np.uint8)
+    )
     if not valid:
         assert err is not None, "invalid DataLoader accepted"
         return
@@ -533,8 +574,9 @@ def test_random_permutation(n, seed, stream):
 def test_get_fashion_mnist_labels(data):
     shape = data.draw(shapes(max_dims=2, max_side=5))
     dtype = data.draw(st.sampled_from([np.int64, np.uint8, np.int8, np.float32, np.bool_]))
-    labels = np.array(data.draw(st.lists(st.integers(-2, 11), min_size=math.prod(shape),
-                                         max_size=math.prod(shape))), dtype=np.int64).reshape(shape)
+    labels = np.array(
+        data.draw(st.lists(st.integers(-2, 11), min_size=math.prod(shape), max_size=math.prod(shape))), dtype=np.int64
+    ).reshape(shape)
     labels = layout(labels.astype(dtype), data.draw(st.sampled_from(LAYOUTS)))
     snaps = snapshot(labels)
     got, err = call(get_fashion_mnist_labels, labels)
@@ -553,17 +595,28 @@ def test_get_fashion_mnist_labels(data):
 @FUZZ
 @given(data=st.data())
 def test_synthetic_data(data):
-    w = data.draw(float_arrays(data.draw(shapes(min_dims=1, max_dims=2, max_side=4)),
-                               dtypes=(np.float32, np.float64, np.int64, np.bool_)))
+    w = data.draw(
+        float_arrays(
+            data.draw(shapes(min_dims=1, max_dims=2, max_side=4)), dtypes=(np.float32, np.float64, np.int64, np.bool_)
+        )
+    )
     b = data.draw(st.sampled_from([0.5, -3, float("nan"), "1"]))
     num = data.draw(st.sampled_from([1, 5, 0, -1, 2.5]))
     noise = data.draw(st.sampled_from([0.0, 0.01, -1.0]))
     snaps = snapshot(w)
     got, err = call(synthetic_data, w, b, num, noise=noise, seed=0)
     assert_unchanged(snaps)
-    valid = (w.ndim == 1 and w.size >= 1 and w.dtype != np.bool_ and np.isfinite(w.astype(np.float64)).all()
-             and isinstance(b, (int, float)) and math.isfinite(b) and isinstance(num, int) and num >= 1
-             and noise >= 0)
+    valid = (
+        w.ndim == 1
+        and w.size >= 1
+        and w.dtype != np.bool_
+        and np.isfinite(w.astype(np.float64)).all()
+        and isinstance(b, (int, float))
+        and math.isfinite(b)
+        and isinstance(num, int)
+        and num >= 1
+        and noise >= 0
+    )
     if not valid:
         assert err is not None, "invalid synthetic_data call accepted"
         return
@@ -586,7 +639,11 @@ def test_linear_forward_and_backward(data):
     n, k, m = (data.draw(st.integers(0, 5)) for _ in range(3))
     shape_w = data.draw(st.sampled_from([(m, k), (m, k + 1), (k,)]))  # sometimes wrong on purpose
     x = data.draw(float_arrays((n, k)))
-    w = data.draw(float_arrays(shape_w, dtypes=(x.dtype.type,) if data.draw(st.booleans()) else (np.float32, np.float64, np.int64)))
+    w = data.draw(
+        float_arrays(
+            shape_w, dtypes=(x.dtype.type,) if data.draw(st.booleans()) else (np.float32, np.float64, np.int64)
+        )
+    )
     b = data.draw(st.none() | float_arrays((m,), dtypes=(x.dtype.type,)))
     snaps = snapshot(x, w, b)
     y, err = call(linear, x, w, b)
@@ -615,8 +672,12 @@ def test_estimators_fit_predict_or_refuse(data, model):
         est = fastreg.SoftmaxRegression(epochs=2, batch_size=data.draw(st.integers(1, 5)), random_state=0)
     else:
         y = data.draw(float_arrays((n,), dtypes=(np.float64,)))
-        est = fastreg.LinearRegression(epochs=2, batch_size=data.draw(st.integers(1, 5)), random_state=0,
-                                       loss=data.draw(st.sampled_from(["squared", "huber", "l1"])))
+        est = fastreg.LinearRegression(
+            epochs=2,
+            batch_size=data.draw(st.integers(1, 5)),
+            random_state=0,
+            loss=data.draw(st.sampled_from(["squared", "huber", "l1"])),
+        )
     snaps = snapshot(X, y)
     fitted, err = call(est.fit, X, y)
     assert_unchanged(snaps)

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from fastreg.datasets import read_idx
 
-FUZZ = settings(max_examples=80, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -66,8 +67,9 @@ def valid_idx(draw):
     code = draw(st.sampled_from(sorted(CODES)))
     shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
     seed = draw(st.integers(0, 2**32 - 1))
-    raw = np.random.default_rng(seed).integers(0, 256, math.prod(shape) * np.dtype(CODES[code]).itemsize,
-                                               dtype=np.uint8)
+    raw = np.random.default_rng(seed).integers(
+        0, 256, math.prod(shape) * np.dtype(CODES[code]).itemsize, dtype=np.uint8
+    )
     return np.frombuffer(raw.tobytes(), CODES[code]).reshape(shape), code
 
 
@@ -100,8 +102,11 @@ def test_corrupted_header_or_payload(tmp_path, data, gz):
 
 
 @FUZZ
-@given(dims=st.lists(st.sampled_from([0, 1, 2**15, 2**16, 2**31 - 1]), min_size=1, max_size=4),
-       code=st.sampled_from(sorted(CODES)), gz=st.booleans())
+@given(
+    dims=st.lists(st.sampled_from([0, 1, 2**15, 2**16, 2**31 - 1]), min_size=1, max_size=4),
+    code=st.sampled_from(sorted(CODES)),
+    gz=st.booleans(),
+)
 def test_huge_dimensions_are_refused_without_allocating(tmp_path, dims, code, gz):
     header = bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}i", *dims)
     got, err = parse(tmp_path, header, gz)

@@ -17,8 +17,9 @@ F = torch.nn.functional
 TOL = {np.float32: 1e-5, np.float64: 1e-10}
 
 
-def reference(h, w, y, b=None, *, ignore_index=-100, label_smoothing=0.0, reduction="mean",
-              lse_square_scale=0.0, softcap=None):
+def reference(
+    h, w, y, b=None, *, ignore_index=-100, label_smoothing=0.0, reduction="mean", lse_square_scale=0.0, softcap=None
+):
     """Loss, grad_h, grad_w, grad_b, lse, argmax by torch autograd in float64 (z-loss as Liger-Kernel)."""
     ht = torch.tensor(h, dtype=torch.float64, requires_grad=True)
     wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
@@ -40,8 +41,14 @@ def reference(h, w, y, b=None, *, ignore_index=-100, label_smoothing=0.0, reduct
     else:
         loss = loss + z_loss
     loss.sum().backward()
-    return (loss.detach().numpy(), ht.grad.numpy(), wt.grad.numpy(), None if b is None else bt.grad.numpy(),
-            lse.detach().numpy(), z.detach().argmax(1).numpy())
+    return (
+        loss.detach().numpy(),
+        ht.grad.numpy(),
+        wt.grad.numpy(),
+        None if b is None else bt.grad.numpy(),
+        lse.detach().numpy(),
+        z.detach().argmax(1).numpy(),
+    )
 
 
 def assert_close(got, want, tol, what):
@@ -297,8 +304,10 @@ def test_never_allocates_the_logits():
 
 # ------------------------------------------------------------------ fastreg.torch autograd
 
+
 def _leaves(rng, n, d, v, dtype=torch.float64, bias=True):
     h, w, b, y = make(rng, n, d, v, np.float64, ignore_every=6)
+
     def leaf(a):
         return torch.tensor(a, dtype=dtype, requires_grad=True)
 
@@ -309,15 +318,25 @@ def _clones(*ts):
     return [None if t is None else t.detach().clone().requires_grad_() for t in ts]
 
 
-@pytest.mark.parametrize("opts", [{}, {"reduction": "sum", "label_smoothing": 0.1},
-                                  {"lse_square_scale": 1e-2, "softcap": 3.0}, {"reduction": "none"}])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"reduction": "sum", "label_smoothing": 0.1},
+        {"lse_square_scale": 1e-2, "softcap": 3.0},
+        {"reduction": "none"},
+    ],
+)
 def test_torch_autograd_matches_torch(rng, opts):
     from fastreg.torch import linear_cross_entropy as flce
 
     h, w, b, y = _leaves(rng, 150, 12, 700)
     h2, w2, b2 = _clones(h, w, b)
-    upstream = torch.rand(150, dtype=torch.float64) if opts.get("reduction") == "none" else torch.tensor(0.7,
-                                                                                                       dtype=torch.float64)
+    upstream = (
+        torch.rand(150, dtype=torch.float64)
+        if opts.get("reduction") == "none"
+        else torch.tensor(0.7, dtype=torch.float64)
+    )
     loss = flce(h, w, y, b, **opts)
     ref = reference(h2.detach().numpy(), w2.detach().numpy(), y.numpy(), b2.detach().numpy(), **opts)
     assert_close(loss.detach().numpy(), ref[0], 1e-10, "loss")
@@ -332,8 +351,9 @@ def _reference_grads(h, w, y, b, opts, upstream):
 
     o = {"ignore_index": -100, "label_smoothing": 0.0, "reduction": "mean", "lse_square_scale": 0.0, "softcap": None}
     o.update(opts)
-    loss = _reference(h, w, y, b, o["ignore_index"], o["label_smoothing"], o["reduction"], o["lse_square_scale"],
-                      o["softcap"])
+    loss = _reference(
+        h, w, y, b, o["ignore_index"], o["label_smoothing"], o["reduction"], o["lse_square_scale"], o["softcap"]
+    )
     (loss * upstream).sum().backward()
     return h.grad, w.grad, b.grad
 

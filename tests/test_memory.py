@@ -43,6 +43,7 @@ def test_bindings_do_not_leak_references():
 
 # ------------------------------------------------- every binding, every loader path
 
+
 def _binding_calls(rng):
     """(name, call, inputs) for each binding: call() runs it once on `inputs` (and
     outputs of its own); a second entry per binding exercises an error path."""
@@ -74,9 +75,26 @@ def _binding_calls(rng):
         ("linear error", lambda: _linear(x, W[:, :3], w), (x, W, w)),
         ("sgd_update_many", lambda: sgd_step([p, x], [q, g], lr=1e-9), (p, q, x, g)),
         ("fit", lambda: fastreg.SoftmaxRegression(epochs=1, random_state=0).fit(x, t), (x, t)),
-        ("BatchIter", lambda: list(_core.BatchIter([src, t[:100] if len(t) >= 100 else np.arange(100)], [True, False],
-                                                   [0.5, 1.0], idx, None, 7, False, 0, None, None, False, -1)),
-         (src, idx)),
+        (
+            "BatchIter",
+            lambda: list(
+                _core.BatchIter(
+                    [src, t[:100] if len(t) >= 100 else np.arange(100)],
+                    [True, False],
+                    [0.5, 1.0],
+                    idx,
+                    None,
+                    7,
+                    False,
+                    0,
+                    None,
+                    None,
+                    False,
+                    -1,
+                )
+            ),
+            (src, idx),
+        ),
     ]
 
 
@@ -117,8 +135,9 @@ def test_200_epochs_keep_rss_flat(rng, prefetch, batch_size):
     X = rng.integers(0, 256, (2000, 784), dtype=np.uint8)  # a small Fashion-MNIST-like set
     y = rng.integers(0, 10, 2000)
     # batch 8: views of chunks gathered ~128 KiB at a time
-    loader = fastreg.DataLoader((X, y), batch_size, shuffle=True, seed=0, dtype=np.float32, scale=1 / 255,
-                                prefetch=prefetch)
+    loader = fastreg.DataLoader(
+        (X, y), batch_size, shuffle=True, seed=0, dtype=np.float32, scale=1 / 255, prefetch=prefetch
+    )
     for _ in range(10):  # warm-up: buffer pools and allocator settle
         for _ in loader:
             pass

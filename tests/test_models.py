@@ -20,8 +20,7 @@ def _blobs(rng, n=600, d=12, c=4, dtype=np.float32):
     return X, y
 
 
-def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype,
-                     metrics=None):
+def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_decay, loss_fn, dtype, metrics=None):
     """The d2l concise loop (nn.Linear + loss + optim.SGD), fed fastreg's documented
     init and batch order: one numpy Generator(seed) draws the N(0, 0.01^2) weights,
     then, per epoch, the seed of fastreg's shuffle. Weight decay on the weight only.
@@ -35,14 +34,15 @@ def _torch_reference(X, y, seed, *, c, lr, batch_size, epochs, momentum, weight_
         net.bias.zero_()
     opt = torch.optim.SGD(
         [{"params": [net.weight], "weight_decay": weight_decay}, {"params": [net.bias]}],
-        lr=lr, momentum=momentum,
+        lr=lr,
+        momentum=momentum,
     )
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
     for _ in range(epochs):
         order = torch.from_numpy(_core.random_permutation(len(X), int(gen.integers(2**63)), 0))
         loss_sum = right = 0.0
         for s in range(0, len(X), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             out = net(Xt[idx])
             loss = loss_fn(out, yt[idx])
             loss_sum += float(loss.detach()) * len(idx)
@@ -112,8 +112,9 @@ def test_softmax_epoch_matches_torch_loop(rng, momentum, weight_decay):
     kw = dict(lr=0.1, batch_size=64, epochs=2, momentum=momentum, weight_decay=weight_decay)
     m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
     metrics = []
-    w_ref, b_ref = _torch_reference(X, y, seed, c=5, loss_fn=torch.nn.functional.cross_entropy,
-                                    dtype=torch.float32, metrics=metrics, **kw)
+    w_ref, b_ref = _torch_reference(
+        X, y, seed, c=5, loss_fn=torch.nn.functional.cross_entropy, dtype=torch.float32, metrics=metrics, **kw
+    )
     np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
     np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
     # the epoch's mean loss and accuracy are d2l's: each batch's, before its update
@@ -159,7 +160,8 @@ def test_uint8_source_equals_float_source_scaled(rng):
     seed = _seed(rng)
     a = SoftmaxRegression(epochs=2, batch_size=32, random_state=seed).fit(X8, y)
     b = SoftmaxRegression(epochs=2, batch_size=32, random_state=seed).fit(
-        X8.astype(np.float32) * np.float32(1 / 255), y)
+        X8.astype(np.float32) * np.float32(1 / 255), y
+    )
     assert a.coef_.dtype == np.float32
     np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(a.predict_proba(X8), b.predict_proba(X8.astype(np.float32) / 255), rtol=1e-5)
@@ -216,8 +218,18 @@ def test_get_set_params_and_sklearn_clone(rng):
     p = m.get_params()
     assert p["lr"] == 0.01 and p["loss"] == "huber" and p["solver"] == "sgd" and p["batch_size"] == 10
     assert set(SoftmaxRegression().get_params()) == {
-        "lr", "batch_size", "epochs", "momentum", "weight_decay", "init", "shuffle", "random_state", "verbose",
-        "warm_start", "device"}
+        "lr",
+        "batch_size",
+        "epochs",
+        "momentum",
+        "weight_decay",
+        "init",
+        "shuffle",
+        "random_state",
+        "verbose",
+        "warm_start",
+        "device",
+    }
     assert p["device"] == "cpu"
     assert m.set_params(epochs=7) is m and m.epochs == 7
     with pytest.raises(ValueError, match="Invalid parameter"):
@@ -459,8 +471,9 @@ def test_softmax_two_thread_epoch_matches_torch_loop(rng, threads):
     seed = _seed(rng)
     kw = dict(lr=0.1, batch_size=128, epochs=2, momentum=0.9, weight_decay=1e-3)
     m = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
-    w_ref, b_ref = _torch_reference(X, y, seed, c=10, loss_fn=torch.nn.functional.cross_entropy,
-                                    dtype=torch.float32, **kw)
+    w_ref, b_ref = _torch_reference(
+        X, y, seed, c=10, loss_fn=torch.nn.functional.cross_entropy, dtype=torch.float32, **kw
+    )
     np.testing.assert_allclose(m.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
     np.testing.assert_allclose(m.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
 
@@ -514,8 +527,9 @@ def test_big_batch_epoch_sums_several_blocks_per_chunk(rng, threads, dtype):
     threads(1)
     one = SoftmaxRegression(random_state=seed, **kw).fit(X, y)
     np.testing.assert_array_equal(two.coef_, one.coef_)
-    w_ref, b_ref = _torch_reference(X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy,
-                                    dtype=torch.from_numpy(X).dtype, **kw)
+    w_ref, b_ref = _torch_reference(
+        X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy, dtype=torch.from_numpy(X).dtype, **kw
+    )
     tol = 1e-5 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(two.coef_, w_ref, rtol=tol, atol=tol * np.abs(w_ref).max())
     np.testing.assert_allclose(two.intercept_, b_ref, rtol=tol, atol=tol * np.abs(b_ref).max())
@@ -555,8 +569,9 @@ def test_tapered_chunks_two_threads_equal_one_thread_and_torch(rng, threads, n):
     np.testing.assert_array_equal(two.coef_, one.coef_)
     np.testing.assert_array_equal(two.intercept_, one.intercept_)
     assert two.history_["train_loss"] == one.history_["train_loss"]
-    w_ref, b_ref = _torch_reference(X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy,
-                                    dtype=torch.float32, **kw)
+    w_ref, b_ref = _torch_reference(
+        X, y, seed, c=c, loss_fn=torch.nn.functional.cross_entropy, dtype=torch.float32, **kw
+    )
     np.testing.assert_allclose(two.coef_, w_ref, rtol=1e-5, atol=1e-5 * np.abs(w_ref).max())
     np.testing.assert_allclose(two.intercept_, b_ref, rtol=1e-5, atol=1e-5 * np.abs(b_ref).max())
 
@@ -644,8 +659,9 @@ def test_fit_reports_the_first_non_finite_row_and_leaves_the_estimator_as_it_was
         for k, v in before.items():
             np.testing.assert_array_equal(getattr(fitted, k), v, err_msg=k)
         assert fitted.n_iter_ == 1 and fitted.history_ == hist
-    np.testing.assert_array_equal(fitted.predict(good), SoftmaxRegression(epochs=1, momentum=0.9, random_state=0)
-                                  .fit(good, y).predict(good))
+    np.testing.assert_array_equal(
+        fitted.predict(good), SoftmaxRegression(epochs=1, momentum=0.9, random_state=0).fit(good, y).predict(good)
+    )
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -709,11 +725,22 @@ def test_epoch_check_finite_finds_a_value_anywhere_in_the_row(rng, simd_levels, 
             assert bad_row == 40, (level, col, bad_row)
 
 
-@pytest.mark.parametrize("labels", [
-    np.arange(10), np.arange(10, dtype=np.uint8), np.array([0, 3, 7]), np.array([0, 3, 7], dtype=np.int32),
-    np.array([2, 5], dtype=np.uint8), np.array([-1, 4]), np.array([1, 2**40]), np.array([1.0, 2.0]),
-    np.array(["cat", "dog", "emu"]), np.array([True, False]),
-], ids=lambda a: f"{a.dtype}:{a.tolist()}")
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.arange(10),
+        np.arange(10, dtype=np.uint8),
+        np.array([0, 3, 7]),
+        np.array([0, 3, 7], dtype=np.int32),
+        np.array([2, 5], dtype=np.uint8),
+        np.array([-1, 4]),
+        np.array([1, 2**40]),
+        np.array([1.0, 2.0]),
+        np.array(["cat", "dog", "emu"]),
+        np.array([True, False]),
+    ],
+    ids=lambda a: f"{a.dtype}:{a.tolist()}",
+)
 def test_fit_label_encoding_matches_np_unique(rng, labels):
     X, yi = _blobs(rng, n=300, d=6, c=len(labels))
     y = labels[yi]
@@ -769,7 +796,7 @@ def _numpy_weighted_softmax_sgd(X, y, sw, w, b, lr, batch_size, order):
     """float64 reference: per batch, loss = sum_i w_i CE_i / rows, plain SGD."""
     w, b = w.astype(np.float64).copy(), b.astype(np.float64).copy()
     for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
+        idx = order[s : s + batch_size]
         z = X[idx] @ w.T + b
         p = np.exp(z - z.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
@@ -808,13 +835,16 @@ def test_regression_sample_weight_sgd_and_normal(rng):
     assert exact.score(X, y, sample_weight=sw) == pytest.approx(sk.r2_score(y, exact.predict(X), sample_weight=sw))
 
 
-@pytest.mark.parametrize("sw, exc, match", [
-    (np.ones(5), ValueError, r"shape == \(5,\), expected \(600,\)"),
-    (-np.ones(600), ValueError, ">= 0"),
-    (np.full(600, np.nan), ValueError, "finite"),
-    (np.zeros(600), ValueError, "non-zero"),
-    (np.array(["a"] * 600), TypeError, "numeric"),
-])
+@pytest.mark.parametrize(
+    "sw, exc, match",
+    [
+        (np.ones(5), ValueError, r"shape == \(5,\), expected \(600,\)"),
+        (-np.ones(600), ValueError, ">= 0"),
+        (np.full(600, np.nan), ValueError, "finite"),
+        (np.zeros(600), ValueError, "non-zero"),
+        (np.array(["a"] * 600), TypeError, "numeric"),
+    ],
+)
 def test_bad_sample_weight(rng, sw, exc, match):
     X, y = _blobs(rng)
     with pytest.raises(exc, match=match):
@@ -827,16 +857,20 @@ def test_bad_sample_weight(rng, sw, exc, match):
 def test_any_layout_of_X_y_and_weights(rng):
     X, y = _blobs(rng, n=600)
     ref = SoftmaxRegression(epochs=2, random_state=0).fit(X[::2], y[::2].copy())
-    for Xv, yv in [(X[::2], y[::2]), (np.asfortranarray(X)[::2], np.repeat(y[::2], 2)[::2]),
-                   (X[::-1][::-2], y[::-1][::-2])]:
+    for Xv, yv in [
+        (X[::2], y[::2]),
+        (np.asfortranarray(X)[::2], np.repeat(y[::2], 2)[::2]),
+        (X[::-1][::-2], y[::-1][::-2]),
+    ]:
         m = SoftmaxRegression(epochs=2, random_state=0).fit(Xv, yv, sample_weight=np.ones(600)[::2])
         np.testing.assert_array_equal(m.coef_, ref.coef_)
         m.partial_fit(Xv, yv)
         assert m.score(Xv, yv) > 0.5
     yr = X[:, 0].astype(np.float64)
     r = LinearRegression(epochs=2, random_state=0).fit(X[::2], yr[::2])
-    np.testing.assert_array_equal(r.coef_, LinearRegression(epochs=2, random_state=0).fit(X[::2].copy(),
-                                                                                           yr[::2].copy()).coef_)
+    np.testing.assert_array_equal(
+        r.coef_, LinearRegression(epochs=2, random_state=0).fit(X[::2].copy(), yr[::2].copy()).coef_
+    )
 
 
 # --- issue 21 item 3: a failed refit or partial_fit changes nothing ----------------
@@ -912,9 +946,12 @@ def test_failed_regression_refit_leaves_it_as_it_was(rng, failure):
     before, coef = _state(m), m.coef_
     Xnan = X.copy()
     Xnan[3, 0] = np.inf
-    call = {"divergence": lambda: m.set_params(lr=1e30).fit(X * 1e10, y), "NaN in X": lambda: m.fit(Xnan, y),
-            "bad y": lambda: m.fit(X, np.r_[y[:-1], np.nan]),
-            "partial_fit features": lambda: m.partial_fit(X[:, :2], y)}[failure]
+    call = {
+        "divergence": lambda: m.set_params(lr=1e30).fit(X * 1e10, y),
+        "NaN in X": lambda: m.fit(Xnan, y),
+        "bad y": lambda: m.fit(X, np.r_[y[:-1], np.nan]),
+        "partial_fit features": lambda: m.partial_fit(X[:, :2], y),
+    }[failure]
     with pytest.raises(ValueError):
         call()
     m.set_params(lr=0.03)
@@ -1063,6 +1100,7 @@ def test_device_parameter_validated_and_cuda_refused_with_reason(Est, rng):
     cpu = Est(device="cpu", epochs=1, random_state=0).fit(X, y)
     np.testing.assert_array_equal(cpu.coef_, ref.coef_)
     import fastreg.cuda
+
     reason = fastreg.cuda.unavailable_reason()
     for dev in ["cuda", "cuda:1"]:
         m = Est(device=dev, epochs=1)

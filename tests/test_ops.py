@@ -191,7 +191,11 @@ def test_empty_batch_and_all_ignored_as_torch():
         (dict(reduction="avg"), ValueError, "reduction"),
         (dict(x=np.zeros((3, 4, 2))), ValueError, "logits must have shape"),
         (dict(x=np.zeros((3, 0))), ValueError, "at least one class"),
-        (dict(y=np.zeros((3, 4), dtype=np.float32)), TypeError, "target .class probabilities. must have the same dtype"),
+        (
+            dict(y=np.zeros((3, 4), dtype=np.float32)),
+            TypeError,
+            "target .class probabilities. must have the same dtype",
+        ),
         (dict(ignore_index=1.5), TypeError, "ignore_index"),
         (dict(x=[[1.0, 2.0]] * 3 + [[1.0]]), ValueError, "inhomogeneous"),
     ],
@@ -324,7 +328,9 @@ def test_row_kernel_vector_level_agrees_with_scalar(rng, dtype, weighted, prob, 
             loss, grad = ops.cross_entropy_with_grad(x, y, **kw)
             sm, lsm, lse = ops.softmax(x), ops.log_softmax(x), ops.logsumexp(x)
             got[level] = (loss, grad, sm, lsm, lse)
-        for name, a, b in zip(["loss", "grad", "softmax", "log_softmax", "logsumexp"], got["scalar"], got[vector_level]):
+        for name, a, b in zip(
+            ["loss", "grad", "softmax", "log_softmax", "logsumexp"], got["scalar"], got[vector_level]
+        ):
             assert b.dtype == dtype
             np.testing.assert_allclose(b, a, rtol=tol, atol=tol * max(np.abs(a).max(), 1e-2), err_msg=f"{name} c={c}")
 
@@ -341,7 +347,7 @@ def test_row_kernel_tails_write_only_their_rows(rng, dtype, simd_levels):
             fastreg.set_simd_level(level)
             for what in ("softmax", "log_softmax", "grad"):
                 buf = rng.standard_normal(n * c + 40).astype(dtype)
-                after = buf[n * c:].copy()
+                after = buf[n * c :].copy()
                 out = buf[: n * c].reshape(n, c)
                 if what == "grad":
                     _core.cross_entropy(x, y, None, -100, "mean", 0.0, out, None)
@@ -350,7 +356,7 @@ def test_row_kernel_tails_write_only_their_rows(rng, dtype, simd_levels):
                     _core.softmax(x, out, what == "log_softmax")
                     ref = (F.softmax if what == "softmax" else F.log_softmax)(torch.tensor(x.astype(np.float64)), -1)
                 _close(out, np.asarray(ref), dtype, f"{what} {level} c={c}")
-                np.testing.assert_array_equal(buf[n * c:], after, err_msg=f"{what} {level} c={c}")
+                np.testing.assert_array_equal(buf[n * c :], after, err_msg=f"{what} {level} c={c}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -414,8 +420,12 @@ def test_fast_path_and_general_path_agree(rng):
     # first. Both routes give the same results and the same errors.
     x, y = _make_xent(rng, np.float64, False, n=19, c=5)
     ref = ops.cross_entropy_with_grad(x, y, label_smoothing=0.2)
-    for xx, yy, ls in [(x, y.astype(np.int32), 0.2), (np.asfortranarray(x), y, 0.2), (x, y, np.float64(0.2)),
-                       (torch.tensor(x), torch.tensor(y), 0.2)]:
+    for xx, yy, ls in [
+        (x, y.astype(np.int32), 0.2),
+        (np.asfortranarray(x), y, 0.2),
+        (x, y, np.float64(0.2)),
+        (torch.tensor(x), torch.tensor(y), 0.2),
+    ]:
         loss, g = ops.cross_entropy_with_grad(xx, yy, label_smoothing=ls)
         assert float(loss) == pytest.approx(float(ref[0]), rel=1e-7)
         np.testing.assert_allclose(np.asarray(g), ref[1], rtol=1e-7, atol=1e-12)
@@ -443,10 +453,18 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
     x, y = _make_xent(rng, dtype, False, n=37, c=7)
     w = (rng.random(7) + 0.1).astype(dtype)
     y3 = np.where(y == -100, 3, y)  # ignore_index 3, a valid class
-    for yl, kw in [(y, dict()), (y, dict(weight=w, reduction="sum")), (y, dict(reduction="none", label_smoothing=0.3)),
-                  (y3, dict(ignore_index=3, weight=w))]:
-        args = (kw.get("weight"), kw.get("ignore_index", -100), kw.get("reduction", "mean"),
-                kw.get("label_smoothing", 0.0))
+    for yl, kw in [
+        (y, dict()),
+        (y, dict(weight=w, reduction="sum")),
+        (y, dict(reduction="none", label_smoothing=0.3)),
+        (y3, dict(ignore_index=3, weight=w)),
+    ]:
+        args = (
+            kw.get("weight"),
+            kw.get("ignore_index", -100),
+            kw.get("reduction", "mean"),
+            kw.get("label_smoothing", 0.0),
+        )
         out = np.empty_like(x)
         fast_loss, fast_g = _core.cross_entropy_fast(x, yl, *args, out, True)
         assert fast_g is out
@@ -462,14 +480,21 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
     y = yl  # what follows runs on the loop's last labels (y3), as before the loop variable was renamed
     # Anything that needs a conversion goes to the general path (None), never a wrong answer.
     args = (None, -100, "mean", 0.0, None, True)
-    for xx, yy in [(torch.tensor(x), y), (x, torch.tensor(y)), (x, y.astype(np.int32)), (x[:, ::2], y),
-                   (x[0], y[:1]), (np.asfortranarray(x), y), (x, y.astype(y.dtype.newbyteorder()))]:
+    for xx, yy in [
+        (torch.tensor(x), y),
+        (x, torch.tensor(y)),
+        (x, y.astype(np.int32)),
+        (x[:, ::2], y),
+        (x[0], y[:1]),
+        (np.asfortranarray(x), y),
+        (x, y.astype(y.dtype.newbyteorder())),
+    ]:
         assert _core.cross_entropy_fast(xx, yy, *args) is None
     # An out that shares memory with the labels is refused, never written.
     mem = np.zeros(x.nbytes + y.nbytes, dtype=np.uint8)
-    y_shared = mem[:y.nbytes].view(np.int64)
+    y_shared = mem[: y.nbytes].view(np.int64)
     y_shared[:] = y
-    out_shared = mem[8:8 + x.nbytes].view(x.dtype).reshape(x.shape)
+    out_shared = mem[8 : 8 + x.nbytes].view(x.dtype).reshape(x.shape)
     with pytest.raises(ValueError, match="share memory"):
         _core.cross_entropy_fast(x, y_shared, None, -100, "mean", 0.0, out_shared, True)
     np.testing.assert_array_equal(y_shared, y)
@@ -497,8 +522,12 @@ def test_softmax_family_matches_torch(rng, dtype, axis, simd_levels):
     xt = torch.tensor(x.astype(np.float64))
     if axis is None:
         flat = xt.reshape(-1)
-        refs = (F.softmax(flat, 0).reshape(x.shape), F.log_softmax(flat, 0).reshape(x.shape),
-                torch.logsumexp(flat, 0), F.softmin(flat, 0).reshape(x.shape))
+        refs = (
+            F.softmax(flat, 0).reshape(x.shape),
+            F.log_softmax(flat, 0).reshape(x.shape),
+            torch.logsumexp(flat, 0),
+            F.softmin(flat, 0).reshape(x.shape),
+        )
     else:
         refs = (F.softmax(xt, axis), F.log_softmax(xt, axis), torch.logsumexp(xt, axis), F.softmin(xt, axis))
     for level in simd_levels:
@@ -523,8 +552,9 @@ def test_softmax_extremes():
 def test_logsumexp_temperature(rng):
     x = rng.standard_normal((7, 9)) * 4
     for t in (3.0, 1.0, 0.1, 1e-3):
-        np.testing.assert_allclose(ops.logsumexp(x, temperature=t), t * torch.logsumexp(torch.tensor(x / t), -1).numpy(),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            ops.logsumexp(x, temperature=t), t * torch.logsumexp(torch.tensor(x / t), -1).numpy(), rtol=1e-12
+        )
     np.testing.assert_allclose(ops.logsumexp(x, temperature=1e-4), x.max(axis=1), rtol=1e-3)
     np.testing.assert_array_equal(ops.logsumexp(x, temperature=0), x.max(axis=1))
     assert ops.logsumexp(x, axis=0, keepdims=True).shape == (1, 9)
@@ -540,8 +570,14 @@ def test_logsumexp_temperature(rng):
 @pytest.mark.parametrize("dtype, max_ulp", [(np.float32, 2), (np.float64, 2)])
 def test_vexp_accuracy_in_ulp(rng, dtype, max_ulp, simd_levels):
     lim = {np.float32: (-104.0, 89.0), np.float64: (-746.0, 710.0)}[dtype]
-    x = np.concatenate([rng.uniform(*lim, 200_000), rng.uniform(-1, 1, 50_000), rng.uniform(-20, 0, 50_000),
-                        [0.0, -0.0, 1.0, -1.0, lim[0], lim[1], -np.inf, np.inf]]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(*lim, 200_000),
+            rng.uniform(-1, 1, 50_000),
+            rng.uniform(-20, 0, 50_000),
+            [0.0, -0.0, 1.0, -1.0, lim[0], lim[1], -np.inf, np.inf],
+        ]
+    ).astype(dtype)
     ref = np.exp(x.astype(np.longdouble))
     with np.errstate(over="ignore"):  # exp(x) beyond the type's max rounds to inf
         ref_t = ref.astype(dtype)
@@ -567,12 +603,18 @@ def test_vexp_shifted_accuracy_in_ulp(rng, dtype, simd_levels):
     # The row kernels' exp of x - max <= 0 (float32: table + exponent-add fast path for
     # x >= -86.5, exp_avx2 for any vector with a lane below that or NaN).
     lo = {np.float32: -104.0, np.float64: -746.0}[dtype]
-    fast = np.concatenate([rng.uniform(-86.5, 0, 200_000), -(10.0 ** rng.uniform(-30, 1, 50_000)),
-                           rng.uniform(-87, -86, 20_000), [0.0, -0.0, -86.5]]).astype(dtype)
+    fast = np.concatenate(
+        [
+            rng.uniform(-86.5, 0, 200_000),
+            -(10.0 ** rng.uniform(-30, 1, 50_000)),
+            rng.uniform(-87, -86, 20_000),
+            [0.0, -0.0, -86.5],
+        ]
+    ).astype(dtype)
     slow = np.concatenate([rng.uniform(lo, -86.5, 20_000), [lo, -np.inf, -1e4]]).astype(dtype)
     # Every other 8-lane vector holds one slow lane: both paths, and the switch per vector.
     x = np.concatenate([fast, slow])
-    mixed = fast[:8 * 1000].copy().reshape(-1, 8)
+    mixed = fast[: 8 * 1000].copy().reshape(-1, 8)
     mixed[::2, 3] = slow[: len(mixed[::2])]
     x = np.concatenate([x, mixed.ravel()])
     ref = np.exp(x.astype(np.longdouble))
@@ -598,8 +640,14 @@ def test_vexp_shifted_accuracy_in_ulp(rng, dtype, simd_levels):
 def test_vlog1p_accuracy_in_ulp(rng, dtype, simd_levels):
     # The small-C kernel's log1p(t), t = the sum of the non-max exps, in [0, C - 1].
     tiny = np.finfo(dtype).tiny
-    x = np.concatenate([rng.uniform(0, 16, 100_000), 10.0 ** rng.uniform(-30, 0, 100_000),
-                        rng.uniform(0, 2**20, 20_000), [0.0, tiny, 1e-8, 0.4142135, 1.0, 15.0]]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(0, 16, 100_000),
+            10.0 ** rng.uniform(-30, 0, 100_000),
+            rng.uniform(0, 2**20, 20_000),
+            [0.0, tiny, 1e-8, 0.4142135, 1.0, 15.0],
+        ]
+    ).astype(dtype)
     ref = np.log1p(x.astype(np.longdouble))
     ulp = np.maximum(np.spacing(ref.astype(dtype)).astype(np.longdouble), np.finfo(dtype).smallest_subnormal)
     for level in simd_levels:
@@ -630,8 +678,15 @@ def _reg_ref(kind, d, param):
     return np.where(a < param, d * d / (2 * param), a - param / 2), np.clip(d / param, -1, 1)
 
 
-REG_CASES = [("squared", None), ("l1", None), ("huber", 1.0), ("huber", 0.3), ("smooth_l1", 1.0),
-             ("smooth_l1", 2.5), ("smooth_l1", 0.0)]
+REG_CASES = [
+    ("squared", None),
+    ("l1", None),
+    ("huber", 1.0),
+    ("huber", 0.3),
+    ("smooth_l1", 1.0),
+    ("smooth_l1", 2.5),
+    ("smooth_l1", 0.0),
+]
 
 
 @pytest.mark.parametrize("kind, param", REG_CASES)
@@ -659,9 +714,14 @@ def test_regression_losses_match_reference(rng, kind, param, reduction, dtype, s
         _close(grad, g_ref * gscale, dtype, level)
 
 
-@pytest.mark.parametrize("kind, tfn, extra", [
-    ("l1", F.l1_loss, {}), ("huber", F.huber_loss, {"delta": 0.7}), ("smooth_l1", F.smooth_l1_loss, {"beta": 0.4}),
-])
+@pytest.mark.parametrize(
+    "kind, tfn, extra",
+    [
+        ("l1", F.l1_loss, {}),
+        ("huber", F.huber_loss, {"delta": 0.7}),
+        ("smooth_l1", F.smooth_l1_loss, {"beta": 0.4}),
+    ],
+)
 def test_regression_matches_torch_autograd(rng, kind, tfn, extra):
     p = rng.standard_normal((30, 2))
     t = rng.standard_normal((30, 2))
@@ -719,12 +779,15 @@ def test_regression_in_place_nan_empty_and_errors(rng):
 
 # ---- torch callers: shapes, torch's argument names, autograd ---------------------------------
 
+
 def test_logsumexp_over_all_axes_is_0d_like_torch(rng):
     x = torch.tensor(rng.standard_normal((3, 4)))
-    for got, want in ((ops.logsumexp(x, None), torch.logsumexp(x, (0, 1))),
-                      (ops.logsumexp(x[0], 0), torch.logsumexp(x[0], 0)),
-                      (ops.logsumexp(x, (0, 1)), torch.logsumexp(x, (0, 1))),
-                      (ops.logsumexp(torch.tensor(2.0, dtype=torch.float64), 0), torch.tensor(2.0, dtype=torch.float64))):
+    for got, want in (
+        (ops.logsumexp(x, None), torch.logsumexp(x, (0, 1))),
+        (ops.logsumexp(x[0], 0), torch.logsumexp(x[0], 0)),
+        (ops.logsumexp(x, (0, 1)), torch.logsumexp(x, (0, 1))),
+        (ops.logsumexp(torch.tensor(2.0, dtype=torch.float64), 0), torch.tensor(2.0, dtype=torch.float64)),
+    ):
         assert isinstance(got, torch.Tensor) and got.shape == want.shape == ()
         torch.testing.assert_close(got, want)
     assert np.ndim(ops.logsumexp(x.numpy(), None)) == 0
@@ -736,8 +799,11 @@ def test_logsumexp_called_torchs_way(rng):
     for dim in (0, 1, -1, (0, 2), (1, 2), [0, 1, 2]):
         for keepdim in (False, True):
             want = torch.logsumexp(x, dim, keepdim)
-            for got in (ops.logsumexp(x, dim, keepdim), ops.logsumexp(x, dim=dim, keepdim=keepdim),
-                        ops.logsumexp(x.numpy(), dim, keepdim)):
+            for got in (
+                ops.logsumexp(x, dim, keepdim),
+                ops.logsumexp(x, dim=dim, keepdim=keepdim),
+                ops.logsumexp(x.numpy(), dim, keepdim),
+            ):
                 assert tuple(np.shape(got)) == tuple(want.shape)
                 np.testing.assert_allclose(np.asarray(got), want.numpy(), rtol=1e-12)
     with pytest.raises(TypeError, match="dim"):
@@ -781,13 +847,19 @@ AUTOGRAD_CASES = {
     "squared_loss": (lambda x, y: ops.squared_loss(x, y.reshape(-1)), lambda x, y: ((x - y) ** 2 / 2).mean()),
     "l1_loss_none": (lambda x, y: ops.l1_loss(x, y, reduction="none"), lambda x, y: F.l1_loss(x, y, reduction="none")),
     "huber_loss": (lambda x, y: ops.huber_loss(x, y, delta=0.5), lambda x, y: F.huber_loss(x, y, delta=0.5)),
-    "smooth_l1_sum": (lambda x, y: ops.smooth_l1_loss(x, y, beta=2.0, reduction="sum"),
-                      lambda x, y: F.smooth_l1_loss(x, y, beta=2.0, reduction="sum")),
-    "cross_entropy": (lambda x, y: ops.cross_entropy(x, (y[:, 0] > 0).int(), label_smoothing=0.1),
-                      lambda x, y: F.cross_entropy(x, (y[:, 0] > 0).long(), label_smoothing=0.1)),
+    "smooth_l1_sum": (
+        lambda x, y: ops.smooth_l1_loss(x, y, beta=2.0, reduction="sum"),
+        lambda x, y: F.smooth_l1_loss(x, y, beta=2.0, reduction="sum"),
+    ),
+    "cross_entropy": (
+        lambda x, y: ops.cross_entropy(x, (y[:, 0] > 0).int(), label_smoothing=0.1),
+        lambda x, y: F.cross_entropy(x, (y[:, 0] > 0).long(), label_smoothing=0.1),
+    ),
     "softmax": (lambda x, y: ops.softmax(x, 0) * y, lambda x, y: F.softmax(x, 0) * y),
-    "log_softmax_all": (lambda x, y: ops.log_softmax(x, None) * y,
-                        lambda x, y: F.log_softmax(x.reshape(-1), 0).reshape(x.shape) * y),
+    "log_softmax_all": (
+        lambda x, y: ops.log_softmax(x, None) * y,
+        lambda x, y: F.log_softmax(x.reshape(-1), 0).reshape(x.shape) * y,
+    ),
     "softmin": (lambda x, y: ops.softmin(x) * y, lambda x, y: F.softmin(x, -1) * y),
     "logsumexp_t": (lambda x, y: ops.logsumexp(x, 1, temperature=0.3), lambda x, y: 0.3 * torch.logsumexp(x / 0.3, 1)),
     "logsumexp_t0": (lambda x, y: ops.logsumexp(x, 0, True, temperature=0), lambda x, y: x.amax(0, True)),
@@ -813,11 +885,14 @@ def test_tensors_that_require_grad_get_a_graph(rng, name):
     torch.testing.assert_close(compiled(x), want)
 
 
-@pytest.mark.parametrize("fn, args", [
-    (ops.cross_entropy_with_grad, lambda x: (x, torch.zeros(6, dtype=torch.int64))),
-    (ops.squared_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
-    (ops.huber_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
-])
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        (ops.cross_entropy_with_grad, lambda x: (x, torch.zeros(6, dtype=torch.int64))),
+        (ops.squared_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
+        (ops.huber_loss_with_grad, lambda x: (x, torch.zeros(6, 2, dtype=torch.float64))),
+    ],
+)
 def test_with_grad_twins_refuse_what_they_cannot_do(rng, fn, args):
     """Plain values for inputs that require grad (the gradient is the result); a clear error
     under a torch.func transform or torch.compile, or for an out= that autograd tracks."""

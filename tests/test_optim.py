@@ -36,6 +36,7 @@ def _run_pair(rng, shapes, dtype, steps, opts, lr=0.05):
 def test_matches_torch_after_100_steps(rng, opts, dtype):
     shapes = [(int(rng.integers(1, 40)), int(rng.integers(1, 30))), (int(rng.integers(1, 100)),), (3,)]
     ref, got, bufs, opt = _run_pair(rng, shapes, dtype, 100, opts)
+
     def rel_err(a, b):  # relative error of a vector (an entry near 0 cancels: not per entry)
         return np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-30)
 
@@ -224,6 +225,7 @@ def test_empty_param_list_and_empty_tensor_are_fine():
 
 
 # ---- thread blocks, torch fast path, GIL ----------------------------------
+
 
 @pytest.mark.parametrize("n", [65_535, 65_536, 65_537, 131_072, 131_073, 3 * 65_536 + 5])
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -15,16 +15,23 @@ spec.loader.exec_module(render)
 def _bench(group, impl, median, lo=None, hi=None):
     lo = median if lo is None else lo
     hi = median if hi is None else hi
-    return {"group": group, "name": f"test_x[{impl}]", "params": {"impl": impl},
-            "stats": {"median": median, "min": lo, "max": hi}}
+    return {
+        "group": group,
+        "name": f"test_x[{impl}]",
+        "params": {"impl": impl},
+        "stats": {"median": median, "min": lo, "max": hi},
+    }
 
 
 @pytest.fixture
 def run(tmp_path):
     data = {
         "datetime": "2026-12-04T18:15:00",
-        "machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11.7",
-                         "fastreg": {"simd": "avx512", "blas": "openblas 0.3.30"}},
+        "machine_info": {
+            "cpu": {"brand_raw": "Test CPU", "count": 2},
+            "python_version": "3.11.7",
+            "fastreg": {"simd": "avx512", "blas": "openblas 0.3.30"},
+        },
         "benchmarks": [
             _bench("xent 256x10", "fastreg", 2e-6, 1e-6, 5e-6),
             _bench("xent 256x10", "torch", 8e-5),

@@ -90,8 +90,9 @@ def test_grid_and_randomized_search(case):
     grid = GridSearchCV(pipe, {f"{name}__lr": [1e-4, 0.05]}, cv=3, error_score="raise").fit(X, y)
     assert grid.best_params_[f"{name}__lr"] == 0.05  # 1e-4 barely moves from the start in these epochs
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
-    rand = RandomizedSearchCV(pipe, {f"{name}__batch_size": [16, 32, 64]}, n_iter=2, cv=3, random_state=0,
-                              error_score="raise").fit(X, y)
+    rand = RandomizedSearchCV(
+        pipe, {f"{name}__batch_size": [16, 32, 64]}, n_iter=2, cv=3, random_state=0, error_score="raise"
+    ).fit(X, y)
     assert np.isfinite(rand.best_score_)
 
 
@@ -178,8 +179,10 @@ def _run(code: str) -> str:
 
 
 def test_import_fastreg_does_not_import_sklearn():
-    out = _run("import sys, fastreg; print('sklearn' in sys.modules); fastreg.SoftmaxRegression; "
-               "print('sklearn' in sys.modules)")
+    out = _run(
+        "import sys, fastreg; print('sklearn' in sys.modules); fastreg.SoftmaxRegression; "
+        "print('sklearn' in sys.modules)"
+    )
     assert out.split() == ["False", "True"]
 
 

@@ -35,6 +35,7 @@ def _run_threads(targets) -> None:
                 fn()
             except BaseException as e:  # noqa: BLE001 - reported to the test below
                 errors.append(e)
+
         return run
 
     threads = [threading.Thread(target=wrap(fn), daemon=True) for fn in targets]
@@ -49,8 +50,9 @@ def _run_threads(targets) -> None:
 
 
 def _run_child(code: str, timeout: float = JOIN_TIMEOUT, cwd=None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout,
-                          capture_output=True, text=True, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], timeout=timeout, capture_output=True, text=True, cwd=cwd
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert "Exception ignored" not in proc.stderr, proc.stderr  # e.g. a lost KeyboardInterrupt
     return proc
@@ -97,8 +99,9 @@ def test_sgd_kernel_releases_the_gil():
 
 def test_concurrent_calls_on_disjoint_buffers_match_sequential():
     rng = np.random.default_rng(0)
-    inputs = [(rng.standard_normal(300_000), rng.standard_normal(300_000), rng.standard_normal(300_000))
-              for _ in range(4)]
+    inputs = [
+        (rng.standard_normal(300_000), rng.standard_normal(300_000), rng.standard_normal(300_000)) for _ in range(4)
+    ]
     expected = []
     for p, g, b in inputs:
         p, b = p.copy(), b.copy()
@@ -227,8 +230,10 @@ int pthread_create(pthread_t* t, const pthread_attr_t* a, void* (*f)(void*), voi
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("cc") is None,
-                    reason="needs Linux and a C compiler (LD_PRELOAD shim)")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("cc") is None,
+    reason="needs Linux and a C compiler (LD_PRELOAD shim)",
+)
 @pytest.mark.parametrize("allow", [0, 1])
 def test_kernels_and_loader_when_no_thread_can_start(tmp_path, allow):
     # Threads are an optimisation: when the OS refuses them, every kernel, the epoch
@@ -263,8 +268,9 @@ def test_kernels_and_loader_when_no_thread_can_start(tmp_path, allow):
         np.testing.assert_array_equal(m.intercept_, ref.intercept_)
         """
     env = {**os.environ, "LD_PRELOAD": preload, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], timeout=JOIN_TIMEOUT, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], timeout=JOIN_TIMEOUT, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
 
 
@@ -408,8 +414,9 @@ def test_many_iterators_in_several_threads(rng):
 
     def consume(seed):
         # Three live prefetching iterators per thread, advanced in turn.
-        loaders = [fastreg.DataLoader((X, y), 100 + 37 * j, shuffle=True, seed=seed + j, prefetch=True)
-                   for j in range(3)]
+        loaders = [
+            fastreg.DataLoader((X, y), 100 + 37 * j, shuffle=True, seed=seed + j, prefetch=True) for j in range(3)
+        ]
         its = [iter(dl) for dl in loaders]
         got = [[] for _ in its]
         live = set(range(len(its)))

@@ -85,8 +85,12 @@ def test_sgd_closure_and_params_without_grad():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(lr=-1.0), "learning rate"), (dict(lr=0.1, momentum=-0.5), "momentum"),
-     (dict(lr=0.1, weight_decay=-1.0), "weight_decay"), (dict(lr=0.1, nesterov=True), "Nesterov")],
+    [
+        (dict(lr=-1.0), "learning rate"),
+        (dict(lr=0.1, momentum=-0.5), "momentum"),
+        (dict(lr=0.1, weight_decay=-1.0), "weight_decay"),
+        (dict(lr=0.1, nesterov=True), "Nesterov"),
+    ],
 )
 def test_sgd_bad_hyperparameters_raise_like_torch(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -181,8 +185,12 @@ def test_sgd_half_precision_falls_back_to_torch_with_a_warning(dtype):
                 opt.step()
     for a, b in zip(ours.parameters(), ref.parameters()):
         assert torch.equal(a, b)
-    torch.testing.assert_close(opt_ours.state_dict()["state"][0]["momentum_buffer"],
-                               opt_ref.state_dict()["state"][0]["momentum_buffer"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        opt_ours.state_dict()["state"][0]["momentum_buffer"],
+        opt_ref.state_dict()["state"][0]["momentum_buffer"],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_sgd_errors():
@@ -222,7 +230,8 @@ def test_cross_entropy_loss_and_grad_match_torch(rng, opts, dtype):
     x_ref = x.clone().double().requires_grad_()
     x_ours = x.clone().requires_grad_()
     ref = torch.nn.functional.cross_entropy(
-        x_ref, y, **dict(kwargs, weight=None if kwargs["weight"] is None else kwargs["weight"].double()))
+        x_ref, y, **dict(kwargs, weight=None if kwargs["weight"] is None else kwargs["weight"].double())
+    )
     ours = ft.cross_entropy(x_ours, y, **kwargs)
     assert ours.dtype == dtype and ours.shape == ref.shape
     upstream = torch.tensor(rng.standard_normal(ref.shape), dtype=torch.float64)
@@ -374,6 +383,7 @@ def test_cross_entropy_errors_are_torchs(rng):
 
 # ---- the README's drop-in swap -------------------------------------------------------
 
+
 def _concise_epoch(X, y, seed, fast: bool, batch_size=256, lr=0.1):
     """d2l's concise softmax regression, one epoch; `fast` swaps in fastreg's pieces."""
     from torch.utils.data import DataLoader, TensorDataset
@@ -428,15 +438,29 @@ def _loss_cases(rng):
     y = torch.tensor(rng.standard_normal((7, 5)))
     return [
         ("ce", lambda x: ft.cross_entropy(x, t), lambda x: F.cross_entropy(x, t)),
-        ("ce_all_options", lambda x: ft.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2),
-         lambda x: F.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2)),
-        ("ce_none", lambda x: ft.cross_entropy(x, t, reduction="none"), lambda x: F.cross_entropy(x, t, reduction="none")),
-        ("ce_probs_sum", lambda x: ft.cross_entropy(x, p, reduction="sum"), lambda x: F.cross_entropy(x, p, reduction="sum")),
+        (
+            "ce_all_options",
+            lambda x: ft.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2),
+            lambda x: F.cross_entropy(x, t, weight=w, ignore_index=1, label_smoothing=0.2),
+        ),
+        (
+            "ce_none",
+            lambda x: ft.cross_entropy(x, t, reduction="none"),
+            lambda x: F.cross_entropy(x, t, reduction="none"),
+        ),
+        (
+            "ce_probs_sum",
+            lambda x: ft.cross_entropy(x, p, reduction="sum"),
+            lambda x: F.cross_entropy(x, p, reduction="sum"),
+        ),
         ("mse", lambda x: ft.mse_loss(x, y), lambda x: F.mse_loss(x, y)),
         ("l1_none", lambda x: ft.l1_loss(x, y, reduction="none"), lambda x: F.l1_loss(x, y, reduction="none")),
         ("huber", lambda x: ft.huber_loss(x, y, delta=0.7), lambda x: F.huber_loss(x, y, delta=0.7)),
-        ("smooth_l1_sum", lambda x: ft.smooth_l1_loss(x, y, reduction="sum", beta=0.5),
-         lambda x: F.smooth_l1_loss(x, y, reduction="sum", beta=0.5)),
+        (
+            "smooth_l1_sum",
+            lambda x: ft.smooth_l1_loss(x, y, reduction="sum", beta=0.5),
+            lambda x: F.smooth_l1_loss(x, y, reduction="sum", beta=0.5),
+        ),
         ("squared", lambda x: ft.squared_loss(x, y), lambda x: F.mse_loss(x, y) / 2),
     ]
 
@@ -486,6 +510,7 @@ def test_fused_losses_forward_mode_and_torch_func(rng, name):
     assert got is not None
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,)), torch.func.jvp(ref, (x,), (v,)))
+
     def summed(f):
         return lambda x: f(x).sum()
 
@@ -493,8 +518,7 @@ def test_fused_losses_forward_mode_and_torch_func(rng, name):
     torch.testing.assert_close(torch.func.hessian(summed(ours))(x), torch.func.hessian(summed(ref))(x))
     xb = torch.tensor(rng.standard_normal((3, *x.shape)))
     torch.testing.assert_close(torch.func.vmap(ours)(xb), torch.func.vmap(ref)(xb))
-    assert torch.autograd.gradcheck(ours, x.clone().requires_grad_(), check_forward_ad=True,
-                                    check_batched_grad=True)
+    assert torch.autograd.gradcheck(ours, x.clone().requires_grad_(), check_forward_ad=True, check_batched_grad=True)
 
 
 @pytest.mark.parametrize("name", ["ce", "ce_none", "huber", "l1_none"])
@@ -582,9 +606,12 @@ def test_ignore_index_with_probability_targets_raises_as_torch(rng):
 def test_regression_modules_match_torch(rng):
     x = _x(rng)
     y = torch.tensor(rng.standard_normal((7, 5)))
-    for ours, ref in ((ft.L1Loss(), torch.nn.L1Loss()), (ft.MSELoss(reduction="sum"), torch.nn.MSELoss(reduction="sum")),
-                      (ft.HuberLoss(delta=0.3), torch.nn.HuberLoss(delta=0.3)),
-                      (ft.SmoothL1Loss(beta=2.0, reduction="none"), torch.nn.SmoothL1Loss(beta=2.0, reduction="none"))):
+    for ours, ref in (
+        (ft.L1Loss(), torch.nn.L1Loss()),
+        (ft.MSELoss(reduction="sum"), torch.nn.MSELoss(reduction="sum")),
+        (ft.HuberLoss(delta=0.3), torch.nn.HuberLoss(delta=0.3)),
+        (ft.SmoothL1Loss(beta=2.0, reduction="none"), torch.nn.SmoothL1Loss(beta=2.0, reduction="none")),
+    ):
         xa, xb = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
         a, b = ours(xa, y), ref(xb, y)
         torch.testing.assert_close(a, b)
@@ -600,14 +627,24 @@ def test_regression_modules_match_torch(rng):
 
 # ---- SGD: torch's newer arguments -------------------------------------------------------------
 
+
 def test_sgd_defaults_and_param_groups_carry_torchs_keys():
     ours, ref = ft.SGD(_model().parameters()), torch.optim.SGD(_model().parameters())
     assert ours.defaults == ref.defaults
     assert ours.param_groups[0].keys() == ref.param_groups[0].keys()
 
 
-@pytest.mark.parametrize("flags", [dict(foreach=True), dict(foreach=False), dict(fused=True), dict(fused=False),
-                                   dict(differentiable=False), dict(foreach=None, fused=None)])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(foreach=True),
+        dict(foreach=False),
+        dict(fused=True),
+        dict(fused=False),
+        dict(differentiable=False),
+        dict(foreach=None, fused=None),
+    ],
+)
 def test_sgd_foreach_and_fused_flags_are_accepted_and_change_nothing(flags):
     ref, ours = _model(), _model()
     opt_ref = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
@@ -624,8 +661,10 @@ def test_sgd_foreach_and_fused_flags_are_accepted_and_change_nothing(flags):
 
 
 def test_sgd_flag_conflicts_raise_as_torch():
-    for kwargs, match in ((dict(fused=True, foreach=True), "cannot be `True` together"),
-                          (dict(fused=True, differentiable=True), "does not support `differentiable`")):
+    for kwargs, match in (
+        (dict(fused=True, foreach=True), "cannot be `True` together"),
+        (dict(fused=True, differentiable=True), "does not support `differentiable`"),
+    ):
         for cls in (ft.SGD, torch.optim.SGD):
             with pytest.raises(RuntimeError, match=match):
                 cls(_model().parameters(), **kwargs)
@@ -690,8 +729,13 @@ def test_cross_entropy_positional_arguments_are_torchs(rng):
     x = _x(rng)
     t = torch.tensor([1, 0, 1, 2, 1, 3, 4])
     w = torch.rand(5, dtype=torch.float64) + 0.5
-    for args in ((w, None, 1), (None, None, 1, None, "sum"), (w, None, -100, None, "none", 0.3),
-                 (None, False), (None, None, 1, False)):
+    for args in (
+        (w, None, 1),
+        (None, None, 1, None, "sum"),
+        (w, None, -100, None, "none", 0.3),
+        (None, False),
+        (None, None, 1, False),
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's size_average/reduce deprecation
             torch.testing.assert_close(ft.cross_entropy(x, t, *args), F.cross_entropy(x, t, *args))

@@ -30,8 +30,11 @@ TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-5}, torch.float64: {"rtol": 1e-9
 # Declined inputs: (pattern on what fastreg raises, reason). ops.* is a NumPy-level API that
 # documents these limits; fastreg.torch hands everything it has no kernel for to torch.
 DECLINED = {
-    "k_dim_logits": (ValueError, r"logits must have shape \(N, C\) or \(C,\)",
-                     "fastreg.ops.cross_entropy's NumPy path takes [N, C] or [C] logits, not K-dimensional ones"),
+    "k_dim_logits": (
+        ValueError,
+        r"logits must have shape \(N, C\) or \(C,\)",
+        "fastreg.ops.cross_entropy's NumPy path takes [N, C] or [C] logits, not K-dimensional ones",
+    ),
 }
 
 
@@ -120,8 +123,9 @@ def test_opinfo_samples(op, via, dtype, contiguous):
         except pytest.skip.Exception as skip:
             declined.append(f"{where}: {skip.msg}")
         except Exception as err:
-            raise AssertionError(f"{op.name} {where} {sample.summary() if hasattr(sample, 'summary') else sample}"
-                                 f" via {via}: {err}") from err
+            raise AssertionError(
+                f"{op.name} {where} {sample.summary() if hasattr(sample, 'summary') else sample} via {via}: {err}"
+            ) from err
     if declined:  # every sample ran; the declined ones raised the documented error
         reasons = sorted({d.split(": ", 1)[1] for d in declined})
         assert reasons == [DECLINED["k_dim_logits"][2]], reasons
@@ -129,8 +133,13 @@ def test_opinfo_samples(op, via, dtype, contiguous):
 
 # ---- ModuleInfo: the loss modules ----------------------------------------------------------
 
-MODULES = {torch.nn.CrossEntropyLoss: ft.CrossEntropyLoss, torch.nn.L1Loss: ft.L1Loss, torch.nn.MSELoss: ft.MSELoss,
-           torch.nn.HuberLoss: ft.HuberLoss, torch.nn.SmoothL1Loss: ft.SmoothL1Loss}
+MODULES = {
+    torch.nn.CrossEntropyLoss: ft.CrossEntropyLoss,
+    torch.nn.L1Loss: ft.L1Loss,
+    torch.nn.MSELoss: ft.MSELoss,
+    torch.nn.HuberLoss: ft.HuberLoss,
+    torch.nn.SmoothL1Loss: ft.SmoothL1Loss,
+}
 MODULE_INFOS = [m for m in module_db if m.module_cls in MODULES]
 assert {m.module_cls for m in MODULE_INFOS} == set(MODULES)
 
@@ -138,13 +147,13 @@ assert {m.module_cls for m in MODULE_INFOS} == set(MODULES)
 def _module_run(cls, module_input, contiguous):
     ctor, fwd = module_input.constructor_input, module_input.forward_input
     module = cls(*ctor.args, **ctor.kwargs)
-    args = [_leaf(a if contiguous or not isinstance(a, torch.Tensor) else noncontiguous_like(a))
-            for a in fwd.args]
+    args = [_leaf(a if contiguous or not isinstance(a, torch.Tensor) else noncontiguous_like(a)) for a in fwd.args]
     out = module(*args, **fwd.kwargs)
     x = args[0]
     cot = torch.linspace(-1, 2, out.numel(), dtype=out.dtype).reshape(out.shape)
-    grads = torch.autograd.grad((out * cot).sum(), [a for a in args if isinstance(a, torch.Tensor)
-                                                     and a.requires_grad], allow_unused=True)
+    grads = torch.autograd.grad(
+        (out * cot).sum(), [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad], allow_unused=True
+    )
     assert x.requires_grad
     return out, grads
 
@@ -190,8 +199,10 @@ def _closure(params, opt, step):
     key = (params[0].dtype, step % 5)
     if key not in _COEFS:
         g = torch.Generator().manual_seed(100 + step % 5)
-        _COEFS[key] = [(torch.rand(p.shape, generator=g, dtype=p.dtype) + 0.5,
-                        torch.randn(p.shape, generator=g, dtype=p.dtype)) for p in params]
+        _COEFS[key] = [
+            (torch.rand(p.shape, generator=g, dtype=p.dtype) + 0.5, torch.randn(p.shape, generator=g, dtype=p.dtype))
+            for p in params
+        ]
     coefs = _COEFS[key]
 
     def closure():

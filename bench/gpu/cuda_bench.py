@@ -87,8 +87,9 @@ def ce_rows(liger):
             assert err < (1e-4 if dtype == torch.float32 else 2e-2), f"fastreg grad off by {err:.2e}"
             assert abs(a.item() - b.item()) < 1e-3 * max(1.0, abs(b.item()))
             del ga
-            row = dict(case=f"CE fwd+bwd {str(dtype)[6:]} {n}x{c}",
-                       bytes=2 * n * c * x.element_size() + 8 * n)  # read logits, write grad, read labels
+            row = dict(
+                case=f"CE fwd+bwd {str(dtype)[6:]} {n}x{c}", bytes=2 * n * c * x.element_size() + 8 * n
+            )  # read logits, write grad, read labels
             row["fastreg_ms"] = timeit(run(ft.cross_entropy))
             row["torch_ms"] = timeit(run(F.cross_entropy))
             row["compile_ms"] = timeit(run(compiled)) if time.monotonic() - T0 < BUDGET_S else None
@@ -139,9 +140,13 @@ def main(path):
     copy, mine = copy_bandwidth()
     print(f"copy bandwidth: torch {copy:.0f} GB/s, fastreg device_copy {mine:.0f} GB/s", flush=True)
     rows = ce_rows(_liger()) + sgd_rows()
-    results = dict(device=f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}",
-                   copy_gbs=copy, fastreg_copy_gbs=mine, rows=rows,
-                   notes="CE: vs eager F.cross_entropy, torch.compile, liger; SGD: vs torch fused=True, foreach=True")
+    results = dict(
+        device=f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}",
+        copy_gbs=copy,
+        fastreg_copy_gbs=mine,
+        rows=rows,
+        notes="CE: vs eager F.cross_entropy, torch.compile, liger; SGD: vs torch fused=True, foreach=True",
+    )
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     print(render(results))

@@ -31,12 +31,26 @@ def render(results: dict) -> str:
         t = r.get("fastreg_ms")
         gbs = None if t is None else r["bytes"] / (t * 1e-3) / 1e9
         share = "n/a" if gbs is None or not copy else f"{100 * gbs / copy:.0f}%"
-        lines.append([r["case"], _ms(t), "n/a" if gbs is None else f"{gbs:.0f}", share, _x(t, r.get("torch_ms")),
-                      _x(t, r.get("compile_ms")), _x(t, r.get("other_ms")), r.get("other") or ""])
+        lines.append(
+            [
+                r["case"],
+                _ms(t),
+                "n/a" if gbs is None else f"{gbs:.0f}",
+                share,
+                _x(t, r.get("torch_ms")),
+                _x(t, r.get("compile_ms")),
+                _x(t, r.get("other_ms")),
+                r.get("other") or "",
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [f"device: {results.get('device', '?')}; copy bandwidth (read + write): "
-           + ("n/a" if copy is None else f"{copy:.0f} GB/s"), fmt.format(*head), fmt.format(*["-" * w for w in widths])]
+    out = [
+        f"device: {results.get('device', '?')}; copy bandwidth (read + write): "
+        + ("n/a" if copy is None else f"{copy:.0f} GB/s"),
+        fmt.format(*head),
+        fmt.format(*["-" * w for w in widths]),
+    ]
     out += [fmt.format(*row) for row in lines]
     return "\n".join(out)
 

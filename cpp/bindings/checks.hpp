@@ -76,16 +76,16 @@ inline void require_float(const py::array& a, const char* name) {
 
 inline void require_same_dtype(const py::array& a, const char* an, const py::array& b, const char* bn) {
   if (!same_dtype(a.dtype(), b.dtype()))
-    throw py::type_error(std::string(bn) + " must have the same dtype as " + an + " (" + dtype_str(a) +
-                         "), got " + dtype_str(b));
+    throw py::type_error(std::string(bn) + " must have the same dtype as " + an + " (" + dtype_str(a) + "), got " +
+                         dtype_str(b));
 }
 
 inline void require_same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
   bool same = a.ndim() == b.ndim();
   for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
   if (!same)
-    throw py::value_error(std::string(bn) + " must have the same shape as " + an + " " + shape_str(a) +
-                          ", got " + shape_str(b));
+    throw py::value_error(std::string(bn) + " must have the same shape as " + an + " " + shape_str(a) + ", got " +
+                          shape_str(b));
 }
 
 inline void require_c_contiguous(const py::array& a, const char* name) {
@@ -103,8 +103,7 @@ inline bool may_overlap(const py::array& a, const py::array& b) {
   if (a.nbytes() == 0 || b.nbytes() == 0) return false;
   auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
   auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
-  return lo_a < lo_b + static_cast<std::uintptr_t>(b.nbytes()) &&
-         lo_b < lo_a + static_cast<std::uintptr_t>(a.nbytes());
+  return lo_a < lo_b + static_cast<std::uintptr_t>(b.nbytes()) && lo_b < lo_a + static_cast<std::uintptr_t>(a.nbytes());
 }
 
 }  // namespace fastreg::bindings

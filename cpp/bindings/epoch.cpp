@@ -11,9 +11,9 @@
 
 #include "blas.hpp"
 #include "checks.hpp"
+#include "epoch.hpp"
 #include "linear.hpp"
 #include "register.hpp"
-#include "epoch.hpp"
 
 namespace fastreg::bindings {
 
@@ -116,8 +116,8 @@ py::array checked_out(const py::object& obj, const char* name, const py::dtype& 
     std::string want = "(";
     k = 0;
     for (auto s : shape) want += (k++ ? ", " : "") + std::to_string(s);
-    throw py::value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") +
-                          ", got " + shape_str(a));
+    throw py::value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") + ", got " +
+                          shape_str(a));
   }
   require_c_contiguous(a, name);
   require_writeable(a, name);
@@ -169,8 +169,10 @@ EpochInputs check_epoch_inputs(const py::object& x_obj, const py::object& order_
                                double momentum) {
   EpochInputs in;
   in.x = as_array(x_obj, "X");
-  if (has_dtype<uint8_t>(in.x)) in.source = Source::u8;
-  else if (is_float64(in.x)) in.source = Source::f64;
+  if (has_dtype<uint8_t>(in.x))
+    in.source = Source::u8;
+  else if (is_float64(in.x))
+    in.source = Source::f64;
   else if (!is_float32(in.x))
     throw py::type_error("X must have dtype float32, float64 or uint8, got " + dtype_str(in.x));
   require_ndim(in.x, "X", 2, "[n_samples, n_features]");
@@ -225,8 +227,8 @@ const T* checked_sample_weight(const py::object& obj, const EpochInputs& in) {
   py::array sw = as_array(obj, "sample_weight");
   require_same_dtype(in.w, "weight", sw, "sample_weight");
   if (sw.ndim() != 1 || sw.shape(0) != in.x.shape(0))
-    throw py::value_error("sample_weight must have shape (" + std::to_string(in.x.shape(0)) +
-                          ",) like X's rows, got " + shape_str(sw));
+    throw py::value_error("sample_weight must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
+                          shape_str(sw));
   require_c_contiguous(sw, "sample_weight");
   return cdata_of<T>(sw);
 }
@@ -252,7 +254,8 @@ py::array checked_grad(const py::object& g_obj, const EpochInputs& in, const py:
   const char* dt_name = in.f64 ? "float64 (like weight)" : "float32 (like weight)";
   const py::ssize_t c = in.w.shape(0), d = in.w.shape(1);
   py::array g = as_array(g_obj, "grad");
-  if (!same_dtype(g.dtype(), dt)) throw py::type_error(std::string("grad must have dtype ") + dt_name + ", got " + dtype_str(g));
+  if (!same_dtype(g.dtype(), dt))
+    throw py::type_error(std::string("grad must have dtype ") + dt_name + ", got " + dtype_str(g));
   if (g.ndim() != 1 || g.shape(0) != c * d + c)
     throw py::value_error("grad must have shape (" + std::to_string(c * d + c) +
                           ",) = (n_outputs * n_features + n_outputs,), got " + shape_str(g));
@@ -383,10 +386,14 @@ void register_epoch(py::module_& m) {
          const std::string& loss, const py::object& sample_weight) {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         RegressionLoss kind;
-        if (loss == "squared") kind = RegressionLoss::squared;
-        else if (loss == "huber") kind = RegressionLoss::huber;
-        else if (loss == "l1") kind = RegressionLoss::l1;
-        else throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        if (loss == "squared")
+          kind = RegressionLoss::squared;
+        else if (loss == "huber")
+          kind = RegressionLoss::huber;
+        else if (loss == "l1")
+          kind = RegressionLoss::l1;
+        else
+          throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
         EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
         if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
         py::array y = as_array(y_obj, "y");
@@ -423,8 +430,8 @@ void register_epoch(py::module_& m) {
       "epoch_team_size",
       [](int64_t batch, int64_t d, int64_t c) {
         if (batch < 1 || d < 1 || c < 1)
-          throw py::value_error("batch, d and c must be >= 1, got " + std::to_string(batch) + ", " +
-                                std::to_string(d) + ", " + std::to_string(c));
+          throw py::value_error("batch, d and c must be >= 1, got " + std::to_string(batch) + ", " + std::to_string(d) +
+                                ", " + std::to_string(c));
         return epoch_team_size(batch, d, c);
       },
       py::arg("batch"), py::arg("d"), py::arg("c"),
@@ -487,8 +494,8 @@ void register_epoch(py::module_& m) {
         }
         return batch_tuple(r);
       },
-      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"),
-      py::kw_only(), py::arg("scale") = 1.0,
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"), py::kw_only(),
+      py::arg("scale") = 1.0,
       "Gradient of the mean cross-entropy over the rows `order` (one batch) into grad [c*d + c] (weight's, then "
       "bias's); returns (loss_sum, correct, finite). grad is not written when finite is False.");
 
@@ -497,12 +504,17 @@ void register_epoch(py::module_& m) {
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& grad_obj, const std::string& loss) -> py::tuple {
         RegressionLoss kind;
-        if (loss == "squared") kind = RegressionLoss::squared;
-        else if (loss == "huber") kind = RegressionLoss::huber;
-        else if (loss == "l1") kind = RegressionLoss::l1;
-        else throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        if (loss == "squared")
+          kind = RegressionLoss::squared;
+        else if (loss == "huber")
+          kind = RegressionLoss::huber;
+        else if (loss == "l1")
+          kind = RegressionLoss::l1;
+        else
+          throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
         EpochInputs in = check_epoch_inputs(x, order, w, b, py::none(), py::none(), 0.0);
-        if (in.source == Source::u8) throw py::type_error("X must have dtype float32 or float64 for regression, got uint8");
+        if (in.source == Source::u8)
+          throw py::type_error("X must have dtype float32 or float64 for regression, got uint8");
         if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
         require_batch(in);
         py::array y = as_array(y_obj, "y");
@@ -532,8 +544,8 @@ void register_epoch(py::module_& m) {
         }
         return batch_tuple(r);
       },
-      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"),
-      py::kw_only(), py::arg("loss") = "squared",
+      py::arg("X"), py::arg("y"), py::arg("order"), py::arg("weight"), py::arg("bias"), py::arg("grad"), py::kw_only(),
+      py::arg("loss") = "squared",
       "Gradient of the mean regression loss over the rows `order` (one batch) into grad [d + 1]; returns "
       "(loss_sum, 0, finite). grad is not written when finite is False.");
 
@@ -548,8 +560,8 @@ void register_epoch(py::module_& m) {
         require_ndim(w_arr, "weight", 2, "[n_outputs, n_features]");
         in.f64 = is_float64(w_arr);
         in.source = in.f64 ? Source::f64 : Source::f32;
-        check_params(in, w, b, w_buf, b_buf, momentum, w_arr.dtype(), in.f64 ? "float64 (like weight)" : "float32 (like weight)",
-                     w_arr.shape(1));
+        check_params(in, w, b, w_buf, b_buf, momentum, w_arr.dtype(),
+                     in.f64 ? "float64 (like weight)" : "float32 (like weight)", w_arr.shape(1));
         py::array g = checked_grad(grad_obj, in, nullptr);
         if (in.w_buf) {
           const auto wb = py::reinterpret_borrow<py::array>(in.w_buf), bb = py::reinterpret_borrow<py::array>(in.b_buf);
@@ -557,8 +569,10 @@ void register_epoch(py::module_& m) {
             throw py::value_error("grad must not share memory with the momentum buffers");
         }
         const SgdOptions opt{lr, momentum, 0.0, weight_decay, false, false};
-        if (in.f64) sgd_step_t<double>(in, g, opt, first_step);
-        else sgd_step_t<float>(in, g, opt, first_step);
+        if (in.f64)
+          sgd_step_t<double>(in, g, opt, first_step);
+        else
+          sgd_step_t<float>(in, g, opt, first_step);
       },
       py::arg("weight"), py::arg("bias"), py::arg("grad"), py::arg("weight_buffer"), py::arg("bias_buffer"),
       py::kw_only(), py::arg("lr"), py::arg("momentum"), py::arg("weight_decay"), py::arg("first_step") = false,

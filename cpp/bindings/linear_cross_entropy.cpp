@@ -41,7 +41,8 @@ std::string shape_of(std::initializer_list<py::ssize_t> dims) {
 // An output buffer: the given dtype and shape, C-contiguous, writeable, sharing no
 // memory with any input or other output.
 std::optional<py::array> output(const py::object& obj, const char* name, const py::dtype& dtype,
-                                std::initializer_list<py::ssize_t> shape, std::initializer_list<const py::array*> others) {
+                                std::initializer_list<py::ssize_t> shape,
+                                std::initializer_list<const py::array*> others) {
   if (obj.is_none()) return std::nullopt;
   py::array a = as_array(obj, name);
   if (!a.dtype().is(dtype))
@@ -50,12 +51,12 @@ std::optional<py::array> output(const py::object& obj, const char* name, const p
   bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
   py::ssize_t k = 0;
   for (auto it = shape.begin(); same && it != shape.end(); ++it, ++k) same = a.shape(k) == *it;
-  if (!same)
-    throw py::value_error(std::string(name) + " must have shape " + shape_of(shape) + ", got " + shape_str(a));
+  if (!same) throw py::value_error(std::string(name) + " must have shape " + shape_of(shape) + ", got " + shape_str(a));
   require_c_contiguous(a, name);
   require_writeable(a, name);
   for (const py::array* o : others)
-    if (o && may_overlap(a, *o)) throw py::value_error(std::string(name) + " must not share memory with another argument");
+    if (o && may_overlap(a, *o))
+      throw py::value_error(std::string(name) + " must not share memory with another argument");
   return a;
 }
 
@@ -117,8 +118,8 @@ double linear_cross_entropy_py(const py::object& h_obj, const py::object& w_obj,
   if (!y.dtype().is(py::dtype::of<int64_t>()))
     throw py::type_error("target must hold int64 class indices, got dtype " + dtype_str(y));
   if (y.ndim() != 1 || y.shape(0) != n)
-    throw py::value_error("target must have shape (" + std::to_string(n) + ",) (one class index per row of input), got " +
-                          shape_str(y));
+    throw py::value_error("target must have shape (" + std::to_string(n) +
+                          ",) (one class index per row of input), got " + shape_str(y));
   require_c_contiguous(y, "target");
   std::optional<py::array> b;
   if (!b_obj.is_none()) {
@@ -145,13 +146,12 @@ double linear_cross_entropy_py(const py::object& h_obj, const py::object& w_obj,
   const py::dtype dt = h.dtype();
   auto gh = output(grad_h_obj, "grad_input", dt, {n, d}, {&h, &w, bp, &y});
   auto gw = output(grad_weight_obj, "grad_weight", dt, {v, d}, {&h, &w, bp, &y, gh ? &*gh : nullptr});
-  auto gb = output(grad_bias_obj, "grad_bias", dt, {v},
-                   {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr});
+  auto gb = output(grad_bias_obj, "grad_bias", dt, {v}, {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr});
   auto rows = output(row_loss_obj, "row_loss", dt, {n},
                      {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr});
-  auto lse = output(lse_obj, "lse", dt, {n},
-                    {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr,
-                     rows ? &*rows : nullptr});
+  auto lse =
+      output(lse_obj, "lse", dt, {n},
+             {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr, rows ? &*rows : nullptr});
   auto am = output(argmax_obj, "argmax", py::dtype::of<int64_t>(), {n},
                    {&h, &w, bp, &y, gh ? &*gh : nullptr, gw ? &*gw : nullptr, gb ? &*gb : nullptr,
                     rows ? &*rows : nullptr, lse ? &*lse : nullptr});

@@ -36,8 +36,7 @@ constexpr int64_t kPrefetchBytes = int64_t{64} << 20;
 bool has_objects(const py::array& a) { return a.dtype().attr("hasobject").cast<bool>(); }
 
 int64_t checked_row_len(const py::array& a, const std::string& name) {
-  if (a.ndim() < 1)
-    throw py::value_error(name + " must have at least 1 dimension (rows first), got a 0-d array");
+  if (a.ndim() < 1) throw py::value_error(name + " must have at least 1 dimension (rows first), got a 0-d array");
   if (has_objects(a)) throw py::type_error(name + " has dtype " + dtype_str(a) + "; object arrays are not supported");
   require_c_contiguous(a, name.c_str());
   int64_t len = 1;
@@ -55,8 +54,7 @@ void check_indices(const int64_t* idx, int64_t n, int64_t rows, const char* name
 
 py::array as_index_array(const py::handle& obj, const char* name) {
   py::array a = as_array(obj, name);
-  if (!has_dtype<int64_t>(a))
-    throw py::type_error(std::string(name) + " must have dtype int64, got " + dtype_str(a));
+  if (!has_dtype<int64_t>(a)) throw py::type_error(std::string(name) + " must have dtype int64, got " + dtype_str(a));
   if (a.ndim() != 1) throw py::value_error(std::string(name) + " must be 1-D, got shape " + shape_str(a));
   require_c_contiguous(a, name);
   return a;
@@ -115,7 +113,8 @@ class BatchIter {
     if (k == 0) throw py::value_error("arrays must hold at least one array");
     if (u8_to_f32.size() != k || scales.size() != k)
       throw py::value_error("u8_to_f32 and scales need one entry per array");
-    if (batch_size <= 0) throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
+    if (batch_size <= 0)
+      throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
     if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
     if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
     if (unbatched && batch_size != 1) throw py::value_error("unbatched takes batch_size 1");
@@ -135,7 +134,8 @@ class BatchIter {
       c.src = a.data();
       c.u8_to_f32 = u8_to_f32[i];
       c.scale = static_cast<float>(scales[i]);
-      if (i == 0) rows_ = a.shape(0);
+      if (i == 0)
+        rows_ = a.shape(0);
       else if (a.shape(0) != rows_)
         throw py::value_error(name + " has " + std::to_string(a.shape(0)) + " rows, arrays[0] has " +
                               std::to_string(rows_));
@@ -149,8 +149,10 @@ class BatchIter {
       pin_sources(a, pins_);             // its memory cannot be reallocated meanwhile
       sources_.push_back(std::move(a));  // keeps the memory the columns point at alive
     }
-    if (!order.is_none()) set_order(order);
-    else if (order_fn_.is_none()) throw py::value_error("either order or order_fn is required");
+    if (!order.is_none())
+      set_order(order);
+    else if (order_fn_.is_none())
+      throw py::value_error("either order or order_fn is required");
     if (first_batch < 0) throw py::value_error("first_batch must be >= 0");
     if (order_ && first_batch > end_batch_)
       throw py::value_error("first_batch " + std::to_string(first_batch) + " is past the last batch (" +
@@ -252,8 +254,10 @@ class BatchIter {
   // Stores column c's batch in the output (converted to a tensor for torch inputs).
   void put(py::object& out, size_t c, py::object batch) {
     if (!to_tensor_.is_none()) batch = to_tensor_(batch);
-    if (single_) out = std::move(batch);
-    else PyList_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
+    if (single_)
+      out = std::move(batch);
+    else
+      PyList_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
   }
 
   // Small batches are gathered a chunk at a time: one fresh array per column holding
@@ -308,11 +312,11 @@ class BatchIter {
   py::array new_array(size_t c, void* data, PyObject* base, bool drop_rows = false) {
     auto& api = py::detail::npy_api::get();
     PyObject* descr = out_dtypes_[c].inc_ref().ptr();  // stolen by NewFromDescr
-    const int flags = data ? (py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_)
-                           : 0;
-    auto arr = py::reinterpret_steal<py::array>(api.PyArray_NewFromDescr_(
-        api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()) - (drop_rows ? 1 : 0),
-        dims_[c].data() + (drop_rows ? 1 : 0), nullptr, data, flags, nullptr));
+    const int flags =
+        data ? (py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_) : 0;
+    auto arr = py::reinterpret_steal<py::array>(
+        api.PyArray_NewFromDescr_(api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()) - (drop_rows ? 1 : 0),
+                                  dims_[c].data() + (drop_rows ? 1 : 0), nullptr, data, flags, nullptr));
     if (!arr) throw py::error_already_set();
     if (base) {
       Py_INCREF(base);  // stolen by SetBaseObject, even when it fails
@@ -362,7 +366,7 @@ class BatchIter {
   std::vector<py::dtype> out_dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_;
   std::vector<std::vector<Py_intptr_t>> dims_;  // each column's output shape (rows first)
-  std::vector<py::array> chunk_;                 // arrays the current small batches view
+  std::vector<py::array> chunk_;                // arrays the current small batches view
   int64_t chunk_first_ = 0, chunk_end_ = 0;     // batches [first, end) live in chunk_
   std::shared_ptr<const std::vector<int64_t>> order_;
   py::object order_fn_, on_exhaust_, to_tensor_;
@@ -421,7 +425,8 @@ void register_loader(py::module_& m) {
            py::arg("worker_delay_us") = 0, py::arg("unbatched") = false)
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
-      .def("close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
+      .def(
+          "close", [](BatchIter& it) { it.close(); }, "Stop: join the prefetch threads and end the iteration.")
       .def_property_readonly("next_batch", &BatchIter::next_batch, "Index of the next batch to yield.")
       .def_property_readonly("end_batch", &BatchIter::end_batch, "Number of batches (None before the order is drawn).")
       .def_property_readonly("done", &BatchIter::done, "True once exhausted or closed.")

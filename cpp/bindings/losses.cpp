@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "checks.hpp"
-#include "regression_loss.hpp"
-#include "register.hpp"
 #include "cross_entropy.hpp"
+#include "register.hpp"
+#include "regression_loss.hpp"
 #include "vexp.hpp"
 #include "vlog.hpp"
 
@@ -64,8 +64,8 @@ Reduction parse_reduction(const std::string& s) {
 
 void require_len(const py::array& a, const char* name, py::ssize_t len, const char* what) {
   if (a.ndim() != 1 || a.shape(0) != len)
-    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(len) + ",) (" + what +
-                          "), got " + shape_str(a));
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(len) + ",) (" + what + "), got " +
+                          shape_str(a));
 }
 
 void require_finite(double v, const char* name) {
@@ -114,8 +114,10 @@ double run_xent(const py::array& logits, const py::array& target, bool prob, con
   a.logits = ptr<T>(logits);
   a.n = logits.shape(0);
   a.c = logits.shape(1);
-  if (prob) a.target_probs = ptr<T>(target);
-  else a.target = ptr<int64_t>(target);
+  if (prob)
+    a.target_probs = ptr<T>(target);
+  else
+    a.target = ptr<int64_t>(target);
   if (!weight.is_none()) a.weight = ptr<T>(py::reinterpret_borrow<py::array>(weight));
   a.ignore_index = ignore_index;
   a.label_smoothing = smoothing;
@@ -143,8 +145,8 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
   py::array logits = check_float_input(logits_obj, "input");
   require_ndim(logits, "input", 2);
   const py::ssize_t n = logits.shape(0), c = logits.shape(1);
-  if (c < 1) throw py::value_error("input must have at least one class (shape (N, C) with C >= 1), got " +
-                                   shape_str(logits));
+  if (c < 1)
+    throw py::value_error("input must have at least one class (shape (N, C) with C >= 1), got " + shape_str(logits));
   py::array target = as_array(target_obj, "target");
   const char kind = target.dtype().kind();
   bool prob = false;
@@ -189,7 +191,6 @@ double cross_entropy(const py::object& logits_obj, const py::object& target_obj,
                           grad_scale);
 }
 
-
 bool plain_array(py::handle h) { return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_; }
 // The header of a plain ndarray, read in place (no Python objects made).
 struct RawArray {
@@ -226,8 +227,8 @@ template <class T>
 std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& y, py::handle out, int64_t ignore,
                                              Reduction red, double smoothing, bool want_grad) {
   const int64_t n = x.p->dimensions[0], c = x.p->dimensions[1];
-  if (c < 1 || y.p->nd != 1 || y.p->dimensions[0] != n || !y.c_contiguous() || !is_int64(y.type_num()) ||
-      !y.native() || !(smoothing >= 0.0 && smoothing <= 1.0))
+  if (c < 1 || y.p->nd != 1 || y.p->dimensions[0] != n || !y.c_contiguous() || !is_int64(y.type_num()) || !y.native() ||
+      !(smoothing >= 0.0 && smoothing <= 1.0))
     return std::nullopt;
   const size_t bytes = static_cast<size_t>(n) * static_cast<size_t>(c) * sizeof(T);
   py::object grad = py::none();
@@ -291,7 +292,8 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
       const Reduction red = mean ? Reduction::mean : Reduction::sum;
       const double eps = PyFloat_AS_DOUBLE(label_smoothing.ptr());
       std::optional<py::object> res;
-      if (rx.type_num() == api::NPY_FLOAT_) res = cross_entropy_lean<float>(rx, ry, out, ignore, red, eps, want_grad);
+      if (rx.type_num() == api::NPY_FLOAT_)
+        res = cross_entropy_lean<float>(rx, ry, out, ignore, red, eps, want_grad);
       else if (rx.type_num() == api::NPY_DOUBLE_)
         res = cross_entropy_lean<double>(rx, ry, out, ignore, red, eps, want_grad);
       if (res) return *res;
@@ -304,7 +306,9 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
     return py::none();
   const std::string red = reduction.cast<std::string>();
   py::object grad = py::none(), rows = py::none();
-  if (want_grad) grad = out.is_none() ? py::object(py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)})) : out.cast<py::object>();
+  if (want_grad)
+    grad = out.is_none() ? py::object(py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)}))
+                         : out.cast<py::object>();
   if (red == "none") rows = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
   const double loss = cross_entropy(x, y, weight.cast<py::object>(), ignore, red,
                                     PyFloat_AS_DOUBLE(label_smoothing.ptr()), grad, rows, 1.0);
@@ -399,8 +403,8 @@ double run_regression(RegressionArgs<T> a, const py::array& pred, const py::arra
   return regression_loss<T>(a);
 }
 
-double regression(const std::string& kind_name, const py::object& pred_obj, const py::object& target_obj,
-                  double param, const std::string& reduction, const py::object& loss_obj, const py::object& grad_obj,
+double regression(const std::string& kind_name, const py::object& pred_obj, const py::object& target_obj, double param,
+                  const std::string& reduction, const py::object& loss_obj, const py::object& grad_obj,
                   double grad_scale) {
   RegressionArgs<double> opts;  // only the scalar options; pointers are set per dtype
   opts.kind = parse_kind(kind_name);
@@ -445,13 +449,12 @@ double regression(const std::string& kind_name, const py::object& pred_obj, cons
 void register_losses(py::module_& m) {
   init_numpy_scalars();
   m.def("cross_entropy_fast", &cross_entropy_fast, py::arg("input"), py::arg("target"), py::arg("weight"),
-        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"),
-        py::arg("want_grad"),
+        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"), py::arg("want_grad"),
         "fastreg.ops.cross_entropy[_with_grad] for plain C-contiguous ndarrays with int64 labels (None where the "
         "Python layer must convert an argument first).");
   m.def("cross_entropy", &cross_entropy, py::arg("input"), py::arg("target"), py::arg("weight"),
-        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"),
-        py::arg("row_loss"), py::arg("grad_scale") = 1.0,
+        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"), py::arg("row_loss"),
+        py::arg("grad_scale") = 1.0,
         "Fused softmax cross-entropy on C-contiguous [N, C] logits: returns the reduced loss, writes "
         "d(loss)/d(input) into `out` (may be `input` itself) and per-row losses into `row_loss` when given.");
   m.def("softmax", &softmax, py::arg("x"), py::arg("out"), py::arg("log") = false,
@@ -467,8 +470,8 @@ void register_losses(py::module_& m) {
       "The row kernels' exp of shifted logits (inputs <= 0) of a C-contiguous float array with the active SIMD "
       "level (accuracy tests).");
   m.def(
-      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::log1p); }, py::arg("x"),
-      py::arg("out"),
+      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::log1p); },
+      py::arg("x"), py::arg("out"),
       "log1p of a C-contiguous float array of values >= 0 with the active SIMD level (accuracy tests).");
   m.def("regression_loss", &regression, py::arg("kind"), py::arg("input"), py::arg("target"), py::arg("param"),
         py::arg("reduction"), py::arg("loss"), py::arg("out"), py::arg("grad_scale") = 1.0,

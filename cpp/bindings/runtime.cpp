@@ -8,10 +8,10 @@ namespace fastreg::bindings {
 namespace py = pybind11;
 
 void register_runtime(py::module_& m) {
-  m.def("simd_level", [] { return std::string(simd_name(active_simd())); },
-        "SIMD variant the kernels dispatch to: 'avx512', 'avx2' or 'scalar'.");
-  m.def("cpu_simd_level", [] { return std::string(simd_name(cpu_simd())); },
-        "Best SIMD variant this CPU supports.");
+  m.def(
+      "simd_level", [] { return std::string(simd_name(active_simd())); },
+      "SIMD variant the kernels dispatch to: 'avx512', 'avx2' or 'scalar'.");
+  m.def("cpu_simd_level", [] { return std::string(simd_name(cpu_simd())); }, "Best SIMD variant this CPU supports.");
   m.def(
       "set_simd_level",
       [](const std::string& level) {

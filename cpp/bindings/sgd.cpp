@@ -13,8 +13,7 @@ namespace fastreg::bindings {
 namespace {
 
 template <class T>
-void run_sgd(py::array& param, const py::array& grad, py::object& buffer, const SgdOptions& opt,
-             bool first_step) {
+void run_sgd(py::array& param, const py::array& grad, py::object& buffer, const SgdOptions& opt, bool first_step) {
   T* p = static_cast<T*>(param.mutable_data());
   const T* g = static_cast<const T*>(grad.data());
   T* b = buffer.is_none() ? nullptr : static_cast<T*>(py::reinterpret_borrow<py::array>(buffer).mutable_data());
@@ -44,14 +43,14 @@ enum class Dt { f32, f64, other };
 
 // One parameter, gradient or buffer, reduced to what the kernel needs.
 struct View {
-  py::object obj;      // what the caller passed
-  py::object work;     // contiguous ndarray to update when obj is not contiguous (else null)
-  py::object target;   // where `work` is written back: obj, or NumPy's view of a tensor
+  py::object obj;     // what the caller passed
+  py::object work;    // contiguous ndarray to update when obj is not contiguous (else null)
+  py::object target;  // where `work` is written back: obj, or NumPy's view of a tensor
   char* ptr = nullptr;
   int64_t n = 0;
   Dt dt = Dt::other;
-  py::object dtype;    // for messages
-  py::object shape;    // tuple-like, compared with ==
+  py::object dtype;  // for messages
+  py::object shape;  // tuple-like, compared with ==
   bool writeable = true;
 };
 
@@ -67,8 +66,7 @@ PyObject* intern(const char* name) {
 }
 
 const Names& names() {
-  static const Names n{intern("is_cpu"), intern("dtype"), intern("shape"), intern("is_contiguous"),
-                       intern("data_ptr")};
+  static const Names n{intern("is_cpu"), intern("dtype"), intern("shape"), intern("is_contiguous"), intern("data_ptr")};
   return n;
 }
 
@@ -137,8 +135,11 @@ const TorchRefs& torch_refs() {
   r.data_ptr = c_descriptor(r.tensor_type, n.data_ptr, &PyMethodDescr_Type);
   // Parameter shares them unless a torch version overrides one: then it takes the generic path.
   r.parameter_shares = true;
-  const std::pair<PyObject*, PyObject*> members[] = {{n.is_cpu, r.is_cpu}, {n.dtype, r.dtype}, {n.shape, r.shape},
-                                                     {n.is_contiguous, r.is_contiguous}, {n.data_ptr, r.data_ptr}};
+  const std::pair<PyObject*, PyObject*> members[] = {{n.is_cpu, r.is_cpu},
+                                                     {n.dtype, r.dtype},
+                                                     {n.shape, r.shape},
+                                                     {n.is_contiguous, r.is_contiguous},
+                                                     {n.data_ptr, r.data_ptr}};
   for (const auto& [name, descr] : members) {
     PyObject* d = PyObject_GetAttr(r.parameter_type, name);
     if (!d) PyErr_Clear();
@@ -189,9 +190,7 @@ class TensorReader {
   bool exact_;
 };
 
-std::string type_name(const py::handle& o) {
-  return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
-}
+std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
 
 View view_of_ndarray(py::array a, py::object obj) {
   View v;
@@ -326,12 +325,13 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
   items.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     auto idx = [i] { return "[" + std::to_string(i) + "]"; };  // built only for a message
-    if (grads[i].is_none()) continue;  // as torch: a parameter without a gradient is skipped
+    if (grads[i].is_none()) continue;                          // as torch: a parameter without a gradient is skipped
     Item it;
     it.p = view_of(params[i], "params", i, torch);
     it.g = view_of(grads[i], "grads", i, torch);
     if (it.p.dt == Dt::other)
-      throw py::type_error("params" + idx() + " must be float32 or float64, got " + py::str(it.p.dtype).cast<std::string>());
+      throw py::type_error("params" + idx() + " must be float32 or float64, got " +
+                           py::str(it.p.dtype).cast<std::string>());
     if (!it.p.dtype.equal(it.g.dtype))
       throw py::type_error("grads" + idx() + " must have dtype " + py::str(it.p.dtype).cast<std::string>() +
                            " like params" + idx() + ", got " + py::str(it.g.dtype).cast<std::string>());
@@ -346,7 +346,8 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
         throw py::value_error("momentum_buffers" + idx() + " must match params" + idx() + " in dtype and shape");
       if (!it.b.writeable) throw py::value_error("momentum_buffers" + idx() + " is read-only; it must be writeable");
       if (overlap(it.b, it.p) || overlap(it.b, it.g))
-        throw py::value_error("momentum_buffers" + idx() + " must not share memory with params" + idx() + " or grads" + idx());
+        throw py::value_error("momentum_buffers" + idx() + " must not share memory with params" + idx() + " or grads" +
+                              idx());
       it.has_buf = true;
     }
     items.push_back(std::move(it));
@@ -369,8 +370,10 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
   const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize};
   auto run_all = [&] {
     for (const Item& it : items) {
-      if (it.p.dt == Dt::f32) run_item<float>(it, opt);
-      else run_item<double>(it, opt);
+      if (it.p.dt == Dt::f32)
+        run_item<float>(it, opt);
+      else
+        run_item<double>(it, opt);
     }
   };
   int64_t total = 0;
@@ -395,8 +398,8 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
 void register_optim(py::module_& m) {
   m.def(
       "sgd_update",
-      [](py::object param_obj, py::object grad_obj, py::object buffer, double lr, double momentum,
-         double dampening, double weight_decay, bool nesterov, bool maximize, bool first_step) {
+      [](py::object param_obj, py::object grad_obj, py::object buffer, double lr, double momentum, double dampening,
+         double weight_decay, bool nesterov, bool maximize, bool first_step) {
         py::array param = as_array(param_obj, "param");
         py::array grad = as_array(grad_obj, "grad");
         require_float(param, "param");
@@ -425,12 +428,14 @@ void register_optim(py::module_& m) {
           buffer = py::none();
         }
         const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize};
-        if (is_float32(param)) run_sgd<float>(param, grad, buffer, opt, first_step);
-        else run_sgd<double>(param, grad, buffer, opt, first_step);
+        if (is_float32(param))
+          run_sgd<float>(param, grad, buffer, opt, first_step);
+        else
+          run_sgd<double>(param, grad, buffer, opt, first_step);
       },
       py::arg("param"), py::arg("grad"), py::arg("momentum_buffer"), py::kw_only(), py::arg("lr"),
-      py::arg("momentum") = 0.0, py::arg("dampening") = 0.0, py::arg("weight_decay") = 0.0,
-      py::arg("nesterov") = false, py::arg("maximize") = false, py::arg("first_step") = false,
+      py::arg("momentum") = 0.0, py::arg("dampening") = 0.0, py::arg("weight_decay") = 0.0, py::arg("nesterov") = false,
+      py::arg("maximize") = false, py::arg("first_step") = false,
       "In-place SGD update of one tensor (torch.optim.SGD equations). Arrays must be C-contiguous.");
   m.def("sgd_update_many", &sgd_update_many, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
         py::arg("lr"), py::arg("momentum"), py::arg("dampening"), py::arg("weight_decay"), py::arg("nesterov"),

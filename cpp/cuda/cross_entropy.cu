@@ -22,20 +22,32 @@ using xent::Lse;
 template <class T>
 __device__ __forceinline__ float to_f(T v);
 template <>
-__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__half v) {
+  return __half2float(v);
+}
 template <>
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
 
 template <class T>
 __device__ __forceinline__ T from_f(float v);
 template <>
-__device__ __forceinline__ float from_f(float v) { return v; }
+__device__ __forceinline__ float from_f(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half from_f(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_f(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_f(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // 16 bytes of T: one load or store instruction.
 template <class T>
@@ -241,8 +253,7 @@ __global__ void __launch_bounds__(kBlock, 1) xent_rows(Params p) {
 
     // The row's scale: upstream gradient, the mean's denominator.
     float scale = p.grad_scale / den;
-    if (p.gscale != nullptr && live)
-      scale *= to_f(static_cast<const T*>(p.gscale)[p.reduction == 0 ? i : 0]);
+    if (p.gscale != nullptr && live) scale *= to_f(static_cast<const T*>(p.gscale)[p.reduction == 0 ? i : 0]);
     const float w_y = work && !probs && w ? to_f(w[y]) : 1.f;
     const xent::RowCoef<float> k =
         probs ? xent::coef_probs(lse, wt_sum, p.z) : xent::coef_class(lse, w_y, p.eps, c, wsum, p.z);
@@ -318,8 +329,8 @@ __global__ void __launch_bounds__(kBlock, 1) xent_rows(Params p) {
 // ---- (3) mean/sum of the row losses, one block, fixed order
 
 template <class T>
-__global__ void __launch_bounds__(kBlock) xent_reduce(const float* rows, int64_t n, const float* stats, int mean,
-                                                      T* loss) {
+__global__ void __launch_bounds__(kBlock)
+    xent_reduce(const float* rows, int64_t n, const float* stats, int mean, T* loss) {
   __shared__ float smem[64];
   float s = 0.f;
   for (int64_t i = threadIdx.x; i < n; i += kBlock) s += rows[i];
@@ -333,8 +344,7 @@ __global__ void __launch_bounds__(kBlock) xent_reduce(const float* rows, int64_t
 // never synchronises the host.
 
 template <class T>
-__global__ void __launch_bounds__(kBlock) xent_scale_grad(T* grad, int64_t n, int64_t c, const T* gout,
-                                                          int per_row) {
+__global__ void __launch_bounds__(kBlock) xent_scale_grad(T* grad, int64_t n, int64_t c, const T* gout, int per_row) {
   if (!per_row && to_f(gout[0]) == 1.f) return;
   const int64_t total = n * c;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x; e < total;
@@ -346,7 +356,8 @@ __global__ void __launch_bounds__(kBlock) xent_scale_grad(T* grad, int64_t n, in
 
 int sm_count() {
   int dev = 0, sms = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return 108;
   return sms;
 }
@@ -363,9 +374,24 @@ void launch_rows(const Params& p, cudaStream_t stream) {
 
 template <class T>
 cudaError_t run(const XentLaunch& a, cudaStream_t stream) {
-  Params p{a.logits, a.n,      a.c,    a.target,  a.target_probs, a.weight, a.ignore_index, a.label_smoothing,
-           a.lse_square_scale, static_cast<int>(a.reduction), a.loss, a.rows, a.stats, a.grad, a.lse_out,
-           a.lse_in, a.grad_scale_dev, a.grad_scale};
+  Params p{a.logits,
+           a.n,
+           a.c,
+           a.target,
+           a.target_probs,
+           a.weight,
+           a.ignore_index,
+           a.label_smoothing,
+           a.lse_square_scale,
+           static_cast<int>(a.reduction),
+           a.loss,
+           a.rows,
+           a.stats,
+           a.grad,
+           a.lse_out,
+           a.lse_in,
+           a.grad_scale_dev,
+           a.grad_scale};
   xent_prepare<T><<<1, kBlock, 0, stream>>>(p, a.stats, a.error);
   if (a.n > 0) {
     auto aligned = [](const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
@@ -379,8 +405,8 @@ cudaError_t run(const XentLaunch& a, cudaStream_t stream) {
     }
   }
   if (a.loss != nullptr && a.reduction != XentReduction::none)
-    xent_reduce<T><<<1, kBlock, 0, stream>>>(a.rows, a.n, a.stats, a.reduction == XentReduction::mean,
-                                             static_cast<T*>(a.loss));
+    xent_reduce<T>
+        <<<1, kBlock, 0, stream>>>(a.rows, a.n, a.stats, a.reduction == XentReduction::mean, static_cast<T*>(a.loss));
   return cudaGetLastError();
 }
 

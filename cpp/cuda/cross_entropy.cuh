@@ -29,9 +29,9 @@ struct XentLaunch {
   DType dtype = DType::f32;
   const void* logits = nullptr;  // [n, c] of dtype, contiguous
   int64_t n = 0, c = 0;
-  const int64_t* target = nullptr;  // [n] class indices, or nullptr
+  const int64_t* target = nullptr;     // [n] class indices, or nullptr
   const void* target_probs = nullptr;  // [n, c] of dtype, or nullptr
-  const void* weight = nullptr;  // [c] of dtype, or nullptr
+  const void* weight = nullptr;        // [c] of dtype, or nullptr
   int64_t ignore_index = -100;
   float label_smoothing = 0.f;
   float lse_square_scale = 0.f;  // z-loss: adds z * lse^2 to every counted row
@@ -43,7 +43,7 @@ struct XentLaunch {
   float* lse_out = nullptr;
   const float* lse_in = nullptr;
   const void* grad_scale_dev = nullptr;  // upstream gradient of dtype: one value, or [n] for none
-  float grad_scale = 1.f;               // multiplies the gradient too
+  float grad_scale = 1.f;                // multiplies the gradient too
   int64_t* error = nullptr;
 };
 

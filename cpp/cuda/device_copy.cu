@@ -25,10 +25,9 @@ cudaError_t launch(V* dst, const V* src, size_t n, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t device_copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
-  const bool aligned = (reinterpret_cast<uintptr_t>(dst) % 16 == 0) &&
-                       (reinterpret_cast<uintptr_t>(src) % 16 == 0) && bytes % 16 == 0;
-  if (aligned)
-    return launch(static_cast<uint4*>(dst), static_cast<const uint4*>(src), bytes / 16, stream);
+  const bool aligned =
+      (reinterpret_cast<uintptr_t>(dst) % 16 == 0) && (reinterpret_cast<uintptr_t>(src) % 16 == 0) && bytes % 16 == 0;
+  if (aligned) return launch(static_cast<uint4*>(dst), static_cast<const uint4*>(src), bytes / 16, stream);
   return launch(static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), bytes, stream);
 }
 

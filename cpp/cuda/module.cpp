@@ -20,8 +20,7 @@ namespace py = pybind11;
 namespace {
 
 void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorString(err));
+  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorString(err));
 }
 
 fastreg::cuda::DType dtype_of(int code) {
@@ -203,8 +202,7 @@ PYBIND11_MODULE(_cuda, m) {
         const auto d = reinterpret_cast<void*>(dst);
         const auto s = reinterpret_cast<const void*>(src);
         py::gil_scoped_release release;
-        check(fastreg::cuda::device_copy(d, s, nbytes, reinterpret_cast<cudaStream_t>(stream)),
-              "fastreg device_copy");
+        check(fastreg::cuda::device_copy(d, s, nbytes, reinterpret_cast<cudaStream_t>(stream)), "fastreg device_copy");
       },
       py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("stream") = 0,
       "Copy nbytes between two device buffers on the given stream (raw pointers).");
@@ -217,8 +215,8 @@ PYBIND11_MODULE(_cuda, m) {
          std::uintptr_t lse_in, std::uintptr_t grad_scale_dev, double grad_scale, int device, std::uintptr_t stream) {
         fastreg::cuda::XentLaunch a;
         a.dtype = dtype_of(dtype);
-        if (n < 0 || c < 1) throw py::value_error("need n >= 0 and c >= 1, got n=" + std::to_string(n) +
-                                                  ", c=" + std::to_string(c));
+        if (n < 0 || c < 1)
+          throw py::value_error("need n >= 0 and c >= 1, got n=" + std::to_string(n) + ", c=" + std::to_string(c));
         if (reduction < 0 || reduction > 2) throw py::value_error("reduction code must be 0, 1 or 2");
         if ((target == 0) == (probs == 0)) throw py::value_error("give exactly one of target and probs");
         if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
@@ -284,7 +282,8 @@ PYBIND11_MODULE(_cuda, m) {
           std::lock_guard<std::mutex> lock(error_mutex);
           if (device < static_cast<int>(error_records.size()) && error_records[device] != nullptr) {
             DeviceGuard guard(device);
-            check(cudaMemcpy(host, error_records[device], sizeof host, cudaMemcpyDeviceToHost), "reading the error record");
+            check(cudaMemcpy(host, error_records[device], sizeof host, cudaMemcpyDeviceToHost),
+                  "reading the error record");
             check(cudaMemset(error_records[device], 0xff, sizeof host), "clearing the error record");
           }
         }

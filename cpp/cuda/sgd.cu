@@ -79,7 +79,10 @@ __global__ void __launch_bounds__(kThreads, 1) sgd_kernel(TensorList tl, Hyper h
     int lo = 0, hi = tl.count - 1;  // first tensor whose chunk_end > chunk
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
-      if (tl.chunk_end[mid] > chunk) hi = mid; else lo = mid + 1;
+      if (tl.chunk_end[mid] > chunk)
+        hi = mid;
+      else
+        lo = mid + 1;
     }
     const int t = lo;
     const int64_t start = (chunk - (t == 0 ? 0 : tl.chunk_end[t - 1])) * kChunk;
@@ -90,7 +93,9 @@ __global__ void __launch_bounds__(kThreads, 1) sgd_kernel(TensorList tl, Hyper h
     T* b = static_cast<T*>(tl.buf[t]);
     const bool first = tl.first[t] != 0;
     const bool vec = (reinterpret_cast<uintptr_t>(p) | reinterpret_cast<uintptr_t>(g) |
-                      (h.use_momentum ? reinterpret_cast<uintptr_t>(b) : 0)) % 16 == 0;
+                      (h.use_momentum ? reinterpret_cast<uintptr_t>(b) : 0)) %
+                         16 ==
+                     0;
     if (vec) {
       for (int64_t i = start + static_cast<int64_t>(threadIdx.x) * V; i < end; i += kThreads * V) {
         if (i + V <= end) {

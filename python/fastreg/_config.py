@@ -25,9 +25,7 @@ def _check_simd_env() -> None:
         )
     best = _core.cpu_simd_level()
     if SIMD_LEVELS.index(wanted) > SIMD_LEVELS.index(best):
-        raise ImportError(
-            f"FASTREG_SIMD={wanted} but this CPU (or OS) does not support it (best available: {best!r})"
-        )
+        raise ImportError(f"FASTREG_SIMD={wanted} but this CPU (or OS) does not support it (best available: {best!r})")
 
 
 _check_simd_env()
@@ -90,17 +88,20 @@ def blas_info() -> dict:
     except ImportError as exc:
         info["error"] = str(exc)
         return info
-    info.update(scipy=scipy.__version__, library=None, version=None, core_type=None, threads=None,
-                threading_layer=None)
+    info.update(scipy=scipy.__version__, library=None, version=None, core_type=None, threads=None, threading_layer=None)
     try:  # threadpoolctl (installed with scikit-learn) names the library, its kernels and threads
         from threadpoolctl import threadpool_info
 
         libs = [i for i in threadpool_info() if i.get("user_api") == "blas" and "scipy.libs" in i.get("filepath", "")]
         if libs:
             lib = libs[0]
-            info.update(library=lib.get("internal_api"), version=lib.get("version"),
-                        core_type=lib.get("architecture"), threads=lib.get("num_threads"),
-                        threading_layer=lib.get("threading_layer"))
+            info.update(
+                library=lib.get("internal_api"),
+                version=lib.get("version"),
+                core_type=lib.get("architecture"),
+                threads=lib.get("num_threads"),
+                threading_layer=lib.get("threading_layer"),
+            )
     except Exception:  # noqa: BLE001 - optional detail only
         pass
     return info
@@ -119,8 +120,10 @@ def _blas_line() -> str:
     env = info["openblas_coretype"]
     parts.append(f"OPENBLAS_CORETYPE={env}" if env is not None else "OPENBLAS_CORETYPE unset")
     control = _core.blas_thread_control()
-    return (f"SciPy {info['scipy']} BLAS via scipy.linalg.cython_blas: {', '.join(parts)} "
-            f"(epoch loops: 1 thread, {control} control)")
+    return (
+        f"SciPy {info['scipy']} BLAS via scipy.linalg.cython_blas: {', '.join(parts)} "
+        f"(epoch loops: 1 thread, {control} control)"
+    )
 
 
 def config_info() -> dict:
@@ -132,8 +135,7 @@ def config_info() -> dict:
         "fastreg": __version__,
         "python": sys.version.split()[0],
         "compiler": _core.compiler(),
-        "simd": f"{simd_level()} (cpu supports {_core.cpu_simd_level()}"
-        + (f"; FASTREG_SIMD={env})" if env else ")"),
+        "simd": f"{simd_level()} (cpu supports {_core.cpu_simd_level()}" + (f"; FASTREG_SIMD={env})" if env else ")"),
         "threads": f"{get_num_threads()} (default {_core.default_num_threads()})",
         "blas": _blas_line(),
         "cuda module": "built" if cuda.is_built() else "not built",

@@ -178,10 +178,52 @@ def _check_options(reduction, label_smoothing, lse_square_scale, ignore_index):
     check_int(ignore_index, "ignore_index")
 
 
-def _launch(mod, code, x_ptr, n, c, tgt_ptr, prob_ptr, w_ptr, ignore_index, eps, z, red, loss_ptr, rows_ptr,
-            stats_ptr, grad_ptr, lse_out, lse_in, gscale_ptr, device, stream):
-    mod.cross_entropy(code, x_ptr, n, c, tgt_ptr, prob_ptr, w_ptr, int(ignore_index), float(eps), float(z), red,
-                      loss_ptr, rows_ptr, stats_ptr, grad_ptr, lse_out, lse_in, gscale_ptr, 1.0, device, stream)
+def _launch(
+    mod,
+    code,
+    x_ptr,
+    n,
+    c,
+    tgt_ptr,
+    prob_ptr,
+    w_ptr,
+    ignore_index,
+    eps,
+    z,
+    red,
+    loss_ptr,
+    rows_ptr,
+    stats_ptr,
+    grad_ptr,
+    lse_out,
+    lse_in,
+    gscale_ptr,
+    device,
+    stream,
+):
+    mod.cross_entropy(
+        code,
+        x_ptr,
+        n,
+        c,
+        tgt_ptr,
+        prob_ptr,
+        w_ptr,
+        int(ignore_index),
+        float(eps),
+        float(z),
+        red,
+        loss_ptr,
+        rows_ptr,
+        stats_ptr,
+        grad_ptr,
+        lse_out,
+        lse_in,
+        gscale_ptr,
+        1.0,
+        device,
+        stream,
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -215,20 +257,35 @@ def _fallback_reason(input, target, weight):
         return f"no CUDA kernel for a {target.dtype} target of shape {tuple(target.shape)}"
     if not target.is_contiguous():
         return "the target is not contiguous"
-    if weight is not None and (weight.dtype != input.dtype or weight.shape != input.shape[-1:]
-                               or weight.requires_grad or not weight.is_contiguous()):
+    if weight is not None and (
+        weight.dtype != input.dtype
+        or weight.shape != input.shape[-1:]
+        or weight.requires_grad
+        or not weight.is_contiguous()
+    ):
         return "the class weights are not a contiguous [C] tensor of the logits' dtype without grad"
     return None
 
 
-def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                        lse_square_scale=0.0, inplace_backward=False, grad_in_forward=True):
+def torch_cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    lse_square_scale=0.0,
+    inplace_backward=False,
+    grad_in_forward=True,
+):
     """fastreg.torch.cross_entropy for CUDA logits (see fastreg.cuda.cross_entropy)."""
     torch = sys.modules["torch"]
     if not isinstance(input, torch.Tensor) or not input.is_cuda:
         where = input.device if isinstance(input, torch.Tensor) else type(input).__name__
-        raise ValueError(f"fastreg.cuda.cross_entropy takes CUDA tensors, got {where} "
-                         "(fastreg.torch.cross_entropy takes CPU tensors)")
+        raise ValueError(
+            f"fastreg.cuda.cross_entropy takes CUDA tensors, got {where} "
+            "(fastreg.torch.cross_entropy takes CPU tensors)"
+        )
     _check_options(reduction, label_smoothing, lse_square_scale, ignore_index)
     reason = _fallback_reason(input, target, weight)
     if reason is None and target.dtype == torch.int64 and target.shape != input.shape[:-1]:
@@ -238,17 +295,26 @@ def torch_cross_entropy(input, target, weight=None, ignore_index=-100, reduction
         )
     if reason is not None:
         if lse_square_scale != 0 or inplace_backward or not grad_in_forward:
-            raise RuntimeError(f"fastreg.cuda.cross_entropy: lse_square_scale, inplace_backward and "
-                               f"grad_in_forward=False need the CUDA "
-                               f"kernel, which cannot run: {reason}")
+            raise RuntimeError(
+                f"fastreg.cuda.cross_entropy: lse_square_scale, inplace_backward and "
+                f"grad_in_forward=False need the CUDA "
+                f"kernel, which cannot run: {reason}"
+            )
         import warnings
 
         from .torch import FastregFallbackWarning
 
-        warnings.warn(f"fastreg.torch.cross_entropy: {reason}; using torch's implementation",
-                      FastregFallbackWarning, stacklevel=4)
-        return torch.nn.functional.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
-                                                 reduction=reduction, label_smoothing=label_smoothing)
+        warnings.warn(
+            f"fastreg.torch.cross_entropy: {reason}; using torch's implementation", FastregFallbackWarning, stacklevel=4
+        )
+        return torch.nn.functional.cross_entropy(
+            input,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+        )
     unbatched = input.dim() == 1
     x = input.unsqueeze(0) if unbatched else input
     t = target.reshape(1, *target.shape) if unbatched else target
@@ -274,10 +340,29 @@ def _torch_forward(x, target, weight, ignore_index, reduction, eps, z, want_lse,
     lse = torch.empty(n, **f32) if want_lse else None
     probs = target.dtype != torch.int64
     stream = torch.cuda.current_stream(dev).cuda_stream
-    _launch(mod, _CODES[str(x.dtype)[6:]], x.data_ptr(), n, c, 0 if probs else target.data_ptr(),
-            target.data_ptr() if probs else 0, 0 if weight is None else weight.data_ptr(), ignore_index, eps, z,
-            red, loss.data_ptr(), 0 if rows is None else rows.data_ptr(), stats.data_ptr(),
-            0 if grad is None else grad.data_ptr(), 0 if lse is None else lse.data_ptr(), 0, 0, dev.index, stream)
+    _launch(
+        mod,
+        _CODES[str(x.dtype)[6:]],
+        x.data_ptr(),
+        n,
+        c,
+        0 if probs else target.data_ptr(),
+        target.data_ptr() if probs else 0,
+        0 if weight is None else weight.data_ptr(),
+        ignore_index,
+        eps,
+        z,
+        red,
+        loss.data_ptr(),
+        0 if rows is None else rows.data_ptr(),
+        stats.data_ptr(),
+        0 if grad is None else grad.data_ptr(),
+        0 if lse is None else lse.data_ptr(),
+        0,
+        0,
+        dev.index,
+        stream,
+    )
     return loss, lse
 
 
@@ -325,14 +410,23 @@ def _function():
             if ctx.fused:
                 grad = ctx.grad
                 if grad is None:
-                    raise RuntimeError("fastreg's CUDA cross_entropy scales its gradient in place, so backward "
-                                       "runs once; pass grad_in_forward=False to fastreg.cuda.cross_entropy "
-                                       "for retain_graph")
+                    raise RuntimeError(
+                        "fastreg's CUDA cross_entropy scales its gradient in place, so backward "
+                        "runs once; pass grad_in_forward=False to fastreg.cuda.cross_entropy "
+                        "for retain_graph"
+                    )
                 ctx.grad = None
                 n, c = grad.shape
-                mod.cross_entropy_scale_grad(_CODES[str(grad.dtype)[6:]], grad.data_ptr(), n, c, gout.data_ptr(),
-                                             reduction == "none", grad.device.index,
-                                             torch.cuda.current_stream(grad.device).cuda_stream)
+                mod.cross_entropy_scale_grad(
+                    _CODES[str(grad.dtype)[6:]],
+                    grad.data_ptr(),
+                    n,
+                    c,
+                    gout.data_ptr(),
+                    reduction == "none",
+                    grad.device.index,
+                    torch.cuda.current_stream(grad.device).cuda_stream,
+                )
                 return grad, None, None, None, None, None, None, None, None
             x, target, weight, lse = ctx.saved_tensors
             n, c = x.shape
@@ -340,10 +434,29 @@ def _function():
             stats = torch.empty(2, dtype=torch.float32, device=x.device)
             probs = target.dtype != torch.int64
             stream = torch.cuda.current_stream(x.device).cuda_stream
-            _launch(mod, _CODES[str(x.dtype)[6:]], x.data_ptr(), n, c, 0 if probs else target.data_ptr(),
-                    target.data_ptr() if probs else 0, 0 if weight is None else weight.data_ptr(), ignore_index,
-                    eps, z, _REDUCTIONS[reduction], 0, 0, stats.data_ptr(), grad.data_ptr(), 0, lse.data_ptr(),
-                    gout.data_ptr(), x.device.index, stream)
+            _launch(
+                mod,
+                _CODES[str(x.dtype)[6:]],
+                x.data_ptr(),
+                n,
+                c,
+                0 if probs else target.data_ptr(),
+                target.data_ptr() if probs else 0,
+                0 if weight is None else weight.data_ptr(),
+                ignore_index,
+                eps,
+                z,
+                _REDUCTIONS[reduction],
+                0,
+                0,
+                stats.data_ptr(),
+                grad.data_ptr(),
+                0,
+                lse.data_ptr(),
+                gout.data_ptr(),
+                x.device.index,
+                stream,
+            )
             return grad, None, None, None, None, None, None, None, None
 
     _FUNCTION = _CudaCrossEntropy.apply
@@ -370,15 +483,25 @@ def torch_sgd(params, grads, bufs, lr, momentum, dampening, weight_decay, nester
 
     from .torch import FastregFallbackWarning
 
-    warnings.warn(f"fastreg.torch.SGD.step: {reason}; using torch's implementation", FastregFallbackWarning,
-                  stacklevel=4)
+    warnings.warn(
+        f"fastreg.torch.SGD.step: {reason}; using torch's implementation", FastregFallbackWarning, stacklevel=4
+    )
     live = [i for i, g in enumerate(grads) if g is not None]
     lbufs = [None] * len(live) if bufs is None else [bufs[i] for i in live]
     with torch.no_grad():
         torch_sgd_fn = importlib.import_module("torch.optim.sgd").sgd
-        torch_sgd_fn([params[i] for i in live], [grads[i] for i in live], lbufs, foreach=False, lr=lr,
-                     momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                     maximize=maximize)
+        torch_sgd_fn(
+            [params[i] for i in live],
+            [grads[i] for i in live],
+            lbufs,
+            foreach=False,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+        )
     if bufs is not None:
         for i, b in zip(live, lbufs):
             bufs[i] = b
@@ -396,8 +519,10 @@ def _torch_sgd_kernel(params, grads, bufs, lr, momentum, dampening, weight_decay
         if p.device != dev or g.device != dev:
             raise ValueError(f"fastreg's CUDA SGD takes one device per group, got {p.device} and {dev}")
         if p.dtype not in (torch.float32, torch.float16, torch.bfloat16) or g.dtype != p.dtype:
-            raise TypeError(f"fastreg's CUDA SGD takes float32/float16/bfloat16 params and grads of the same "
-                            f"dtype, got {p.dtype} and {g.dtype}")
+            raise TypeError(
+                f"fastreg's CUDA SGD takes float32/float16/bfloat16 params and grads of the same "
+                f"dtype, got {p.dtype} and {g.dtype}"
+            )
         if not p.is_contiguous() or not g.is_contiguous() or p.shape != g.shape:
             raise ValueError("fastreg's CUDA SGD needs dense, contiguous grads shaped like their params")
         if bufs is not None and bufs[i] is not None and (not bufs[i].is_contiguous() or bufs[i].dtype != p.dtype):
@@ -414,11 +539,21 @@ def _torch_sgd_kernel(params, grads, bufs, lr, momentum, dampening, weight_decay
                 new[i] = torch.empty_like(params[i], memory_format=torch.contiguous_format)
     for dt, idx in by_dtype.items():
         mod.sgd_update(
-            _CODES[str(dt)[6:]], [params[i].data_ptr() for i in idx], [grads[i].data_ptr() for i in idx],
+            _CODES[str(dt)[6:]],
+            [params[i].data_ptr() for i in idx],
+            [grads[i].data_ptr() for i in idx],
             [(new[i] if i in new else bufs[i]).data_ptr() for i in idx] if use_mom else [],
-            [params[i].numel() for i in idx], [1 if i in new else 0 for i in idx] if use_mom else [],
-            float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov), bool(maximize),
-            dev.index, stream)
+            [params[i].numel() for i in idx],
+            [1 if i in new else 0 for i in idx] if use_mom else [],
+            float(lr),
+            float(momentum),
+            float(dampening),
+            float(weight_decay),
+            bool(nesterov),
+            bool(maximize),
+            dev.index,
+            stream,
+        )
     for i, b in new.items():
         bufs[i] = b
 
@@ -447,8 +582,18 @@ def _empty(like: _Dev, shape, dtype: str):
         return cupy.empty(shape, dtype=dtype)
 
 
-def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, lse_square_scale=0.0, out=None, want_grad=True):
+def cross_entropy_with_grad(
+    logits,
+    target,
+    *,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    lse_square_scale=0.0,
+    out=None,
+    want_grad=True,
+):
     """fastreg.ops.cross_entropy(_with_grad) for CUDA arrays: ``(loss, grad)`` (or the loss
     alone without want_grad), loss a 0-d (``'none'``: [N]) device array of the logits'
     type, asynchronously on the current stream; ``out`` may be ``logits`` (in place)."""
@@ -472,8 +617,10 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100, r
     elif t.dtype == x.dtype and t.shape == x.shape:
         probs = True
     else:
-        raise TypeError(f"target must hold int64 class indices of shape ({n},) (or {x.dtype} class probabilities "
-                        f"of shape {x.shape}), got {t.dtype} of shape {t.shape}")
+        raise TypeError(
+            f"target must hold int64 class indices of shape ({n},) (or {x.dtype} class probabilities "
+            f"of shape {x.shape}), got {t.dtype} of shape {t.shape}"
+        )
     if not t.contiguous:
         raise ValueError("target must be C-contiguous on the GPU")
     w = None
@@ -499,9 +646,29 @@ def cross_entropy_with_grad(logits, target, *, weight=None, ignore_index=-100, r
     rows = _empty(x, (n,), "float32") if red != 0 else None
     stats = _empty(x, (2,), "float32")
     ptr = lambda a: 0 if a is None else _Dev(a, "scratch").ptr  # noqa: E731
-    _launch(mod, code, x.ptr, n, c, 0 if probs else t.ptr, t.ptr if probs else 0, 0 if w is None else w.ptr,
-            ignore_index, label_smoothing, lse_square_scale, red, ptr(loss), ptr(rows), ptr(stats),
-            0 if g is None else g.ptr, 0, 0, 0, x.device, _stream_for(x.kind, x.device))
+    _launch(
+        mod,
+        code,
+        x.ptr,
+        n,
+        c,
+        0 if probs else t.ptr,
+        t.ptr if probs else 0,
+        0 if w is None else w.ptr,
+        ignore_index,
+        label_smoothing,
+        lse_square_scale,
+        red,
+        ptr(loss),
+        ptr(rows),
+        ptr(stats),
+        0 if g is None else g.ptr,
+        0,
+        0,
+        0,
+        x.device,
+        _stream_for(x.kind, x.device),
+    )
     if not want_grad:
         return loss
     return loss, g.obj
@@ -553,10 +720,21 @@ def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, weight
     for e in entries:
         by_dtype.setdefault(e[1].dtype, []).append(e)
     for dt, es in by_dtype.items():
-        mod.sgd_update(_CODES[dt], [e[1].ptr for e in es], [e[2].ptr for e in es],
-                       [(_Dev(new[e[0]], "buf").ptr if e[0] in new else e[3].ptr) for e in es] if use_mom else [],
-                       [math.prod(e[1].shape) for e in es], [1 if e[0] in new else 0 for e in es] if use_mom else [],
-                       float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov),
-                       bool(maximize), dev, stream)
+        mod.sgd_update(
+            _CODES[dt],
+            [e[1].ptr for e in es],
+            [e[2].ptr for e in es],
+            [(_Dev(new[e[0]], "buf").ptr if e[0] in new else e[3].ptr) for e in es] if use_mom else [],
+            [math.prod(e[1].shape) for e in es],
+            [1 if e[0] in new else 0 for e in es] if use_mom else [],
+            float(lr),
+            float(momentum),
+            float(dampening),
+            float(weight_decay),
+            bool(nesterov),
+            bool(maximize),
+            dev,
+            stream,
+        )
     for i, b in new.items():
         momentum_buffers[i] = b

@@ -26,8 +26,19 @@ from . import _core
 # What must agree on every rank, in the order of the fingerprint all-gathered at the
 # start of each data-parallel fit; a difference would make the ranks train different
 # models (or deadlock), so it is an error on every rank.
-_FINGERPRINT = ("n_samples", "n_features", "n_outputs", "dtype", "batch_size", "lr", "momentum",
-                "weight_decay", "epochs", "shuffle", "loss")
+_FINGERPRINT = (
+    "n_samples",
+    "n_features",
+    "n_outputs",
+    "dtype",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "epochs",
+    "shuffle",
+    "loss",
+)
 _DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.uint8): 2}
 _LOSS_CODES = {"cross_entropy": 0, "squared": 1, "huber": 2, "l1": 3}
 
@@ -63,8 +74,10 @@ def resolve(distributed) -> DataParallel | None:
         raise RuntimeError("distributed=True, but this torch build has no torch.distributed support")
     if not dist.is_initialized():
         # torch's own wording and type for using a group before init_process_group.
-        raise ValueError("distributed=True needs an initialised default process group: call "
-                         "torch.distributed.init_process_group('gloo') first (torchrun sets the environment)")
+        raise ValueError(
+            "distributed=True needs an initialised default process group: call "
+            "torch.distributed.init_process_group('gloo') first (torchrun sets the environment)"
+        )
     return DataParallel(torch, dist)
 
 
@@ -89,8 +102,21 @@ class DataParallel:
         torch, dist = self.torch, self.dist
         c, d = est._w.shape
         mine = torch.tensor(
-            [X.shape[0], d, c, _DTYPE_CODES[X.dtype], est.batch_size, est.lr, est.momentum, est.weight_decay,
-             epochs, bool(est.shuffle), _LOSS_CODES[loss]], dtype=torch.float64)
+            [
+                X.shape[0],
+                d,
+                c,
+                _DTYPE_CODES[X.dtype],
+                est.batch_size,
+                est.lr,
+                est.momentum,
+                est.weight_decay,
+                epochs,
+                bool(est.shuffle),
+                _LOSS_CODES[loss],
+            ],
+            dtype=torch.float64,
+        )
         every = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(every, mine)
         ref = every[0]
@@ -100,9 +126,11 @@ class DataParallel:
                 k = int(bad[0, 0])
                 name = _FINGERPRINT[k]
                 got0, got = _decode(k, float(ref[k])), _decode(k, float(every[r][k]))
-                msg = (f"data-parallel fit: {name} differs between ranks (rank 0: {got0}, rank {r}: {got}); every "
-                       "rank must call fit with the same hyper-parameters and the whole data set (each trains "
-                       "on its own shard)")
+                msg = (
+                    f"data-parallel fit: {name} differs between ranks (rank 0: {got0}, rank {r}: {got}); every "
+                    "rank must call fit with the same hyper-parameters and the whole data set (each trains "
+                    "on its own shard)"
+                )
                 raise TypeError(msg) if name == "dtype" else ValueError(msg)
         # Parameters and buffers: broadcast in place through zero-copy tensor views.
         for a in (est._w, est._b, est._w_buf, est._b_buf):

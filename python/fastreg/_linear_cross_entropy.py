@@ -33,8 +33,21 @@ def _array(x, name: str) -> tuple[np.ndarray, bool]:
     return (a if a.flags.c_contiguous else np.ascontiguousarray(a)), tensor
 
 
-def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_square_scale, softcap,
-         want_grad, return_lse, return_argmax, grad_scale=1.0):
+def _run(
+    h,
+    weight,
+    target,
+    bias,
+    ignore_index,
+    label_smoothing,
+    reduction,
+    lse_square_scale,
+    softcap,
+    want_grad,
+    return_lse,
+    return_argmax,
+    grad_scale=1.0,
+):
     _ensure_blas()
     x, as_tensor = _array(h, "input")
     w, _ = _array(weight, "weight")
@@ -64,8 +77,20 @@ def _run(h, weight, target, bias, ignore_index, label_smoothing, reduction, lse_
     lse = np.empty(n, x.dtype) if return_lse else None
     am = np.empty(n, np.int64) if return_argmax else None
     loss = _core.linear_cross_entropy(
-        x, w, y, b, int(ignore_index), reduction, label_smoothing, lse_square_scale, softcap,
-        *grads, rows, lse, am, float(grad_scale),
+        x,
+        w,
+        y,
+        b,
+        int(ignore_index),
+        reduction,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+        *grads,
+        rows,
+        lse,
+        am,
+        float(grad_scale),
     )
 
     def out(a):
@@ -121,8 +146,20 @@ def linear_cross_entropy(
     first NaN in a row holding one), as ``numpy.unique``'s ``return_*`` flags do. Ignored rows
     get their lse and argmax too.
     """
-    return _run(input, weight, target, bias, ignore_index, label_smoothing, reduction, lse_square_scale, softcap,
-                False, return_lse, return_argmax)
+    return _run(
+        input,
+        weight,
+        target,
+        bias,
+        ignore_index,
+        label_smoothing,
+        reduction,
+        lse_square_scale,
+        softcap,
+        False,
+        return_lse,
+        return_argmax,
+    )
 
 
 def linear_cross_entropy_with_grad(
@@ -145,5 +182,17 @@ def linear_cross_entropy_with_grad(
     None), the gradients of the loss (for ``reduction='none'``: of the summed row losses).
     ``return_lse`` / ``return_argmax`` append the per-row lse / argmax after grad_bias.
     """
-    return _run(input, weight, target, bias, ignore_index, label_smoothing, reduction, lse_square_scale, softcap,
-                True, return_lse, return_argmax)
+    return _run(
+        input,
+        weight,
+        target,
+        bias,
+        ignore_index,
+        label_smoothing,
+        reduction,
+        lse_square_scale,
+        softcap,
+        True,
+        return_lse,
+        return_argmax,
+    )

@@ -27,13 +27,13 @@ def _reference(h, weight, target, bias, ignore_index, label_smoothing, reduction
     z = F.linear(h, weight, bias)
     if softcap is not None:
         z = softcap * torch.tanh(z / softcap)
-    loss = F.cross_entropy(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                           reduction=reduction)
+    loss = F.cross_entropy(z, target, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)
     if lse_square_scale:
         keep = target != ignore_index
         z_loss = lse_square_scale * torch.logsumexp(z, -1) ** 2 * keep
-        loss = loss + (z_loss if reduction == "none" else
-                       z_loss.sum() / keep.sum() if reduction == "mean" else z_loss.sum())
+        loss = loss + (
+            z_loss if reduction == "none" else z_loss.sum() / keep.sum() if reduction == "mean" else z_loss.sum()
+        )
     return loss
 
 
@@ -47,8 +47,24 @@ def _run(h, weight, target, bias, opts, grad_scale, want):
     gw = np.empty_like(w) if want[1] else None
     gb = np.empty_like(b) if want[2] and b is not None else None
     rows = np.empty(x.shape[0], x.dtype) if reduction == "none" else None
-    loss = _core.linear_cross_entropy(x, w, y, b, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
-                                      gh, gw, gb, rows, None, None, grad_scale)
+    loss = _core.linear_cross_entropy(
+        x,
+        w,
+        y,
+        b,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+        gh,
+        gw,
+        gb,
+        rows,
+        None,
+        None,
+        grad_scale,
+    )
     out = torch.from_numpy(rows) if rows is not None else torch.scalar_tensor(loss, dtype=h.dtype)
     return out, tuple(None if g is None else torch.from_numpy(g) for g in (gh, gw, gb))
 
@@ -76,8 +92,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         if torch.is_grad_enabled():  # create_graph=True: a graph of the backward pass is wanted
-            raise RuntimeError("fastreg.torch.linear_cross_entropy does not support higher-order gradients "
-                               "(create_graph=True / double backward); use F.cross_entropy(F.linear(...)) for that")
+            raise RuntimeError(
+                "fastreg.torch.linear_cross_entropy does not support higher-order gradients "
+                "(create_graph=True / double backward); use F.cross_entropy(F.linear(...)) for that"
+            )
         if ctx.opts[2] != "none":
             grads = tuple(None if g is None else g * grad_output for g in ctx.grads)
             return grads[0], grads[1], None, grads[2], None
@@ -109,8 +127,17 @@ def _fused_ok(h, weight, target, bias) -> bool:
     return target.dtype == torch.int64 and h.dim() >= 1 and weight.dim() == 2
 
 
-def linear_cross_entropy(h, weight, target, bias=None, ignore_index: int = -100, label_smoothing: float = 0.0,
-                         reduction: str = "mean", lse_square_scale: float = 0.0, softcap: float | None = None):
+def linear_cross_entropy(
+    h,
+    weight,
+    target,
+    bias=None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+):
     """``F.cross_entropy(F.linear(h, weight, bias), target, ...)`` with autograd, without the logits.
 
     h: float32/float64 [..., D] (rows flattened); weight: [V, D]; target: int64 [...] (h's
@@ -123,13 +150,22 @@ def linear_cross_entropy(h, weight, target, bias=None, ignore_index: int = -100,
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    opts = (int(ignore_index), float(label_smoothing), reduction, float(lse_square_scale),
-            None if softcap is None else float(softcap))
+    opts = (
+        int(ignore_index),
+        float(label_smoothing),
+        reduction,
+        float(lse_square_scale),
+        None if softcap is None else float(softcap),
+    )
     if not _fused_ok(h, weight, target, bias):
         from .torch import FastregFallbackWarning
 
-        warnings.warn("fastreg.torch.linear_cross_entropy: no fused kernel for these inputs (CPU float32/float64 "
-                      "with int64 targets only); using torch's ops", FastregFallbackWarning, stacklevel=2)
+        warnings.warn(
+            "fastreg.torch.linear_cross_entropy: no fused kernel for these inputs (CPU float32/float64 "
+            "with int64 targets only); using torch's ops",
+            FastregFallbackWarning,
+            stacklevel=2,
+        )
         return _reference(h, weight, target, bias, *opts)
     _ensure_blas()
     lead = h.shape[:-1]
@@ -144,8 +180,14 @@ class LinearCrossEntropyLoss(torch.nn.Module):
     bias=None)`` = :func:`linear_cross_entropy` (Liger-Kernel's FusedLinearCrossEntropyLoss
     options; fastreg takes h before weight, as ``F.linear``)."""
 
-    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = "mean",
-                 lse_square_scale: float = 0.0, softcap: float | None = None):
+    def __init__(
+        self,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        lse_square_scale: float = 0.0,
+        softcap: float | None = None,
+    ):
         super().__init__()
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0.0, 1.0], got {label_smoothing}")
@@ -155,9 +197,20 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.lse_square_scale, self.softcap = lse_square_scale, softcap
 
     def forward(self, h, weight, target, bias=None):
-        return linear_cross_entropy(h, weight, target, bias, self.ignore_index, self.label_smoothing, self.reduction,
-                                    self.lse_square_scale, self.softcap)
+        return linear_cross_entropy(
+            h,
+            weight,
+            target,
+            bias,
+            self.ignore_index,
+            self.label_smoothing,
+            self.reduction,
+            self.lse_square_scale,
+            self.softcap,
+        )
 
     def extra_repr(self) -> str:
-        return (f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, "
-                f"reduction={self.reduction!r}, lse_square_scale={self.lse_square_scale}, softcap={self.softcap}")
+        return (
+            f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, "
+            f"reduction={self.reduction!r}, lse_square_scale={self.lse_square_scale}, softcap={self.softcap}"
+        )

@@ -105,7 +105,8 @@ def _lr(text: str) -> float:
     if value > _MAX_CLI_LR:
         raise argparse.ArgumentTypeError(
             f"expected a learning rate in (0, {_MAX_CLI_LR:g}], got {text!r}: the datasets' features are "
-            f"scaled to about unit size, where steps that large only diverge")
+            f"scaled to about unit size, where steps that large only diverge"
+        )
     return value
 
 
@@ -116,8 +117,9 @@ def _momentum(text: str) -> float:
     try:
         return check_momentum(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text!r} (momentum >= 1 "
-                                         f"never forgets a step and diverges)") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a momentum in [0, 1), got {text!r} (momentum >= 1 never forgets a step and diverges)"
+        ) from None
 
 
 def _fraction(text: str) -> float:
@@ -160,8 +162,17 @@ def _split(X: np.ndarray, y: np.ndarray, test_size: float, seed: int):
     return X[train], y[train], X[test], y[test]
 
 
-def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, seed: int, verify: bool = True,
-                 vocab_size: int = NEXT_WORD_DEFAULTS["vocab_size"], dim: int = NEXT_WORD_DEFAULTS["dim"]):
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str,
+    download: bool,
+    test_size: float,
+    seed: int,
+    verify: bool = True,
+    vocab_size: int = NEXT_WORD_DEFAULTS["vocab_size"],
+    dim: int = NEXT_WORD_DEFAULTS["dim"],
+):
     """``(X_train, y_train, X_test, y_test, description)`` for a ``fastreg train`` dataset.
 
     Features are float32[N, D]; classification labels int64[N], regression targets float32[N].
@@ -180,8 +191,10 @@ def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, 
             desc = "scikit-learn digits (8x8 handwriting)"
         elif name == "next-word":
             X, y = datasets.next_word_data(vocab_size, dim, NEXT_WORD_EXAMPLES, seed=seed)
-            desc = (f"synthetic next word: {vocab_size} words (Zipf), {dim}-dim contexts, "
-                    f"{len(np.unique(y))} distinct words in the sample")
+            desc = (
+                f"synthetic next word: {vocab_size} words (Zipf), {dim}-dim contexts, "
+                f"{len(np.unique(y))} distinct words in the sample"
+            )
         elif name == "diabetes":
             X, y = datasets.load_diabetes()
             # Standardise the features so one learning rate suits all of them.
@@ -191,7 +204,9 @@ def load_dataset(name: str, *, data_dir: str, download: bool, test_size: float, 
             X, y = datasets.synthetic_data([2.0, -3.4], 4.2, 1000, seed=seed)
             desc = "synthetic y = 2 x1 - 3.4 x2 + 4.2 + N(0, 0.01^2)"
     except FileNotFoundError as e:
-        raise UsageError(str(e).replace("pass download=True", "run again with --download (or give --data-dir)")) from None
+        raise UsageError(
+            str(e).replace("pass download=True", "run again with --download (or give --data-dir)")
+        ) from None
     except (ValueError, ImportError, OSError) as e:
         raise UsageError(str(e).replace("pass verify=False", "pass --no-verify")) from None
     Xtr, ytr, Xte, yte = _split(X, y, test_size, seed)
@@ -226,8 +241,13 @@ def _estimator(args):
     if cls is None:
         raise UsageError(f"this fastreg has no {cls_name} (the estimators are not built in)")
     kwargs = dict(
-        lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, momentum=args.momentum,
-        weight_decay=args.weight_decay, random_state=args.seed, verbose=not args.quiet,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        random_state=args.seed,
+        verbose=not args.quiet,
     )
     if getattr(args, "device", "cpu") != "cpu":  # only when asked, so older fastreg estimators still work
         kwargs["device"] = args.device
@@ -311,12 +331,19 @@ def _print_memory_and_speed(args, n: int, d: int, per_epoch: float, rss_before, 
     batch_logits = min(args.batch_size, n) * v * 4 / mb
     peak = _peak_rss_mb()
     grew = "" if peak is None or rss_before is None else f", {peak - rss_before:.0f} MB more than before training"
-    print(f"  memory: peak resident {peak:.0f} MB{grew} (for scale: a batch's float32 logits are "
-          f"{batch_logits:.0f} MB, the training set's {n * v * 4 / mb:.0f} MB)" if peak is not None
-          else "  memory: this OS does not report peak memory", file=out)
+    print(
+        f"  memory: peak resident {peak:.0f} MB{grew} (for scale: a batch's float32 logits are "
+        f"{batch_logits:.0f} MB, the training set's {n * v * 4 / mb:.0f} MB)"
+        if peak is not None
+        else "  memory: this OS does not report peak memory",
+        file=out,
+    )
     flops = 6 * n * d * v  # forward, and the input and weight gradients (3 products of n x d x v)
-    print(f"  speed: {per_epoch * 1e3:.0f} ms/epoch, {n / per_epoch:,.0f} rows/s, "
-          f"{flops / per_epoch / 1e9:.0f} GFLOP/s (6 N D V per epoch)", file=out)
+    print(
+        f"  speed: {per_epoch * 1e3:.0f} ms/epoch, {n / per_epoch:,.0f} rows/s, "
+        f"{flops / per_epoch / 1e9:.0f} GFLOP/s (6 N D V per epoch)",
+        file=out,
+    )
 
 
 def cmd_train(args, out=None) -> int:
@@ -359,13 +386,20 @@ def cmd_train(args, out=None) -> int:
         fastreg.set_num_threads(args.threads)
 
     Xtr, ytr, Xte, yte, desc = load_dataset(
-        dataset, data_dir=args.data_dir, download=args.download, test_size=args.test_size, seed=args.seed,
-        verify=not args.no_verify, vocab_size=args.vocab_size, dim=args.dim,
+        dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        test_size=args.test_size,
+        seed=args.seed,
+        verify=not args.no_verify,
+        vocab_size=args.vocab_size,
+        dim=args.dim,
     )
     print(f"fastreg train: {model} regression on {desc}", file=out)
     print(
         f"  epochs={args.epochs} lr={args.lr} batch_size={args.batch_size} momentum={args.momentum} "
-        f"weight_decay={args.weight_decay} seed={args.seed}", file=out,
+        f"weight_decay={args.weight_decay} seed={args.seed}",
+        file=out,
     )
     est = _estimator(args)
     rss_before = _peak_rss_mb()
@@ -380,9 +414,11 @@ def cmd_train(args, out=None) -> int:
     history = est.history_
     if not args.quiet:
         _print_history(history, task, out)
-        print("  (train loss/acc: running means over each epoch's batches, taken while the model was still "
-              "learning;\n   the final line below scores the finished model on the whole train and test sets)",
-              file=out)
+        print(
+            "  (train loss/acc: running means over each epoch's batches, taken while the model was still "
+            "learning;\n   the final line below scores the finished model on the whole train and test sets)",
+            file=out,
+        )
     per_epoch = statistics.mean(history["seconds"]) if history["seconds"] else float("nan")
     final_loss = history["train_loss"][-1] if history["train_loss"] else float("nan")
     if not math.isfinite(final_loss):
@@ -390,8 +426,8 @@ def cmd_train(args, out=None) -> int:
     train_score, test_score = est.score(Xtr, ytr), est.score(Xte, yte)
     metric = "accuracy" if task == "classification" else "R^2"
     print(
-        f"fastreg: train {metric} {train_score:.4f}, test {metric} {test_score:.4f}, "
-        f"{per_epoch * 1e3:.1f} ms/epoch", file=out,
+        f"fastreg: train {metric} {train_score:.4f}, test {metric} {test_score:.4f}, {per_epoch * 1e3:.1f} ms/epoch",
+        file=out,
     )
     if dataset == "next-word":
         _print_memory_and_speed(args, len(Xtr), Xtr.shape[1], per_epoch, rss_before, out)
@@ -404,8 +440,11 @@ def cmd_train(args, out=None) -> int:
         print(f"fastreg is {ratio:.1f}x {'faster' if ratio >= 1 else 'slower'} per epoch than torch", file=out)
     if args.save:
         est.save(args.save)  # fastreg's model format (docs/models.md): fastreg predict --model reads it
-        print(f"saved the model to {args.save} (fastreg predict --model {args.save} --data {dataset} "
-              f"--seed {args.seed} --test-size {args.test_size} scores it on this test split)", file=out)
+        print(
+            f"saved the model to {args.save} (fastreg predict --model {args.save} --data {dataset} "
+            f"--seed {args.seed} --test-size {args.test_size} scores it on this test split)",
+            file=out,
+        )
     if args.plot:
         from . import plot
 
@@ -429,8 +468,10 @@ def _load_data_file(path: str):
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 if "X" not in z.files:
-                    raise UsageError(f"--data {path}: an .npz needs an array named X (and optionally y), "
-                                     f"found {', '.join(z.files) or 'nothing'}")
+                    raise UsageError(
+                        f"--data {path}: an .npz needs an array named X (and optionally y), "
+                        f"found {', '.join(z.files) or 'nothing'}"
+                    )
                 X, y = z["X"], (z["y"] if "y" in z.files else None)
         elif p.suffix == ".csv":
             X, y = np.loadtxt(p, delimiter=",", ndmin=2), None
@@ -455,8 +496,14 @@ def cmd_predict(args, out=None) -> int:
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
     if args.data in DATASETS:
-        _, _, X, y, desc = load_dataset(args.data, data_dir=args.data_dir, download=args.download,
-                                        test_size=args.test_size, seed=args.seed, verify=not args.no_verify)
+        _, _, X, y, desc = load_dataset(
+            args.data,
+            data_dir=args.data_dir,
+            download=args.download,
+            test_size=args.test_size,
+            seed=args.seed,
+            verify=not args.no_verify,
+        )
         desc = f"the test split of {desc}"
     else:
         X, y = _load_data_file(args.data)
@@ -529,11 +576,24 @@ def cmd_bench(args, out=None) -> int:
         json_path = str(Path(args.json).resolve()) if args.json else os.path.join(tmp, "bench.json")
         targets = [str(bench_dir / t) for t in _QUICK] if args.quick else [str(bench_dir)]
         k = " and ".join(f"({e})" for e in ([_QUICK_K] if args.quick else []) + ([args.k] if args.k else []))
-        cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-p", "no:cacheprovider",
-               f"--benchmark-json={json_path}", *(["-k", k] if k else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *targets,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-json={json_path}",
+            *(["-k", k] if k else []),
+        ]
         # The child imports the fastreg this command runs.
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(Path(fastreg.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(
+                [str(Path(fastreg.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+            ),
+        )
         print(f"running: {' '.join(cmd[1:])}", file=out, flush=True)
         proc = subprocess.run(cmd, cwd=str(bench_dir.parent), env=env, capture_output=True, text=True)
         log = (proc.stdout + proc.stderr).strip().splitlines()
@@ -555,25 +615,34 @@ def cmd_bench(args, out=None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastreg", description="Fast linear and softmax regression (d2l chapter 3).")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,predict,bench,info}",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,predict,bench,info}", parser_class=_Parser
+    )
 
     sub.add_parser("info", help="print the build and runtime configuration", description="Print show_config().")
 
     t = sub.add_parser(
-        "train", help="train a model and plot its learning curves",
+        "train",
+        help="train a model and plot its learning curves",
         description="Train softmax (default: on scikit-learn's digits, no download) or linear regression; "
         "print per-epoch progress and final accuracy, write the learning-curve PNG.",
         formatter_class=_HelpFormatter,
     )
-    t.add_argument("--dataset", choices=list(DATASETS),
-                   help="default: digits for --model softmax, synthetic for --model linear")
-    t.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help=f"folder with the Fashion-MNIST files (default: {DEFAULT_DATA_DIR})")
+    t.add_argument(
+        "--dataset", choices=list(DATASETS), help="default: digits for --model softmax, synthetic for --model linear"
+    )
+    t.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help=f"folder with the Fashion-MNIST files (default: {DEFAULT_DATA_DIR})",
+    )
     t.add_argument("--download", action="store_true", help="download Fashion-MNIST into --data-dir if missing")
     t.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the Fashion-MNIST files")
-    t.add_argument("--model", choices=list(MODEL_TASK),
-                   help="default: implied by --dataset (linear for synthetic and diabetes), else softmax")
+    t.add_argument(
+        "--model",
+        choices=list(MODEL_TASK),
+        help="default: implied by --dataset (linear for synthetic and diabetes), else softmax",
+    )
     t.add_argument("--loss", choices=["squared", "huber", "l1"], default="squared", help="for --model linear")
     t.add_argument("--epochs", type=_positive_int, help="default: the dataset's (docs/cli.md)")
     t.add_argument("--lr", type=_lr, help=f"learning rate in (0, {_MAX_CLI_LR:g}]; default: the dataset's")
@@ -581,32 +650,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=_momentum, default=0.0, help="SGD momentum, in [0, 1)")
     t.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="L2 penalty on the weights")
     t.add_argument("--seed", type=_nonneg_int, help="seed for the split, initialisation and shuffling (default 0)")
-    t.add_argument("--test-size", type=_fraction, default=0.25,
-                   help="held-out fraction for datasets without a test split (default 0.25)")
+    t.add_argument(
+        "--test-size",
+        type=_fraction,
+        default=0.25,
+        help="held-out fraction for datasets without a test split (default 0.25)",
+    )
     t.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N (docs/cuda.md)")
     t.add_argument("--threads", type=_positive_int, help="threads for fastreg's kernels")
-    t.add_argument("--plot", type=_png_path, default="curves.png", metavar="PNG",
-                   help="learning-curve picture (default: curves.png; 'none' to skip)")
-    t.add_argument("--save", metavar="FILE",
-                   help="save the trained model in fastreg's format (an .npz without pickles; "
-                   "fastreg predict --model FILE reads it)")
-    t.add_argument("--vocab-size", type=_positive_int,
-                   help=f"words (classes) of --dataset next-word (default {NEXT_WORD_DEFAULTS['vocab_size']})")
-    t.add_argument("--dim", type=_positive_int,
-                   help=f"context dimension of --dataset next-word (default {NEXT_WORD_DEFAULTS['dim']})")
+    t.add_argument(
+        "--plot",
+        type=_png_path,
+        default="curves.png",
+        metavar="PNG",
+        help="learning-curve picture (default: curves.png; 'none' to skip)",
+    )
+    t.add_argument(
+        "--save",
+        metavar="FILE",
+        help="save the trained model in fastreg's format (an .npz without pickles; "
+        "fastreg predict --model FILE reads it)",
+    )
+    t.add_argument(
+        "--vocab-size",
+        type=_positive_int,
+        help=f"words (classes) of --dataset next-word (default {NEXT_WORD_DEFAULTS['vocab_size']})",
+    )
+    t.add_argument(
+        "--dim",
+        type=_positive_int,
+        help=f"context dimension of --dataset next-word (default {NEXT_WORD_DEFAULTS['dim']})",
+    )
     t.add_argument("--compare-torch", action="store_true", help="also train d2l's concise torch model")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch table")
 
     pr = sub.add_parser(
-        "predict", help="apply a saved model to data",
+        "predict",
+        help="apply a saved model to data",
         description="Load a model saved by 'fastreg train --save' (or an estimator's save()); print its "
         "accuracy (R^2 for linear) when the data has labels, else one prediction per line.",
         formatter_class=_HelpFormatter,
     )
     pr.add_argument("--model", required=True, metavar="FILE", help="the saved model")
-    pr.add_argument("--data", required=True, metavar="DATA",
-                    help=f"a dataset name ({', '.join(DATASETS)}: its test split, as 'fastreg train' made it "
-                    "with the same --seed and --test-size), or a file: .npz with X (and y), .npy (X), .csv (X)")
+    pr.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA",
+        help=f"a dataset name ({', '.join(DATASETS)}: its test split, as 'fastreg train' made it "
+        "with the same --seed and --test-size), or a file: .npz with X (and y), .npy (X), .csv (X)",
+    )
     pr.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with the Fashion-MNIST files")
     pr.add_argument("--download", action="store_true", help="download Fashion-MNIST into --data-dir if missing")
     pr.add_argument("--no-verify", action="store_true", help="skip the MD5 check of the Fashion-MNIST files")
@@ -614,12 +706,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--test-size", type=_fraction, default=0.25, help="the held-out fraction, as given to train")
 
     b = sub.add_parser(
-        "bench", help="run the benchmark suite (bench/) against PyTorch and print its table",
+        "bench",
+        help="run the benchmark suite (bench/) against PyTorch and print its table",
         description="Run pytest-benchmark over bench/ of a source checkout (fastreg against torch, d2l, "
         "scikit-learn, each answer checked before it is timed) and print the README's table from that run.",
     )
-    b.add_argument("--quick", action="store_true",
-                   help="one case per area at the chapter's sizes: minibatches, cross-entropy, SGD, an epoch")
+    b.add_argument(
+        "--quick",
+        action="store_true",
+        help="one case per area at the chapter's sizes: minibatches, cross-entropy, SGD, an epoch",
+    )
     b.add_argument("-k", metavar="EXPR", help="pytest -k expression selecting cases (with --quick: within them)")
     b.add_argument("--bench-dir", metavar="DIR", help="the benchmark suite (default: ./bench, or the checkout's)")
     b.add_argument("--json", metavar="PATH", help="keep pytest-benchmark's JSON of the run")

@@ -91,8 +91,7 @@ def device_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
             raise ValueError(f"{name} must be contiguous")
     if dst.dtype != src.dtype or dst.shape != src.shape:
         raise ValueError(
-            f"dst and src must match: dst is {dst.dtype}{tuple(dst.shape)}, "
-            f"src is {src.dtype}{tuple(src.shape)}"
+            f"dst and src must match: dst is {dst.dtype}{tuple(dst.shape)}, src is {src.dtype}{tuple(src.shape)}"
         )
     if dst.device != src.device:
         raise ValueError(f"dst and src must be on the same device, got {dst.device} and {src.device}")
@@ -101,10 +100,18 @@ def device_copy(dst: torch.Tensor, src: torch.Tensor) -> None:
         mod.device_copy(dst.data_ptr(), src.data_ptr(), dst.numel() * dst.element_size(), stream)
 
 
-def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  ignore_index: int = -100, reduction: str = "mean",
-                  label_smoothing: float = 0.0, *, lse_square_scale: float = 0.0, inplace_backward: bool = False,
-                  grad_in_forward: bool = True) -> torch.Tensor:
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    inplace_backward: bool = False,
+    grad_in_forward: bool = True,
+) -> torch.Tensor:
     """``fastreg.torch.cross_entropy`` on CUDA tensors, with two extra options.
 
     input: float32/float16/bfloat16 [N, C] (or [C]) CUDA logits; target: int64 class
@@ -128,8 +135,17 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     """
     from ._cuda_ops import torch_cross_entropy
 
-    return torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale,
-                               inplace_backward, grad_in_forward)
+    return torch_cross_entropy(
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        lse_square_scale,
+        inplace_backward,
+        grad_in_forward,
+    )
 
 
 def check_errors(device: int | str | torch.device | None = None) -> None:

@@ -49,7 +49,9 @@ def _index_list(indices, n: int, what: str) -> np.ndarray:
     """A Subset's indices (a list, range, array or tensor of ints) as int64 in [0, n)."""
     if is_tensor(indices):
         indices = indices.detach().cpu().numpy()
-    idx = np.asarray(indices if not isinstance(indices, range) else np.arange(indices.start, indices.stop, indices.step))
+    idx = np.asarray(
+        indices if not isinstance(indices, range) else np.arange(indices.start, indices.stop, indices.step)
+    )
     if idx.size == 0:
         return np.zeros(0, dtype=np.int64)
     if idx.dtype == np.bool_ or not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
@@ -346,8 +348,12 @@ class DataLoader:
                 raise ValueError("prefetch_factor option should be non-negative")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
-        for name, flag in (("pin_memory", pin_memory), ("drop_last", drop_last),
-                           ("persistent_workers", persistent_workers), ("in_order", in_order)):
+        for name, flag in (
+            ("pin_memory", pin_memory),
+            ("drop_last", drop_last),
+            ("persistent_workers", persistent_workers),
+            ("in_order", in_order),
+        ):
             if not isinstance(flag, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         if shuffle is not None and not isinstance(shuffle, (bool, np.bool_)):
@@ -369,7 +375,9 @@ class DataLoader:
             raise ValueError("batch_size=None option disables auto-batching and is mutually exclusive with drop_last")
         custom_order = sampler is not None or batch_sampler is not None
         if custom_order and seed is not None:
-            raise ValueError("seed= drives fastreg's own shuffle; with sampler= or batch_sampler= the sampler decides the order")
+            raise ValueError(
+                "seed= drives fastreg's own shuffle; with sampler= or batch_sampler= the sampler decides the order"
+            )
 
         self.num_workers, self.prefetch_factor, self.timeout = num_workers, prefetch_factor, timeout
         self.worker_init_fn, self.in_order = worker_init_fn, bool(in_order)
@@ -404,8 +412,10 @@ class DataLoader:
 
         if custom_order:
             if (rank is not None and rank != 0) or (world_size is not None and world_size != 1):
-                raise ValueError("rank/world_size shard fastreg's own order; with sampler= or batch_sampler= "
-                                 "shard in the sampler (e.g. DistributedSampler)")
+                raise ValueError(
+                    "rank/world_size shard fastreg's own order; with sampler= or batch_sampler= "
+                    "shard in the sampler (e.g. DistributedSampler)"
+                )
             rank, world_size = 0, 1
         self.rank, self.world_size = _distributed_defaults(rank, world_size)
         if self.drop_last and n % self.world_size:
@@ -421,7 +431,9 @@ class DataLoader:
             if seed is not None:
                 raise ValueError("pass either generator= (torch's RNG) or seed= (fastreg's RNG), not both")
             if self.world_size > 1:
-                raise ValueError("generator= reproduces torch's single-process DataLoader; use seed= with world_size > 1")
+                raise ValueError(
+                    "generator= reproduces torch's single-process DataLoader; use seed= with world_size > 1"
+                )
         # torch's global RNG orders the rows as torch's RandomSampler would: nothing is
         # drawn here, a base seed at each iter() and the epoch's seed at its first batch.
         self._torch_rng = generator is None and seed is None and torch is not None and self.world_size == 1
@@ -436,13 +448,19 @@ class DataLoader:
         if sampler is None:
             if torch_data is not None and (self._torch_rng or generator is not None):
                 sized = dataset if isinstance(dataset, torch_data.Dataset) else range(n)
-                sampler = (torch_data.RandomSampler(sized, generator=generator) if shuffle
-                           else torch_data.SequentialSampler(sized))
+                sampler = (
+                    torch_data.RandomSampler(sized, generator=generator)
+                    if shuffle
+                    else torch_data.SequentialSampler(sized)
+                )
             else:
                 sampler = _EpochSampler(self)
         if self.batch_size is not None and batch_sampler is None:
-            batch_sampler = (torch_data.BatchSampler(sampler, self.batch_size, drop_last) if torch_data is not None
-                             else _BatchIndices(sampler, self.batch_size, drop_last))
+            batch_sampler = (
+                torch_data.BatchSampler(sampler, self.batch_size, drop_last)
+                if torch_data is not None
+                else _BatchIndices(sampler, self.batch_size, drop_last)
+            )
         self.sampler, self.batch_sampler = sampler, batch_sampler
         if custom_order:  # the indices come from these objects, one batch at a time
             self._index_sampler = batch_sampler if batch_sampler is not None else sampler
@@ -450,8 +468,11 @@ class DataLoader:
             self._index_sampler = None
         # Torch batches are what default_collate/default_convert would make of them; a
         # collate_fn given for NumPy batches is applied (default_collate makes tensors).
-        default = (torch_data is not None and self._torch_out
-                   and collate_fn in (torch_data.default_collate, torch_data.default_convert))
+        default = (
+            torch_data is not None
+            and self._torch_out
+            and collate_fn in (torch_data.default_collate, torch_data.default_convert)
+        )
         self._collate = None if collate_fn is None or default else collate_fn
         if collate_fn is None and torch_data is not None:  # what torch's loader holds
             collate_fn = torch_data.default_collate if batch_sampler is not None else torch_data.default_convert
@@ -580,8 +601,19 @@ class DataLoader:
             order = self._order(epoch)
         unbatched = self.batch_size is None
         it = _core.BatchIter(
-            self._arrays, self._to_f32, self._scales, order, order_fn, 1 if unbatched else self.batch_size,
-            self.drop_last, first_batch, on_exhaust, self._to_tensor(), self._single, self._prefetch, self._pool,
+            self._arrays,
+            self._to_f32,
+            self._scales,
+            order,
+            order_fn,
+            1 if unbatched else self.batch_size,
+            self.drop_last,
+            first_batch,
+            on_exhaust,
+            self._to_tensor(),
+            self._single,
+            self._prefetch,
+            self._pool,
             unbatched=unbatched,
         )
         _track(it)
@@ -634,14 +666,20 @@ class DataLoader:
 
     def _fingerprint(self) -> dict:
         return {
-            "num_rows": self._n, "batch_size": self.batch_size, "shuffle": self.shuffle,
-            "drop_last": self.drop_last, "world_size": self.world_size, "rank": self.rank,
+            "num_rows": self._n,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "world_size": self.world_size,
+            "rank": self.rank,
         }
 
     def _check_resumable(self) -> None:
         if self._index_sampler is not None:
-            raise ValueError("state_dict/load_state_dict are not supported with sampler= or batch_sampler= "
-                             "(fastreg cannot restore a sampler's position)")
+            raise ValueError(
+                "state_dict/load_state_dict are not supported with sampler= or batch_sampler= "
+                "(fastreg cannot restore a sampler's position)"
+            )
 
     def state_dict(self) -> dict:
         """Where iteration stands, to resume exactly mid-epoch with ``load_state_dict``.

@@ -40,8 +40,16 @@ __all__ = [
 
 #: The ten Fashion-MNIST class names, in label order (d2l's ``text_labels``).
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 
 #: Official Fashion-MNIST mirror (the one zalandoresearch/fashion-mnist links to).
@@ -64,14 +72,20 @@ _MD5 = {
 # The original (digit) MNIST files share Fashion-MNIST's names and shapes; their MD5s
 # only let the error say what the wrong file is.
 _MNIST_MD5 = {
-    "f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-    "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c",
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "d53e105ee54ea40749a09fcbcd1e9432",
+    "9fb629c4189551a2d022fa330f9573f3",
+    "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
 # IDX type code -> big-endian NumPy dtype (yann.lecun.com/exdb/mnist format).
 _IDX_DTYPES = {
-    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
 }
 
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049  # ubyte with 3 dims / with 1 dim
@@ -92,9 +106,17 @@ def _check_regular_file(path: Path) -> None:
         return
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"{path} is a directory, not an IDX file")
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-            else "not a file")
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "a block device"
+        if stat.S_ISBLK(mode)
+        else "not a file"
+    )
     raise ValueError(f"{path} is not a regular file ({kind}); IDX files are read from regular files")
 
 
@@ -508,10 +530,15 @@ def synthetic_data(
     return X.astype(np.float32), y.astype(np.float32)
 
 
-
-
-def next_word_data(vocab_size: int = 32000, dim: int = 128, num_examples: int = 20000, *, exponent: float = 1.1,
-                   noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def next_word_data(
+    vocab_size: int = 32000,
+    dim: int = 128,
+    num_examples: int = 20000,
+    *,
+    exponent: float = 1.1,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic next-word task over a large vocabulary (d2l 3.4's question of softmax
     regression with very many classes): ``(X float32[num_examples, dim], y int64[num_examples])``.
 

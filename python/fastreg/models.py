@@ -48,8 +48,15 @@ _Est = TypeVar("_Est", bound="_SGDEstimator")
 _File = Union[str, "os.PathLike[str]", IO[bytes]]
 
 # The two estimators and NotFittedError are created on first use, by __getattr__ below.
-__all__ = ["LinearRegression", "NotFittedError", "SoftmaxRegression", "TrainingDivergedError",  # noqa: F822
-           "check_lr", "check_momentum", "load"]
+__all__ = [
+    "LinearRegression",  # noqa: F822 (created on first use)
+    "NotFittedError",  # noqa: F822
+    "SoftmaxRegression",  # noqa: F822
+    "TrainingDivergedError",
+    "check_lr",
+    "check_momentum",
+    "load",
+]
 
 
 class TrainingDivergedError(ValueError, FloatingPointError):
@@ -111,8 +118,9 @@ def _check_X(X, name: str = "X", *, check_finite: bool = True) -> np.ndarray:
     NumPy converts to float64. Finite unless check_finite is False (fit and partial_fit
     leave that to the first epoch, which reads every row anyway). Any layout is taken."""
     if _is_sparse(X):
-        raise TypeError(f"{name} is a scipy.sparse matrix; sparse input is not supported, "
-                        f"pass a dense array ({name}.toarray())")
+        raise TypeError(
+            f"{name} is a scipy.sparse matrix; sparse input is not supported, pass a dense array ({name}.toarray())"
+        )
     if hasattr(X, "detach") and hasattr(X, "numpy"):  # a CPU torch tensor
         X = X.detach().numpy()
     X = np.asarray(X)
@@ -123,16 +131,22 @@ def _check_X(X, name: str = "X", *, check_finite: bool = True) -> np.ndarray:
             raise TypeError(f"{name} must be numeric, got dtype {X.dtype}")
         X = X.astype(np.float64)  # an object array of numbers converts; of anything else, TypeError
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [n_samples, n_features], got shape {X.shape}. Reshape your data "
-                         f"either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if "
-                         f"it contains a single sample.")
+        raise ValueError(
+            f"{name} must be 2-D [n_samples, n_features], got shape {X.shape}. Reshape your data "
+            f"either using X.reshape(-1, 1) if it has a single feature or X.reshape(1, -1) if "
+            f"it contains a single sample."
+        )
     # scikit-learn's words: a model of no samples or no features is a mistake, not a fit
     if X.shape[0] == 0:
-        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required "
-                         f"({name} must hold at least one sample).")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required "
+            f"({name} must hold at least one sample)."
+        )
     if X.shape[1] == 0:
-        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required "
-                         f"({name} must hold at least one feature).")
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required "
+            f"({name} must hold at least one feature)."
+        )
     X = np.ascontiguousarray(X)
     if check_finite and X.dtype != np.uint8:
         row = _core.first_nonfinite_row(X)
@@ -150,9 +164,12 @@ def _check_y_1d(y, n: int, name: str = "y", owner: str = "This estimator") -> np
         y = y.detach().numpy()
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # a column vector: taken, with scikit-learn's warning
-        warnings.warn(f"A column-vector {name} was passed when a 1d array was expected. Please change the shape "
-                      f"of {name} to (n_samples,), for example using ravel().", _data_conversion_warning(),
-                      stacklevel=4)
+        warnings.warn(
+            f"A column-vector {name} was passed when a 1d array was expected. Please change the shape "
+            f"of {name} to (n_samples,), for example using ravel().",
+            _data_conversion_warning(),
+            stacklevel=4,
+        )
         y = y[:, 0]
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D with one entry per sample, got shape {y.shape} (use y.ravel())")
@@ -185,8 +202,10 @@ def _check_sample_weight(sample_weight, n: int, dtype) -> np.ndarray | None:
         row = int(np.argmax(bad))
         raise ValueError(f"sample_weight must be finite and >= 0, got {sw[row]} at row {row}")
     if not sw.any():
-        raise ValueError("Sample weights must contain at least one non-zero number (every weight is zero: "
-                         "there is nothing to learn from)")
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number (every weight is zero: "
+            "there is nothing to learn from)"
+        )
     return sw
 
 
@@ -209,8 +228,10 @@ def _classes_and_codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _check_classification_targets(y: np.ndarray, name: str = "y") -> None:
     """Class labels, not continuous values (scikit-learn's ``Unknown label type``)."""
     if y.dtype.kind == "f" and y.size and np.any(y != np.round(y)):
-        raise ValueError(f"Unknown label type: continuous values in {name} (e.g. {y[np.argmax(y != np.round(y))]!r}); "
-                         "SoftmaxRegression needs class labels (use LinearRegression for continuous targets)")
+        raise ValueError(
+            f"Unknown label type: continuous values in {name} (e.g. {y[np.argmax(y != np.round(y))]!r}); "
+            "SoftmaxRegression needs class labels (use LinearRegression for continuous targets)"
+        )
 
 
 def _model_dtype(X: np.ndarray):
@@ -243,8 +264,9 @@ def _rng_from(random_state) -> np.random.Generator:
     try:
         return np.random.default_rng(random_state)
     except (TypeError, ValueError) as e:
-        raise type(e)(f"random_state must be None, an int >= 0, a numpy Generator or RandomState, "
-                      f"got {random_state!r}") from None
+        raise type(e)(
+            f"random_state must be None, an int >= 0, a numpy Generator or RandomState, got {random_state!r}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------
@@ -288,8 +310,9 @@ def _check_device(device) -> None:
     reason = cuda.unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"device={device!r} needs fastreg's CUDA kernels, which are unavailable: {reason}")
-    raise NotImplementedError(f"device={device!r}: the on-device training epoch (issue 16) is not built yet; "
-                              "use device='cpu'")
+    raise NotImplementedError(
+        f"device={device!r}: the on-device training epoch (issue 16) is not built yet; use device='cpu'"
+    )
 
 
 class _SGDEstimator:
@@ -340,13 +363,17 @@ class _SGDEstimator:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_w"):
-            raise _NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                                  f"appropriate arguments before using this estimator.")
+            raise _NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                f"appropriate arguments before using this estimator."
+            )
 
     def _check_features(self, X: np.ndarray) -> None:
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{self.n_features_in_} features as input.")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
 
     def _validate(self, X_raw, X: np.ndarray, *, reset: bool) -> None:
         """n_features_in_ and feature_names_in_ (from a DataFrame's columns): set when reset,
@@ -368,14 +395,18 @@ class _SGDEstimator:
         fitted = getattr(self, "feature_names_in_", None)
         cls = type(self).__name__
         if fitted is not None and names is None:
-            warnings.warn(f"X does not have valid feature names, but {cls} was fitted with feature names",
-                          UserWarning, stacklevel=4)
+            warnings.warn(
+                f"X does not have valid feature names, but {cls} was fitted with feature names",
+                UserWarning,
+                stacklevel=4,
+            )
         elif fitted is None and names is not None:
-            warnings.warn(f"X has feature names, but {cls} was fitted without feature names",
-                          UserWarning, stacklevel=4)
+            warnings.warn(f"X has feature names, but {cls} was fitted without feature names", UserWarning, stacklevel=4)
         elif fitted is not None and (len(fitted) != len(names) or np.any(fitted != names)):
-            raise ValueError(f"The feature names should match those that were passed during fit: fitted with "
-                             f"{list(fitted)}, got {list(names)}")
+            raise ValueError(
+                f"The feature names should match those that were passed during fit: fitted with "
+                f"{list(fitted)}, got {list(names)}"
+            )
 
     # -- failed calls change nothing -------------------------------------------
     @contextlib.contextmanager
@@ -423,8 +454,7 @@ class _SGDEstimator:
                 order = _epoch_order(self._rng, n) if self.shuffle else np.arange(n, dtype=np.int64)
                 t0 = time.perf_counter()
                 if data_parallel is None:
-                    loss_sum, correct, rows, finite, bad = self._epoch(X, y_fit, order, epoch_index == 0,
-                                                                       sample_weight)
+                    loss_sum, correct, rows, finite, bad = self._epoch(X, y_fit, order, epoch_index == 0, sample_weight)
                 else:
                     loss_sum, correct, rows, finite = data_parallel.epoch(self, X, y_fit, order)
                     bad = -1
@@ -465,8 +495,11 @@ class _SGDEstimator:
 
     def _fit_args(self):
         return dict(
-            lr=float(self.lr), momentum=float(self.momentum), weight_decay=float(self.weight_decay),
-            batch_size=int(self.batch_size), first_step=self._first_step,
+            lr=float(self.lr),
+            momentum=float(self.momentum),
+            weight_decay=float(self.weight_decay),
+            batch_size=int(self.batch_size),
+            first_step=self._first_step,
         )
 
     def _resolve(self, distributed, sample_weight):
@@ -498,10 +531,15 @@ class _SGDEstimator:
             params["random_state"] = None
         params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
         arrays = {
-            "format": np.array(_FORMAT_NAME), "format_version": np.array(_FORMAT_VERSION),
-            "estimator": np.array(type(self).__name__), "params": np.array(json.dumps(params)),
-            "coef": self._w, "intercept": self._b, "n_iter": np.array(self.n_iter_),
-            "first_step": np.array(self._first_step), "history": np.array(json.dumps(self.history_)),
+            "format": np.array(_FORMAT_NAME),
+            "format_version": np.array(_FORMAT_VERSION),
+            "estimator": np.array(type(self).__name__),
+            "params": np.array(json.dumps(params)),
+            "coef": self._w,
+            "intercept": self._b,
+            "n_iter": np.array(self.n_iter_),
+            "first_step": np.array(self._first_step),
+            "history": np.array(json.dumps(self.history_)),
             "rng_state": np.array(json.dumps(self._rng.bit_generator.state)),
         }
         if self._w_buf is not None:
@@ -510,8 +548,10 @@ class _SGDEstimator:
             classes = self.classes_
             if classes.dtype.kind == "O":
                 if not all(isinstance(c, str) for c in classes):
-                    raise TypeError("classes_ holds objects that are neither numbers nor strings; "
-                                    "save this estimator with pickle instead")
+                    raise TypeError(
+                        "classes_ holds objects that are neither numbers nor strings; "
+                        "save this estimator with pickle instead"
+                    )
                 classes = classes.astype(str)
             if classes.dtype.kind not in "biufU":
                 raise TypeError(f"classes_ of dtype {classes.dtype} cannot be saved without pickle; use pickle")
@@ -553,8 +593,10 @@ def load(file: _File) -> _SGDEstimator:
         raise ValueError(f"{name!r} is not a saved fastreg model (no '{_FORMAT_NAME}' format entry)")
     version = int(data["format_version"])
     if version > _FORMAT_VERSION:
-        raise ValueError(f"{name!r} was written in fastreg model format {version}; this fastreg reads "
-                         f"format {_FORMAT_VERSION} and older: upgrade fastreg")
+        raise ValueError(
+            f"{name!r} was written in fastreg model format {version}; this fastreg reads "
+            f"format {_FORMAT_VERSION} and older: upgrade fastreg"
+        )
     name = str(data["estimator"])
     if name not in ("SoftmaxRegression", "LinearRegression"):
         raise ValueError(f"{name!r} holds an unknown estimator {name!r}")
@@ -663,8 +705,20 @@ class _SoftmaxRegression(_SGDEstimator):
 
     _has_accuracy = True
 
-    def __init__(self, lr=0.1, batch_size=256, epochs=10, momentum=0.0, weight_decay=0.0, init="normal",
-                 shuffle=True, random_state=None, verbose=False, warm_start=False, device="cpu"):
+    def __init__(
+        self,
+        lr=0.1,
+        batch_size=256,
+        epochs=10,
+        momentum=0.0,
+        weight_decay=0.0,
+        init="normal",
+        shuffle=True,
+        random_state=None,
+        verbose=False,
+        warm_start=False,
+        device="cpu",
+    ):
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -686,8 +740,10 @@ class _SoftmaxRegression(_SGDEstimator):
             row = int(np.argmax(unknown))
             known = self.classes_.tolist()
             if len(known) > 20:  # a large vocabulary: its ends, not a page of labels
-                known = f"[{', '.join(map(repr, known[:10]))}, ..., {', '.join(map(repr, known[-5:]))}] " \
-                        f"({len(known)} classes)"
+                known = (
+                    f"[{', '.join(map(repr, known[:10]))}, ..., {', '.join(map(repr, known[-5:]))}] "
+                    f"({len(known)} classes)"
+                )
             raise ValueError(f"{name} contains label {y[row]!r} at row {row}, which is not one of classes_ {known}")
         return np.ascontiguousarray(idx, dtype=np.int64)
 
@@ -700,8 +756,15 @@ class _SoftmaxRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, self._encode(eval_set[1], Xe.shape[0], "y_eval")
 
-    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
-            eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
+    def fit(
+        self: _Est,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        eval_set: tuple[ArrayLike, ArrayLike] | None = None,
+        *,
+        distributed: Any = None,
+    ) -> _Est:
         """Train for ``epochs`` epochs (from new parameters, or from the current ones with
         warm_start); returns self.
 
@@ -737,9 +800,16 @@ class _SoftmaxRegression(_SGDEstimator):
             self._run_epochs(Xa, codes, int(self.epochs), eval_data, data_parallel, sw)
         return self
 
-    def partial_fit(self: _Est, X: ArrayLike, y: ArrayLike, classes: ArrayLike | None = None,
-                    sample_weight: ArrayLike | None = None, eval_set: tuple[ArrayLike, ArrayLike] | None = None, *,
-                    distributed: Any = None) -> _Est:
+    def partial_fit(
+        self: _Est,
+        X: ArrayLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+        eval_set: tuple[ArrayLike, ArrayLike] | None = None,
+        *,
+        distributed: Any = None,
+    ) -> _Est:
         """One more epoch over (X, y), keeping the parameters (and momentum) so far.
 
         classes: every label that will ever appear, as for SGDClassifier; needed on the
@@ -763,8 +833,10 @@ class _SoftmaxRegression(_SGDEstimator):
                 self._validate(X, Xa, reset=True)
             else:
                 if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-                    raise ValueError(f"classes={np.asarray(classes).tolist()!r} is not the same as on the first "
-                                     f"call to partial_fit, was: {self.classes_.tolist()!r}")
+                    raise ValueError(
+                        f"classes={np.asarray(classes).tolist()!r} is not the same as on the first "
+                        f"call to partial_fit, was: {self.classes_.tolist()!r}"
+                    )
                 Xa = self._prepare_warm(Xa)
                 self._validate(X, Xa, reset=False)
             codes = self._encode(y, Xa.shape[0])
@@ -773,9 +845,19 @@ class _SoftmaxRegression(_SGDEstimator):
         return self
 
     def _epoch(self, X, y, order, check_finite, sample_weight=None):
-        return _core.softmax_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
-                                   scale=_scale_for(X), check_finite=check_finite, sample_weight=sample_weight,
-                                   **self._fit_args())
+        return _core.softmax_epoch(
+            X,
+            y,
+            order,
+            self._w,
+            self._b,
+            self._w_buf,
+            self._b_buf,
+            scale=_scale_for(X),
+            check_finite=check_finite,
+            sample_weight=sample_weight,
+            **self._fit_args(),
+        )
 
     def _batch_grad(self, X, y, idx, grad):
         return _core.softmax_batch_grad(X, y, idx, self._w, self._b, grad, scale=_scale_for(X))
@@ -811,8 +893,15 @@ class _SoftmaxRegression(_SGDEstimator):
         """Most probable class label per sample: ``[n_samples]`` from classes_."""
         if self._many_classes():  # the fused kernel's argmax: no [n_samples, n_classes] logits
             Xf = self._rows(X)
-            _, am = linear_cross_entropy(Xf, self._w, np.full(len(Xf), -1, np.int64), self._b, ignore_index=-1,
-                                         reduction="sum", return_argmax=True)  # every row ignored: argmax only
+            _, am = linear_cross_entropy(
+                Xf,
+                self._w,
+                np.full(len(Xf), -1, np.int64),
+                self._b,
+                ignore_index=-1,
+                reduction="sum",
+                return_argmax=True,
+            )  # every row ignored: argmax only
             return self.classes_[am]
         z = self._logits(X)  # first: it raises NotFittedError on an unfitted estimator
         return self.classes_[np.argmax(z, axis=1)]
@@ -832,8 +921,9 @@ class _SoftmaxRegression(_SGDEstimator):
 
     def _evaluate(self, X, y_idx):
         if self._many_classes():
-            loss, am = linear_cross_entropy(self._rows(X), self._w, np.asarray(y_idx, np.int64), self._b,
-                                            return_argmax=True)
+            loss, am = linear_cross_entropy(
+                self._rows(X), self._w, np.asarray(y_idx, np.int64), self._b, return_argmax=True
+            )
             return float(loss), float(np.mean(am == y_idx))
         logp = _log_softmax(self._logits(X).astype(np.float64))
         loss = float(-logp[np.arange(len(y_idx)), y_idx].mean())
@@ -859,9 +949,22 @@ class _LinearRegression(_SGDEstimator):
     seconds).
     """
 
-    def __init__(self, lr=0.03, batch_size=10, epochs=3, momentum=0.0, weight_decay=0.0, init="normal",
-                 shuffle=True, random_state=None, verbose=False, loss="squared", solver="sgd", warm_start=False,
-                 device="cpu"):
+    def __init__(
+        self,
+        lr=0.03,
+        batch_size=10,
+        epochs=3,
+        momentum=0.0,
+        weight_decay=0.0,
+        init="normal",
+        shuffle=True,
+        random_state=None,
+        verbose=False,
+        loss="squared",
+        solver="sgd",
+        warm_start=False,
+        device="cpu",
+    ):
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -903,8 +1006,15 @@ class _LinearRegression(_SGDEstimator):
         self._check_features(Xe)
         return Xe, ye.astype(self._w.dtype, copy=False)
 
-    def fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
-            eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
+    def fit(
+        self: _Est,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        eval_set: tuple[ArrayLike, ArrayLike] | None = None,
+        *,
+        distributed: Any = None,
+    ) -> _Est:
         """Fit on X ``[n_samples, n_features]``, y ``[n_samples]``; returns self.
 
         sample_weight: optional ``[n_samples]`` weights >= 0. distributed: data-parallel
@@ -937,8 +1047,15 @@ class _LinearRegression(_SGDEstimator):
                 self._run_epochs(Xa, ya, int(self.epochs), eval_data, data_parallel, sw)
         return self
 
-    def partial_fit(self: _Est, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
-                    eval_set: tuple[ArrayLike, ArrayLike] | None = None, *, distributed: Any = None) -> _Est:
+    def partial_fit(
+        self: _Est,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        eval_set: tuple[ArrayLike, ArrayLike] | None = None,
+        *,
+        distributed: Any = None,
+    ) -> _Est:
         """One more SGD epoch over (X, y), keeping the parameters so far (solver='sgd').
         sample_weight and ``distributed`` as for fit. Whatever fails, the estimator is
         left as it was."""
@@ -962,9 +1079,20 @@ class _LinearRegression(_SGDEstimator):
         return self
 
     def _epoch(self, X, y, order, check_finite, sample_weight=None):
-        return _core.regression_epoch(X, y, order, self._w, self._b, self._w_buf, self._b_buf,
-                                      loss=self.loss, scale=_scale_for(X), check_finite=check_finite,
-                                      sample_weight=sample_weight, **self._fit_args())
+        return _core.regression_epoch(
+            X,
+            y,
+            order,
+            self._w,
+            self._b,
+            self._w_buf,
+            self._b_buf,
+            loss=self.loss,
+            scale=_scale_for(X),
+            check_finite=check_finite,
+            sample_weight=sample_weight,
+            **self._fit_args(),
+        )
 
     def _batch_grad(self, X, y, idx, grad):
         return _core.regression_batch_grad(X, y, idx, self._w, self._b, grad, loss=self.loss)
@@ -987,7 +1115,8 @@ class _LinearRegression(_SGDEstimator):
             warnings.warn(
                 f"X with an intercept column is rank-deficient (rank {rank} < {A.shape[1]}): "
                 "returning the minimum-norm least-squares solution",
-                RuntimeWarning, stacklevel=4,
+                RuntimeWarning,
+                stacklevel=4,
             )
         self._w = sol[:-1].reshape(1, -1).astype(self._w.dtype)
         self._b = sol[-1:].astype(self._b.dtype)
@@ -1064,8 +1193,10 @@ class _Params:
         valid = self._get_param_names()
         for key, value in params.items():
             if key not in valid:
-                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}; "
-                                 f"valid parameters: {', '.join(valid)}")
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {type(self).__name__}; "
+                    f"valid parameters: {', '.join(valid)}"
+                )
             setattr(self, key, value)
         return self
 
@@ -1103,7 +1234,8 @@ class _RegressorScore:
 _EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data": (
         "minibatch SGD over a shuffled order: a row of weight 2 and the same row twice give the "
-        "same expected gradient, not the same parameters after a few epochs (as SGDClassifier)"),
+        "same expected gradient, not the same parameters after a few epochs (as SGDClassifier)"
+    ),
 }
 
 
@@ -1128,13 +1260,17 @@ def _build() -> None:
         from sklearn.exceptions import NotFittedError
         from sklearn.utils.validation import validate_data
     except ImportError:
-        bases = {"SoftmaxRegression": (_ClassifierScore, _SoftmaxRegression, _Params),
-                 "LinearRegression": (_RegressorScore, _LinearRegression, _Params)}
+        bases = {
+            "SoftmaxRegression": (_ClassifierScore, _SoftmaxRegression, _Params),
+            "LinearRegression": (_RegressorScore, _LinearRegression, _Params),
+        }
         sklearn = False
     else:
         _NotFittedError, _validate_data = NotFittedError, validate_data
-        bases = {"SoftmaxRegression": (ClassifierMixin, _SoftmaxRegression, BaseEstimator),
-                 "LinearRegression": (RegressorMixin, _LinearRegression, BaseEstimator)}
+        bases = {
+            "SoftmaxRegression": (ClassifierMixin, _SoftmaxRegression, BaseEstimator),
+            "LinearRegression": (RegressorMixin, _LinearRegression, BaseEstimator),
+        }
 
         sklearn = True
     for name in _PUBLIC:

@@ -80,8 +80,11 @@ def _refuse_autograd(fn: str, *xs, out=None) -> None:
     if traced or (is_tensor(out) and out.requires_grad and torch_module().is_grad_enabled()):
         raise RuntimeError(
             f"fastreg.ops.{fn}() computes the gradient itself and does not support automatic differentiation, "
-            + ("but an argument is traced by torch.compile or a torch.func transform / forward-mode AD"
-               if traced else "but out= requires grad")
+            + (
+                "but an argument is traced by torch.compile or a torch.func transform / forward-mode AD"
+                if traced
+                else "but out= requires grad"
+            )
             + f"; call fastreg.ops.{fn.removesuffix('_with_grad')}(), which autograd follows"
         )
 
@@ -211,9 +214,15 @@ def softmin(
     return _wrap(_softmax(np.negative(a), axis, False), as_tensor)
 
 
-def logsumexp(x: ArrayLike, axis: int | tuple[int, ...] | None = _UNSET, keepdims: bool = _UNSET, *,
-              temperature: float = 1.0, dim: int | tuple[int, ...] | None = _UNSET,
-              keepdim: bool = _UNSET) -> np.floating | ArrayOrTensor:
+def logsumexp(
+    x: ArrayLike,
+    axis: int | tuple[int, ...] | None = _UNSET,
+    keepdims: bool = _UNSET,
+    *,
+    temperature: float = 1.0,
+    dim: int | tuple[int, ...] | None = _UNSET,
+    keepdim: bool = _UNSET,
+) -> np.floating | ArrayOrTensor:
     """``temperature * log(sum(exp(x / temperature)))`` along ``axis`` (d2l's RealSoftMax).
 
     x: float32/float64 array or CPU tensor; the result drops ``axis`` (kept with size 1 when
@@ -349,8 +358,14 @@ def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction,
         raise ValueError(f"ignore_index is not supported for floating point target (got {int(ignore_index)})")
     if weight is not None:
         weight = torch.as_tensor(weight)
-    return ft.cross_entropy(logits, target, weight=weight, ignore_index=int(ignore_index), reduction=reduction,
-                            label_smoothing=label_smoothing)
+    return ft.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=int(ignore_index),
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
 
 
 def cross_entropy(
@@ -384,8 +399,15 @@ def cross_entropy(
     if is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays (fastreg/_cuda_ops.py)
         from ._cuda_ops import cross_entropy_with_grad as cuda_xent
 
-        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing, want_grad=False)
+        return cuda_xent(
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            want_grad=False,
+        )
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, False, None)
 
 
@@ -416,8 +438,15 @@ def cross_entropy_with_grad(
     if is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays (fastreg/_cuda_ops.py)
         from ._cuda_ops import cross_entropy_with_grad as cuda_xent
 
-        return cuda_xent(logits, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                         label_smoothing=label_smoothing, out=out)
+        return cuda_xent(
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            out=out,
+        )
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, True, out)
 
 
@@ -495,7 +524,9 @@ def squared_loss(y_hat: ArrayLike, y: ArrayLike, *, reduction: str = "mean") -> 
     return _regression("squared", y_hat, y, 1.0, reduction, False, None)
 
 
-def squared_loss_with_grad(y_hat: ArrayLike, y: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
+def squared_loss_with_grad(
+    y_hat: ArrayLike, y: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None
+) -> tuple[Loss, ArrayOrTensor]:
     return _regression("squared", y_hat, y, 1.0, reduction, True, out)
 
 
@@ -503,7 +534,9 @@ def l1_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> 
     return _regression("l1", input, target, 1.0, reduction, False, None)
 
 
-def l1_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
+def l1_loss_with_grad(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", out: ArrayLike | None = None
+) -> tuple[Loss, ArrayOrTensor]:
     return _regression("l1", input, target, 1.0, reduction, True, out)
 
 
@@ -511,7 +544,9 @@ def huber_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", 
     return _regression("huber", input, target, check_real(delta, "delta"), reduction, False, None)
 
 
-def huber_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", delta: float = 1.0, out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
+def huber_loss_with_grad(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", delta: float = 1.0, out: ArrayLike | None = None
+) -> tuple[Loss, ArrayOrTensor]:
     return _regression("huber", input, target, check_real(delta, "delta"), reduction, True, out)
 
 
@@ -519,7 +554,9 @@ def smooth_l1_loss(input: ArrayLike, target: ArrayLike, *, reduction: str = "mea
     return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, False, None)
 
 
-def smooth_l1_loss_with_grad(input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", beta: float = 1.0, out: ArrayLike | None = None) -> tuple[Loss, ArrayOrTensor]:
+def smooth_l1_loss_with_grad(
+    input: ArrayLike, target: ArrayLike, *, reduction: str = "mean", beta: float = 1.0, out: ArrayLike | None = None
+) -> tuple[Loss, ArrayOrTensor]:
     return _regression("smooth_l1", input, target, check_real(beta, "beta"), reduction, True, out)
 
 

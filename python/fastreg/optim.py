@@ -53,8 +53,17 @@ def sgd_step(
         from ._cuda_ops import sgd_step as cuda_sgd_step
 
         if is_cuda_array(params[0]):
-            return cuda_sgd_step(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
-                                 weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+            return cuda_sgd_step(
+                params,
+                grads,
+                momentum_buffers,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+            )
     # One C++ call for the whole list: it checks every entry (types, dtypes, shapes,
     # devices, overlaps, hyper-parameters) with the GIL held, so a bad entry leaves all
     # parameters untouched, then runs every update with the GIL released.

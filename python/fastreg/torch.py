@@ -60,13 +60,15 @@ def _float(value) -> float:
 
 
 def _global_step_hooks_or_profiler() -> bool:
-    return bool(_optimizer_module._global_optimizer_pre_hooks or _optimizer_module._global_optimizer_post_hooks
-                or _profiler_enabled())
+    return bool(
+        _optimizer_module._global_optimizer_pre_hooks
+        or _optimizer_module._global_optimizer_post_hooks
+        or _profiler_enabled()
+    )
 
 
 def _warn_fallback(what: str, why: str) -> None:
-    warnings.warn(f"fastreg.torch.{what}: {why}; using torch's implementation", FastregFallbackWarning,
-                  stacklevel=3)
+    warnings.warn(f"fastreg.torch.{what}: {why}; using torch's implementation", FastregFallbackWarning, stacklevel=3)
 
 
 # ---- fused losses as torch custom ops ----------------------------------------------------
@@ -149,8 +151,9 @@ class _FusedLoss:
                 )
             return kernel(*args)
 
-        self.op = torch.library.custom_op(f"fastreg::{name}", checked_kernel, mutates_args=(),
-                                          device_types="cpu", schema=schema)
+        self.op = torch.library.custom_op(
+            f"fastreg::{name}", checked_kernel, mutates_args=(), device_types="cpu", schema=schema
+        )
         self.op.register_fake(fake)
         self.op.register_autograd(self._backward, setup_context=self._setup_op_context)
         self.op.register_vmap(self._vmap)
@@ -164,10 +167,14 @@ class _FusedLoss:
             loss._save(ctx, args, grad)
             return value
 
-        self.function = type(f"Fused_{name}", (torch.autograd.Function,), {
-            "forward": staticmethod(forward),
-            "backward": staticmethod(lambda ctx, grad_loss: self._backward(ctx, grad_loss, None)),
-        })
+        self.function = type(
+            f"Fused_{name}",
+            (torch.autograd.Function,),
+            {
+                "forward": staticmethod(forward),
+                "backward": staticmethod(lambda ctx, grad_loss: self._backward(ctx, grad_loss, None)),
+            },
+        )
 
     def _save(self, ctx, inputs, grad):
         # An attribute rather than a saved tensor (cheaper): the gradient has no graph, and
@@ -176,7 +183,7 @@ class _FusedLoss:
         # The inputs are kept only for create_graph's recomputation; saved tensors are
         # version-checked, so an input modified in place is an error there, never a wrong graph.
         ctx.save_for_backward(*inputs[: self.tensor_args])
-        ctx.options = inputs[self.tensor_args: -1]
+        ctx.options = inputs[self.tensor_args : -1]
 
     def _setup_op_context(self, ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])  # the op also returns the gradient
@@ -205,8 +212,10 @@ class _FusedLoss:
     def _vmap(self, info, in_dims, *args):
         # One fused call per slice of the batch: correct for every in_dims, and only reached
         # by torch.vmap over torch.ops.fastreg.* itself (the public functions use torch's).
-        outs = [self.op(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims)))
-                for i in range(info.batch_size)]
+        outs = [
+            self.op(*(a if d is None else a.select(d, i) for a, d in zip(args, in_dims)))
+            for i in range(info.batch_size)
+        ]
         return tuple(torch.stack(o) for o in zip(*outs)), (0, 0)
 
     def __call__(self, input, *args):
@@ -251,15 +260,19 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
 
 
 def _cross_entropy_reference(input, target, weight, ignore_index, reduction, label_smoothing):
-    return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
 
 
 _CROSS_ENTROPY = _FusedLoss(
     "cross_entropy",
     "(Tensor input, Tensor target, Tensor? weight, SymInt ignore_index, str reduction, float label_smoothing, "
     "bool want_grad) -> (Tensor, Tensor)",
-    _cross_entropy_kernel, _cross_entropy_fake, _cross_entropy_reference, tensor_args=3,
+    _cross_entropy_kernel,
+    _cross_entropy_fake,
+    _cross_entropy_reference,
+    tensor_args=3,
 )
 
 
@@ -273,8 +286,7 @@ def _regression_kernel(input, target, kind, param, reduction, want_grad):
         loss = torch.empty_like(input, memory_format=torch.contiguous_format)
         _core.regression_loss(core_kind, x, t, param, reduction, loss.numpy(), g)
     else:
-        loss = torch.scalar_tensor(_core.regression_loss(core_kind, x, t, param, reduction, None, g),
-                                   dtype=input.dtype)
+        loss = torch.scalar_tensor(_core.regression_loss(core_kind, x, t, param, reduction, None, g), dtype=input.dtype)
     if scale != 1.0:
         loss.mul_(scale)
         grad.mul_(scale)
@@ -301,7 +313,10 @@ def _regression_reference(input, target, kind, param, reduction):
 _REGRESSION = _FusedLoss(
     "regression_loss",
     "(Tensor input, Tensor target, str kind, float param, str reduction, bool want_grad) -> (Tensor, Tensor)",
-    _regression_kernel, _regression_fake, _regression_reference, tensor_args=2,
+    _regression_kernel,
+    _regression_fake,
+    _regression_reference,
+    tensor_args=2,
 )
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -322,8 +337,13 @@ def _fast_path_ok(input, target, weight, ignore_index, reduction, label_smoothin
             return False
     elif target.dtype != input.dtype or target.shape != input.shape or ignore_index >= 0:
         return False  # probability targets with an ignore_index: torch raises
-    if weight is not None and (not isinstance(weight, torch.Tensor) or weight.shape != input.shape[1:]
-                               or weight.dtype != input.dtype or not weight.is_cpu or weight.requires_grad):
+    if weight is not None and (
+        not isinstance(weight, torch.Tensor)
+        or weight.shape != input.shape[1:]
+        or weight.dtype != input.dtype
+        or not weight.is_cpu
+        or weight.requires_grad
+    ):
         return False
     if reduction not in _REDUCTIONS:
         return False
@@ -339,9 +359,16 @@ def _check_devices(*tensors) -> None:
         )
 
 
-def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  size_average: bool | None = None, ignore_index: int = -100, reduce: bool | None = None,
-                  reduction: str = "mean", label_smoothing: float = 0.0) -> torch.Tensor:
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Same signature and results as ``torch.nn.functional.cross_entropy``.
 
     input: float32/float64 [N, C] logits (CPU); target: int64 class indices [N]
@@ -350,26 +377,40 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn.modules.loss._Reduction.legacy_get_string(size_average, reduce)
-    if (isinstance(ignore_index, int) and _INT64[0] <= ignore_index <= _INT64[1]
-            and _fast_path_ok(input, target, weight, ignore_index, reduction, label_smoothing)):
+    if (
+        isinstance(ignore_index, int)
+        and _INT64[0] <= ignore_index <= _INT64[1]
+        and _fast_path_ok(input, target, weight, ignore_index, reduction, label_smoothing)
+    ):
         return _CROSS_ENTROPY(input, target, weight, int(ignore_index), reduction, float(label_smoothing))
     if isinstance(input, torch.Tensor) and input.is_cuda:  # CUDA hook: fastreg/_cuda_ops.py (falls back itself)
         return _cuda_ops.torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
     _check_devices(input, target, weight)
     if isinstance(input, torch.Tensor) and (input.is_cuda or input.dtype in (torch.float16, torch.bfloat16)):
         _warn_fallback("cross_entropy", f"no fused kernel for {input.dtype} on {input.device} yet")
-    return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                           label_smoothing=label_smoothing)
+    return F.cross_entropy(
+        input, target, weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
 
 
 def _regression(kind: str, input, target, param: float, reduction: str, torch_fn, **torch_kwargs):
     """A fused regression loss when the kernel covers the inputs (CPU float32/float64 of
     one dtype and shape, target not requiring grad), else torch's function itself."""
-    if (isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor) and input.dtype in _FAST_DTYPES
-            and target.dtype == input.dtype and target.shape == input.shape and input.is_cpu and target.is_cpu
-            and not target.requires_grad and reduction in _REDUCTIONS and isinstance(param, (int, float))
-            and not isinstance(param, bool) and math.isfinite(param)
-            and (param > 0 if kind == "huber" else param >= 0)):
+    if (
+        isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and input.dtype in _FAST_DTYPES
+        and target.dtype == input.dtype
+        and target.shape == input.shape
+        and input.is_cpu
+        and target.is_cpu
+        and not target.requires_grad
+        and reduction in _REDUCTIONS
+        and isinstance(param, (int, float))
+        and not isinstance(param, bool)
+        and math.isfinite(param)
+        and (param > 0 if kind == "huber" else param >= 0)
+    ):
         return _REGRESSION(input, target, kind, float(param), reduction)
     _check_devices(input, target)
     return torch_fn(input, target, reduction=reduction, **torch_kwargs)
@@ -381,8 +422,14 @@ def _legacy_reduction(size_average, reduce, reduction):
     return reduction
 
 
-def l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None, reduce: bool | None = None,
-            reduction: str = "mean", weight: torch.Tensor | None = None) -> torch.Tensor:
+def l1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``torch.nn.functional.l1_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if weight is not None:
@@ -390,8 +437,14 @@ def l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None
     return _regression("l1", input, target, 1.0, reduction, F.l1_loss)
 
 
-def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None, reduce: bool | None = None,
-             reduction: str = "mean", weight: torch.Tensor | None = None) -> torch.Tensor:
+def mse_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``torch.nn.functional.mse_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if weight is not None:
@@ -399,16 +452,27 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | Non
     return _regression("mse", input, target, 1.0, reduction, F.mse_loss)
 
 
-def huber_loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+def huber_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``torch.nn.functional.huber_loss``, fused (loss and gradient in one pass)."""
     if weight is not None:
         return F.huber_loss(input, target, reduction=reduction, delta=delta, weight=weight)
     return _regression("huber", input, target, delta, reduction, F.huber_loss, delta=delta)
 
 
-def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | None = None,
-                   reduce: bool | None = None, reduction: str = "mean", beta: float = 1.0) -> torch.Tensor:
+def smooth_l1_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> torch.Tensor:
     """``torch.nn.functional.smooth_l1_loss``, fused (loss and gradient in one pass)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     return _regression("smooth_l1", input, target, beta, reduction, F.smooth_l1_loss, beta=beta)
@@ -416,15 +480,23 @@ def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool
 
 def squared_loss(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """d2l's ``(y_hat - y) ** 2 / 2`` (as :func:`fastreg.ops.squared_loss`), autograd-aware."""
-    return _regression("squared", input, target, 1.0, reduction,
-                       lambda a, b, reduction: F.mse_loss(a, b, reduction=reduction) * 0.5)
+    return _regression(
+        "squared", input, target, 1.0, reduction, lambda a, b, reduction: F.mse_loss(a, b, reduction=reduction) * 0.5
+    )
 
 
 class CrossEntropyLoss(torch.nn.Module):
     """Drop-in for ``torch.nn.CrossEntropyLoss`` backed by the fused kernel."""
 
-    def __init__(self, weight=None, size_average=None, ignore_index: int = -100, reduce=None,
-                 reduction: str = "mean", label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        weight=None,
+        size_average=None,
+        ignore_index: int = -100,
+        reduce=None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         if size_average is not None or reduce is not None:
             reduction = torch.nn.modules.loss._Reduction.legacy_get_string(size_average, reduce)
@@ -436,8 +508,14 @@ class CrossEntropyLoss(torch.nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
-        return cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
-                             label_smoothing=self.label_smoothing)
+        return cross_entropy(
+            input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
@@ -498,9 +576,20 @@ class SGD(torch.optim.Optimizer):
     groups run torch's own functional SGD (``differentiable=True``) under grad mode.
     """
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
-                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         if lr < 0.0:
@@ -515,9 +604,17 @@ class SGD(torch.optim.Optimizer):
             raise RuntimeError("`fused` does not support `differentiable`")
         if fused and foreach:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
-                        fused=fused)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
@@ -545,11 +642,23 @@ class SGD(torch.optim.Optimizer):
                 bufs = None
             grads = [p.grad for p in params]  # a None gradient: the kernel skips its parameter, as torch
             # A tensor lr / weight_decay (torch allows both) is read now, as torch's update does.
-            opts = (_float(group["lr"]), momentum, group["dampening"], _float(group["weight_decay"]),
-                    group["nesterov"], group["maximize"])
+            opts = (
+                _float(group["lr"]),
+                momentum,
+                group["dampening"],
+                _float(group["weight_decay"]),
+                group["nesterov"],
+                group["maximize"],
+            )
             if group.get("differentiable"):  # the group's own values: a tensor lr stays in the graph
-                raw = (group["lr"], momentum, group["dampening"], group["weight_decay"], group["nesterov"],
-                       group["maximize"])
+                raw = (
+                    group["lr"],
+                    momentum,
+                    group["dampening"],
+                    group["weight_decay"],
+                    group["nesterov"],
+                    group["maximize"],
+                )
                 self._torch_update(params, grads, bufs, raw, differentiable=True)
             else:
                 try:
@@ -589,9 +698,18 @@ class SGD(torch.optim.Optimizer):
         params, grads = [params[i] for i in live], [grads[i] for i in live]
         lr, momentum, dampening, weight_decay, nesterov, maximize = opts
         with torch.set_grad_enabled(differentiable):
-            _torch_sgd(params, grads, [None] * len(params) if bufs is None else bufs, foreach=False, lr=lr,
-                       momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                       maximize=maximize)
+            _torch_sgd(
+                params,
+                grads,
+                [None] * len(params) if bufs is None else bufs,
+                foreach=False,
+                lr=lr,
+                momentum=momentum,
+                dampening=dampening,
+                weight_decay=weight_decay,
+                nesterov=nesterov,
+                maximize=maximize,
+            )
 
     # torch wraps every Optimizer subclass's step in a profiler record_function plus the
     # step-hook loops; record_function alone costs ~10 us a call. Here both are paid only
