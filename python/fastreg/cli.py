@@ -228,7 +228,9 @@ def _require(module: str, extra: str = "demo"):
 def _device(text: str) -> str:
     import re
 
-    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", text):
+    from .models import DEVICE_PATTERN
+
+    if not re.fullmatch(DEVICE_PATTERN, text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
     return text
 

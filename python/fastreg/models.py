@@ -297,11 +297,15 @@ _FORMAT_NAME = "fastreg-estimator"
 _FORMAT_VERSION = 1
 
 
+# The devices an estimator (and `fastreg train --device`) accepts.
+DEVICE_PATTERN = r"cpu|cuda(:[0-9]+)?"
+
+
 def _check_device(device) -> None:
     """device="cpu" trains here; "cuda"/"cuda:N" is validated and, until the device epoch of
     issue 16 lands, refused with the reason, so a script asking for the GPU never silently
     trains on the CPU."""
-    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+    if not isinstance(device, str) or not re.fullmatch(DEVICE_PATTERN, device):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if device == "cpu":
         return
