@@ -8,7 +8,7 @@
 // (truncation < 2^-60). 2^n is applied as two powers of two, 2^(n/2) * 2^(n - n/2),
 // so results in the subnormal range round once and overflow gives +inf.
 //
-// Accuracy (tests/test_ops.py measures it against long double on both dispatch
+// Accuracy (tests/test_vexp.py measures it against long double on both dispatch
 // paths; the bound tested is 2 ulp): measured max 1.0 ulp (float), 1.15 ulp (double) over the
 // whole range, exactly
 // 0 for x below ln(smallest subnormal / 2), +inf above ln(max), NaN for NaN,
@@ -185,7 +185,7 @@ FASTREG_TARGET_AVX2 FASTREG_INLINE __m256d exp_avx2(__m256d x) {
 // exact only while the result is a normal float, so any vector with a lane
 // below kShiftedLo (or NaN) is handed to exp_avx2 whole; the kernels only see
 // that on extreme rows. float only (double keeps exp_avx2).
-// Measured max error (tests/test_ops.py, against long double, x in [-104, 0]):
+// Measured max error (tests/test_vexp.py, against long double, x in [-104, 0]):
 // about 0.6 ulp; exp(0) = 1 exactly, which the small-C kernel relies on.
 // Domain: x <= 0 (any NaN or x < kShiftedLo is also right); for x > 0 the
 // result is unspecified (the kernels pass x > 0 only in rows holding a NaN,

@@ -8,7 +8,7 @@
 //
 // 2 atanh(s) = 2s + s z P(z), z = s^2 <= 0.0295: the series to s^11 (float) or
 // s^23 (double) truncates below 2^-25 / 2^-58 relative. The last term corrects
-// the rounding of 1 + t (Goldberg's trick). Measured max error (tests/test_ops.py,
+// the rounding of 1 + t (Goldberg's trick). Measured max error (tests/test_vlog.py,
 // against long double, both dispatch paths, t in [0, 2^20]): about 1 ulp.
 // Domain: finite t >= 0 (what the kernel passes); NaN gives NaN.
 #pragma once
