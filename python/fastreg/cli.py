@@ -529,10 +529,10 @@ def cmd_predict(args, out=None) -> int:
 # cases the README's table comes from) and prints the same table: there is one set of
 # cases, one harness (pytest-benchmark) and one renderer (bench/render.py).
 _QUICK = [  # one case per area, the chapter's sizes: well under a minute
-    "bench_data.py::test_epoch_batch256",
-    "bench_ops.py::test_cross_entropy_fwd_bwd",
-    "bench_optim.py::test_sgd_step",
-    "bench_train.py::test_softmax_epoch",
+    "bench_loader.py::test_epoch_batch256",
+    "bench_cross_entropy.py::test_cross_entropy_fwd_bwd",
+    "bench_sgd.py::test_sgd_step",
+    "bench_epoch.py::test_softmax_epoch",
 ]
 _QUICK_K = "(256 or 7850 or float32) and not numpy and not one-thread and not floor and not BatchSampler"
 
