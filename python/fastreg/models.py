@@ -37,7 +37,7 @@ from typing import IO, Any, TypeVar, Union
 import numpy as np
 
 from . import _core, _distributed
-from ._checks import check_int
+from ._checks import check_hyper, check_int, check_lr, check_momentum
 from ._linear_cross_entropy import linear_cross_entropy
 from ._typing import ArrayLike
 from .linear import _ensure_blas
@@ -71,34 +71,6 @@ class _FastregNotFittedError(ValueError, AttributeError):
 
 
 _UINT8_SCALE = 1.0 / 255.0
-
-
-# ---------------------------------------------------------------------------
-# hyper-parameter rules, shared with the command line
-
-
-def check_lr(value: float) -> float:
-    """The learning-rate rule of the estimators and of ``fastreg train --lr``: a finite
-    number > 0. Returns it as a float; raises TypeError/ValueError otherwise."""
-    return _number("lr", value, positive=True)
-
-
-def check_momentum(value: float) -> float:
-    """The momentum rule of the estimators and of ``fastreg train --momentum``: a number
-    in [0, 1). Momentum 1 never forgets a gradient and above 1 the steps grow without
-    bound, so both only diverge (torch.optim.SGD accepts them and then diverges)."""
-    v = _number("momentum", value, positive=False)
-    if v >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {value}")
-    return v
-
-
-def _number(name: str, v, positive: bool) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v}")
-    return float(v)
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +301,7 @@ class _SGDEstimator:
     def _check_hyper(self) -> None:
         check_lr(self.lr)
         check_momentum(self.momentum)
-        _number("weight_decay", self.weight_decay, positive=False)
+        check_hyper(self.weight_decay, "weight_decay")
         check_int(self.batch_size, "batch_size", 1)
         check_int(self.epochs, "epochs", 1)
         if self.init not in ("normal", "zeros"):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _core, _cuda_ops
+from ._checks import check_hyper
 from ._torch_linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy
 
 __all__ = [
@@ -592,12 +593,8 @@ class SGD(torch.optim.Optimizer):
     ):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            check_hyper(value, name, finite=False)  # torch.optim.SGD's rule and words
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if fused and differentiable:
