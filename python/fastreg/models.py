@@ -32,14 +32,14 @@ import sys
 import time
 import warnings
 import zipfile
-from typing import IO, Any, TypeVar, Union
+from typing import IO, Any, Literal, TypeVar, Union
 
 import numpy as np
 
 from . import _core, _distributed
 from ._checks import check_hyper, check_int, check_lr, check_momentum
 from ._linear_cross_entropy import linear_cross_entropy
-from ._typing import ArrayLike
+from ._typing import ArrayLike, RandomState
 from .linear import _ensure_blas
 
 # fit and partial_fit return the estimator itself; the classes are built on first use (see _build).
@@ -612,7 +612,7 @@ def load(file: _File) -> _SGDEstimator:
 class _progress:
     """A tqdm bar over epochs with the latest metrics; a printed line per epoch without tqdm."""
 
-    def __init__(self, total: int, desc: str):
+    def __init__(self, total: int, desc: str) -> None:
         try:
             from tqdm.auto import tqdm
         except ImportError:
@@ -683,18 +683,18 @@ class _SoftmaxRegression(_SGDEstimator):
 
     def __init__(
         self,
-        lr=0.1,
-        batch_size=256,
-        epochs=10,
-        momentum=0.0,
-        weight_decay=0.0,
-        init="normal",
-        shuffle=True,
-        random_state=None,
-        verbose=False,
-        warm_start=False,
-        device="cpu",
-    ):
+        lr: float = 0.1,
+        batch_size: int = 256,
+        epochs: int = 10,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        init: Literal["normal", "zeros"] = "normal",
+        shuffle: bool = True,
+        random_state: RandomState = None,
+        verbose: bool = False,
+        warm_start: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -927,20 +927,20 @@ class _LinearRegression(_SGDEstimator):
 
     def __init__(
         self,
-        lr=0.03,
-        batch_size=10,
-        epochs=3,
-        momentum=0.0,
-        weight_decay=0.0,
-        init="normal",
-        shuffle=True,
-        random_state=None,
-        verbose=False,
-        loss="squared",
-        solver="sgd",
-        warm_start=False,
-        device="cpu",
-    ):
+        lr: float = 0.03,
+        batch_size: int = 10,
+        epochs: int = 3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        init: Literal["normal", "zeros"] = "normal",
+        shuffle: bool = True,
+        random_state: RandomState = None,
+        verbose: bool = False,
+        loss: Literal["squared", "huber", "l1"] = "squared",
+        solver: Literal["sgd", "normal"] = "sgd",
+        warm_start: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
