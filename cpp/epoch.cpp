@@ -19,7 +19,7 @@
 #include "cross_entropy.hpp"
 #include "linear.hpp"
 #include "linear_cross_entropy.hpp"
-#include "loader.hpp"  // the loader's row gather (LoaderColumn, kRowsAtOnce)
+#include "loader.hpp"  // the loader's uint8 -> float32 conversion (LoaderColumn)
 #include "memory.hpp"
 #include "runtime.hpp"
 #include "simd.hpp"
@@ -305,59 +305,62 @@ struct alignas(64) ChunkSlot {
 };
 
 // The first epoch checks every row for NaN/inf as it copies it, while the row is
-// in registers (a separate sweep over the copied rows would read them again).
+// in registers (a separate sweep over the copied rows would read them again): the
+// loader's gather (gather_lines, memory.hpp) with a checking line policy.
 //
-// float32 rows with AVX2: up to kRowsAtOnce rows at once (dst: consecutive rows),
-// a cache line of each in turn, prefetching the same lines of the rows in `ahead`
-// (null: none): several row streams in flight keep more misses outstanding than
-// one. 16-byte moves: NumPy's buffers are 16- but rarely 64-byte aligned, and half
-// of 32-byte loads would straddle two cache lines (the check then cost time; with
-// 16-byte moves it measures as free; docs/models.md). NaN/inf have every
-// exponent bit set: the largest exponent field seen per row equals the mask only
-// then. Returns the first of the `rows` rows holding NaN/inf, or -1.
-// (kRowsAtOnce: loader.hpp, shared with its gather.)
+// float32 rows on x86: 16-byte moves (NumPy's buffers are 16- but rarely 64-byte
+// aligned, and half of 32-byte loads would straddle two cache lines; with 16-byte
+// moves the check measures as free, docs/models.md). NaN/inf have every exponent
+// bit set: a row holds one exactly when some element's exponent field equals the
+// mask. SSE2 only, so the policy inlines into the gather on any x86-64.
 #if defined(__x86_64__) || defined(__i386__)
-FASTREG_TARGET_AVX2 int copy_rows_checked_avx2(float* dst, const float* const* src, const float* const* ahead, int rows,
-                                               int64_t d) {
-  const __m128i exponent = _mm_set1_epi32(0x7f800000);
-  __m128i acc[kRowsAtOnce];
-  for (auto& v : acc) v = _mm_setzero_si128();
-  int64_t j = 0;
-  for (; j + 16 <= d; j += 16) {
-    for (int k = 0; k < rows; ++k) {
-      if (ahead[k]) prefetch_row(ahead[k] + j, 1);
-      const auto* in = reinterpret_cast<const __m128i*>(src[k] + j);
-      auto* out = reinterpret_cast<__m128i*>(dst + k * d + j);
-      __m128i m = acc[k];
-      for (int q = 0; q < 4; ++q) {
-        const __m128i v = _mm_loadu_si128(in + q);
-        _mm_storeu_si128(out + q, v);
-        m = _mm_max_epu32(m, _mm_and_si128(v, exponent));
-      }
-      acc[k] = m;
+struct FiniteF32Lines {
+  struct State {
+    __m128i hit = _mm_setzero_si128();
+  };
+  static void line(State& st, char* dst, const char* src) {
+    const __m128i exponent = _mm_set1_epi32(0x7f800000);
+    const auto* in = reinterpret_cast<const __m128i*>(src);
+    auto* out = reinterpret_cast<__m128i*>(dst);
+    __m128i h = st.hit;
+    for (int q = 0; q < 4; ++q) {
+      const __m128i v = _mm_loadu_si128(in + q);
+      _mm_storeu_si128(out + q, v);
+      h = _mm_or_si128(h, _mm_cmpeq_epi32(_mm_and_si128(v, exponent), exponent));
     }
+    st.hit = h;
   }
-  for (int k = 0; k < rows; ++k) {
-    if (ahead[k] && j < d) prefetch_row(ahead[k] + j, 1);
+  static bool finish(State& st, char* out_row, const char* in_row, int64_t off, int64_t row_bytes) {
+    const auto* in = reinterpret_cast<const float*>(in_row);
+    auto* out = reinterpret_cast<float*>(out_row);
     int ok = 1;
-    for (int64_t t = j; t < d; ++t) {
-      dst[k * d + t] = src[k][t];
-      ok &= (src[k][t] - src[k][t]) == 0.0f;
+    for (int64_t t = off / 4; t < row_bytes / 4; ++t) {
+      out[t] = in[t];
+      ok &= (in[t] - in[t]) == 0.0f;
     }
-    if (!ok || _mm_movemask_epi8(_mm_cmpeq_epi32(acc[k], exponent)) != 0) return k;
+    return ok && _mm_movemask_epi8(st.hit) == 0;
   }
-  return -1;
-}
+};
 #endif
 
-// Other rows: copied, prefetching `next` (may be null), then checked by row_finite.
+// Other rows: copied as they are, then checked by row_finite while in cache.
 template <class T>
-bool copy_row_checked(T* dst, const T* src, const char* next, int64_t d) {
-  const int64_t bytes = d * static_cast<int64_t>(sizeof(T));
-  if (next) prefetch_row(next, bytes);
-  std::memcpy(dst, src, static_cast<size_t>(bytes));
-  return row_finite(dst, d);
+struct FiniteLines {
+  struct State {};
+  static void line(State&, char* dst, const char* src) { std::memcpy(dst, src, 64); }
+  static bool finish(State&, char* out_row, const char* in_row, int64_t off, int64_t row_bytes) {
+    std::memcpy(out_row + off, in_row + off, static_cast<size_t>(row_bytes - off));
+    return row_finite(reinterpret_cast<const T*>(out_row), row_bytes / static_cast<int64_t>(sizeof(T)));
+  }
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+FASTREG_TARGET_AVX2 int64_t gather_finite_f32_avx2(const float* x, int64_t d, const int64_t* idx, Span rows,
+                                                   float* xb) {
+  FiniteF32Lines lines;
+  return gather_lines(lines, x, d * 4, idx, rows.begin, rows.end, xb);
 }
+#endif
 
 // Copies rows idx[b, e) of X into xb rows [b, e) (row-major T), scaling u8, on
 // the calling thread only, so X itself is read once per epoch and the copy
@@ -367,44 +370,32 @@ template <class T>
 int64_t gather_rows_of(const EpochArgs<T>& a, const int64_t* idx, Span rows, T* xb) {
   if (a.d == 0) return -1;  // nothing to copy (and the empty buffer may be a null pointer)
   if (a.source != Source::u8 && a.check_finite) {
-    const T* x = static_cast<const T*>(a.x);
-    int64_t i = rows.begin;
+    int64_t bad = -1;
 #if defined(__x86_64__) || defined(__i386__)
     if constexpr (std::is_same_v<T, float>) {
       if (simd_at_least(Simd::avx2)) {  // avx512 too: a copy bound by memory, not by width
-        for (; i < rows.end; i += kRowsAtOnce) {
-          const int group = static_cast<int>(std::min<int64_t>(kRowsAtOnce, rows.end - i));
-          const float *src[kRowsAtOnce], *ahead[kRowsAtOnce];
-          for (int k = 0; k < group; ++k) {
-            const int64_t r = i + k, n = r + 2 * kRowsAtOnce;  // prefetch two groups ahead
-            src[k] = x + idx[r] * a.d;
-            ahead[k] = n < rows.end ? x + idx[n] * a.d : nullptr;
-          }
-          const int bad = copy_rows_checked_avx2(xb + i * a.d, src, ahead, group, a.d);
-          if (bad >= 0) return idx[i + bad];
-        }
+        bad = gather_finite_f32_avx2(static_cast<const float*>(a.x), a.d, idx, rows, xb);
+        return bad < 0 ? -1 : idx[bad];
       }
     }
 #endif
-    for (; i < rows.end; ++i) {
-      const T* next = i + kRowPrefetchAhead < rows.end ? x + idx[i + kRowPrefetchAhead] * a.d : nullptr;
-      if (!copy_row_checked(xb + i * a.d, x + idx[i] * a.d, reinterpret_cast<const char*>(next), a.d)) return idx[i];
-    }
+    FiniteLines<T> lines;
+    bad = gather_lines(lines, a.x, a.d * static_cast<int64_t>(sizeof(T)), idx, rows.begin, rows.end, xb);
+    return bad < 0 ? -1 : idx[bad];
+  }
+  if (a.source != Source::u8) {  // rows as they are: the loader's gather
+    gather_range(a.x, a.d * static_cast<int64_t>(sizeof(T)), idx, rows.begin, rows.end, xb);
     return -1;
   }
-  // The loader's gather: rows as they are, or uint8 scaled to float32.
+  // uint8 rows scaled to float32 by the loader's conversion, in groups (a few lines
+  // each), the next group prefetched as a whole first: short rows give the loader's
+  // line-by-line prefetch too little time.
   LoaderColumn col;
   col.src = a.x;
   col.row_len = a.d;
-  col.itemsize = a.source == Source::u8 ? 1 : static_cast<int64_t>(sizeof(T));
-  col.u8_to_f32 = a.source == Source::u8;
+  col.itemsize = 1;
+  col.u8_to_f32 = true;
   col.scale = a.scale;
-  if (a.source != Source::u8) {
-    col.gather(idx + rows.begin, rows.size(), xb + rows.begin * a.d, false);
-    return -1;
-  }
-  // uint8 rows (a few lines each) in groups, the next group prefetched as a whole
-  // first: short rows give the loader's line-by-line prefetch too little time.
   for (int64_t i = rows.begin; i < rows.end; i += kRowPrefetchAhead) {
     const int64_t group = std::min(kRowPrefetchAhead, rows.end - i);
     for (int64_t j = i + group; j < std::min(rows.end, i + group + kRowPrefetchAhead); ++j)

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <new>
 #include <stdexcept>
 #include <system_error>
@@ -21,64 +20,6 @@ constexpr int64_t kBytesPerThread = int64_t{1} << 20;
 
 int64_t rows_per_thread(int64_t row_bytes) {
   return std::max<int64_t>(1, kBytesPerThread / std::max<int64_t>(row_bytes, 1));
-}
-
-// Fixed-size element copies: a memcpy call per 4- or 8-byte label would cost more
-// than the copy itself.
-template <class T>
-void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, void* dst) {
-  const T* s = static_cast<const T*>(src);
-  T* d = static_cast<T*>(dst);
-  for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
-}
-
-void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e, void* dst) {
-  switch (row_bytes) {
-    case 1:
-      return gather_fixed<uint8_t>(src, idx, b, e, dst);
-    case 2:
-      return gather_fixed<uint16_t>(src, idx, b, e, dst);
-    case 4:
-      return gather_fixed<uint32_t>(src, idx, b, e, dst);
-    case 8:
-      return gather_fixed<uint64_t>(src, idx, b, e, dst);
-    default:
-      break;
-  }
-  const char* s = static_cast<const char*>(src);
-  char* d = static_cast<char*>(dst);
-  const auto rb = static_cast<size_t>(row_bytes);
-  if (row_bytes < kRowPrefetchMinBytes) {
-    for (int64_t i = b; i < e; ++i) std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
-    return;
-  }
-  // Rows in groups of kRowsAtOnce, a cache line of each in turn (several row streams
-  // in flight keep more misses outstanding than one), prefetching the group two ahead.
-  int64_t i = b;
-  for (; i + kRowsAtOnce <= e; i += kRowsAtOnce) {
-    const char* src[kRowsAtOnce];
-    const char* ahead[kRowsAtOnce];
-    for (int k = 0; k < kRowsAtOnce; ++k) {
-      src[k] = s + idx[i + k] * row_bytes;
-      const int64_t n = i + k + 2 * kRowsAtOnce;
-      ahead[k] = n < e ? s + idx[n] * row_bytes : nullptr;
-    }
-    char* out = d + i * row_bytes;
-    int64_t off = 0;
-    for (; off + 64 <= row_bytes; off += 64)
-      for (int k = 0; k < kRowsAtOnce; ++k) {
-        if (ahead[k]) __builtin_prefetch(ahead[k] + off, 0, 2);
-        std::memcpy(out + k * row_bytes + off, src[k] + off, 64);
-      }
-    for (int k = 0; k < kRowsAtOnce; ++k) {
-      if (ahead[k] && off < row_bytes) __builtin_prefetch(ahead[k] + off, 0, 2);
-      std::memcpy(out + k * row_bytes + off, src[k] + off, static_cast<size_t>(row_bytes - off));
-    }
-  }
-  for (; i < e; ++i) {
-    if (i + kRowPrefetchAhead < e) prefetch_row(s + idx[i + kRowPrefetchAhead] * row_bytes, row_bytes);
-    std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, rb);
-  }
 }
 
 // uint8 -> float32 * scale. A single IEEE multiply, so both variants give results

@@ -10,7 +10,39 @@ size_t rounded_size(int64_t bytes) {
   // aligned_alloc wants a multiple of the alignment; never 0.
   return (static_cast<size_t>(std::max<int64_t>(bytes, 1)) + 63) & ~size_t{63};
 }
+// Fixed-size element copies: a memcpy call per 4- or 8-byte label would cost more
+// than the copy itself.
+template <class T>
+void gather_fixed(const void* src, const int64_t* idx, int64_t b, int64_t e, void* dst) {
+  const T* s = static_cast<const T*>(src);
+  T* d = static_cast<T*>(dst);
+  for (int64_t i = b; i < e; ++i) d[i] = s[idx[i]];
+}
 }  // namespace
+
+void gather_range(const void* src, int64_t row_bytes, const int64_t* idx, int64_t b, int64_t e, void* dst) {
+  switch (row_bytes) {
+    case 1:
+      return gather_fixed<uint8_t>(src, idx, b, e, dst);
+    case 2:
+      return gather_fixed<uint16_t>(src, idx, b, e, dst);
+    case 4:
+      return gather_fixed<uint32_t>(src, idx, b, e, dst);
+    case 8:
+      return gather_fixed<uint64_t>(src, idx, b, e, dst);
+    default:
+      break;
+  }
+  if (row_bytes < kRowPrefetchMinBytes) {
+    const char* s = static_cast<const char*>(src);
+    char* d = static_cast<char*>(dst);
+    for (int64_t i = b; i < e; ++i)
+      std::memcpy(d + i * row_bytes, s + idx[i] * row_bytes, static_cast<size_t>(row_bytes));
+    return;
+  }
+  CopyLines copy;
+  gather_lines(copy, src, row_bytes, idx, b, e, dst);
+}
 
 void BufferDeleter::operator()(void* p) const noexcept {
   if (pool)

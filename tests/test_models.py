@@ -1086,6 +1086,18 @@ def test_momentum_and_lr_rules_are_shared():
             fastreg.models.check_lr(bad)
 
 
+def test_hyper_parameter_messages_use_torchs_words():
+    """One message per hyper-parameter: torch.optim.SGD's words, then the rule that was broken."""
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: 0 \(lr must be a finite number > 0\)$"):
+        SoftmaxRegression(lr=0).fit(np.ones((2, 2)), [0, 1])
+    with pytest.raises(ValueError, match=r"^Invalid learning rate: -1.0 \(lr must be a finite number >= 0\)$"):
+        fastreg.optim.sgd([], lr=-1.0, batch_size=1)
+    with pytest.raises(ValueError, match=r"^Invalid weight_decay value: -1 \(weight_decay must be"):
+        LinearRegression(weight_decay=-1).fit(np.ones((2, 2)), [0.0, 1.0])
+    with pytest.raises(TypeError, match="momentum must be a number, got str"):
+        fastreg.models.check_momentum("0.9")
+
+
 @pytest.mark.parametrize("Est", [SoftmaxRegression, LinearRegression])
 def test_device_parameter_validated_and_cuda_refused_with_reason(Est, rng):
     X = rng.standard_normal((40, 3)).astype(np.float32)

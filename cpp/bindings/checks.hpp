@@ -6,7 +6,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 namespace fastreg::bindings {
@@ -95,6 +97,54 @@ inline void require_c_contiguous(const py::array& a, const char* name) {
 
 inline void require_writeable(const py::array& a, const char* name) {
   if (!a.writeable()) throw py::value_error(std::string(name) + " is read-only; it must be writeable");
+}
+
+inline void require_dtype(const py::array& a, const char* name, const py::dtype& dt, const char* what) {
+  if (!same_dtype(a.dtype(), dt))
+    throw py::type_error(std::string(name) + " must have dtype " + what + ", got " + dtype_str(a));
+}
+
+// An array the kernel writes: dtype dt, exactly `shape`, C-contiguous and writeable.
+inline py::array checked_out(const py::object& obj, const char* name, const py::dtype& dt, const char* dt_name,
+                             std::initializer_list<py::ssize_t> shape) {
+  py::array a = as_array(obj, name);
+  require_dtype(a, name, dt, dt_name);
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  py::ssize_t k = 0;
+  for (auto s : shape) ok = ok && a.shape(k++) == s;
+  if (!ok) {
+    std::string want = "(";
+    k = 0;
+    for (auto s : shape) want += (k++ ? ", " : "") + std::to_string(s);
+    throw py::value_error(std::string(name) + " must have shape " + want + (shape.size() == 1 ? ",)" : ")") + ", got " +
+                          shape_str(a));
+  }
+  require_c_contiguous(a, name);
+  require_writeable(a, name);
+  return a;
+}
+
+// The hyper-parameter rule (lr, momentum, dampening, weight_decay, scale), one
+// message per name: a finite number >= 0, or > 0 where `positive`. NaN would
+// poison every weight and a negative step climbs the loss.
+inline double checked_hyper(double v, const char* name, bool positive = false) {
+  if (!std::isfinite(v) || v < 0 || (positive && v == 0))
+    throw py::value_error(std::string(name) + " must be a finite number " + (positive ? "> 0" : ">= 0") + ", got " +
+                          std::to_string(v));
+  return v;
+}
+
+// An epoch's learning rate is > 0: an epoch at lr 0 would only spend time.
+// (A single optimizer step, like torch.optim.SGD, accepts lr 0: checked_hyper.)
+inline double checked_lr(double lr) { return checked_hyper(lr, "lr", true); }
+
+template <class T>
+T* data_of(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+template <class T>
+const T* cdata_of(const py::array& a) {
+  return static_cast<const T*>(a.data());
 }
 
 // True when the byte ranges of two arrays overlap (conservative, like

@@ -6,6 +6,7 @@
 namespace fastreg::bindings {
 void register_runtime(pybind11::module_& m);
 void register_optim(pybind11::module_& m);
+void register_linear(pybind11::module_& m);
 void register_epoch(pybind11::module_& m);
 void register_loader(pybind11::module_& m);
 void register_losses(pybind11::module_& m);

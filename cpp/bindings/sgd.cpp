@@ -22,10 +22,7 @@ void run_sgd(py::array& param, const py::array& grad, py::object& buffer, const 
   sgd_update<T>(p, g, b, n, opt, first_step);
 }
 
-void check_hyper(double v, const char* name, bool allow_negative = false) {
-  if (!std::isfinite(v) || (!allow_negative && v < 0))
-    throw py::value_error(std::string(name) + " must be a finite number >= 0, got " + std::to_string(v));
-}
+void check_hyper(double v, const char* name) { checked_hyper(v, name); }
 
 }  // namespace
 

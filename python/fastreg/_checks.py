@@ -7,6 +7,7 @@ signatures). Integers are checked here first, so the error names the argument.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -38,6 +39,55 @@ def check_real(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)
+
+
+# The hyper-parameter rule, one message per parameter. fastreg.torch.SGD must raise
+# torch.optim.SGD's own messages ("Invalid learning rate: -1.0"), so those words start
+# the one message everywhere; the rule the value broke follows in parentheses.
+_HYPER_WORDS = {"lr": "learning rate"}
+
+
+def hyper_error(name: str, value, rule: str) -> ValueError:
+    """The ValueError for hyper-parameter ``name`` given ``value``, which breaks ``rule``."""
+    return ValueError(f"Invalid {_HYPER_WORDS.get(name, name + ' value')}: {value} ({name} must be {rule})")
+
+
+def check_hyper(value, name: str, *, positive: bool = False, finite: bool = True):
+    """A hyper-parameter (lr, momentum, dampening, weight_decay): a number (not a bool),
+    finite and >= 0, or > 0 when ``positive``. Returns it as a float; raises TypeError
+    for a non-number, ValueError otherwise.
+
+    ``finite=False`` is torch.optim.SGD's construction rule, for fastreg.torch.SGD: any
+    value that compares with 0 (a float, a 1-element tensor) and is not negative; it is
+    returned unchanged, and NaN/inf pass as in torch (the step refuses them)."""
+    if not finite:
+        if value < 0.0:
+            raise hyper_error(name, value, ">= 0")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise hyper_error(name, value, f"a finite number {'> 0' if positive else '>= 0'}")
+    return v
+
+
+def check_lr(value) -> float:
+    """The learning-rate rule of the estimators and of ``fastreg train --lr``: a finite
+    number > 0 (an epoch at lr 0 would change nothing). Returns it as a float; raises
+    TypeError/ValueError otherwise. The optimizers (fastreg.optim, fastreg.torch.SGD)
+    accept lr 0, like torch.optim.SGD: ``check_hyper(lr, "lr")``."""
+    return check_hyper(value, "lr", positive=True)
+
+
+def check_momentum(value) -> float:
+    """The momentum rule of the estimators and of ``fastreg train --momentum``: a number
+    in [0, 1). Momentum 1 never forgets a gradient and above 1 the steps grow without
+    bound, so both only diverge (torch.optim.SGD accepts them and then diverges)."""
+    v = check_hyper(value, "momentum")
+    if v >= 1:
+        raise hyper_error("momentum", value, "in [0, 1)")
+    return v
 
 
 def labels_as_int64(y, n_classes: int, ignore_index: int):

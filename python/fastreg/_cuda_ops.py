@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from . import cuda as _cuda_api
-from ._checks import check_int
+from ._checks import check_hyper, check_int
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 _CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -678,10 +678,7 @@ def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, weight
     """fastreg.optim.sgd_step for CUDA arrays (see there); checks every entry first."""
     mod = _require()
     for nm, v in (("lr", lr), ("momentum", momentum), ("dampening", dampening), ("weight_decay", weight_decay)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise TypeError(f"{nm} must be a number, got {type(v).__name__}")
-        if not (math.isfinite(float(v)) and float(v) >= 0):
-            raise ValueError(f"{nm} must be a finite number >= 0, got {v}")
+        check_hyper(v, nm)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("Nesterov momentum requires a momentum and zero dampening")
     params, grads = list(params), list(grads)

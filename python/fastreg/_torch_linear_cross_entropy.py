@@ -187,7 +187,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         reduction: str = "mean",
         lse_square_scale: float = 0.0,
         softcap: float | None = None,
-    ):
+    ) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0.0, 1.0], got {label_smoothing}")
@@ -196,7 +196,9 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         self.ignore_index, self.label_smoothing, self.reduction = ignore_index, label_smoothing, reduction
         self.lse_square_scale, self.softcap = lse_square_scale, softcap
 
-    def forward(self, h, weight, target, bias=None):
+    def forward(
+        self, h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return linear_cross_entropy(
             h,
             weight,

@@ -19,5 +19,8 @@ if TYPE_CHECKING:  # torch is optional: only type checkers import it here
 ArrayOrTensor = Union[NDArray[Any], "torch.Tensor"]
 # A loss: a 0-d NumPy scalar (reduction 'mean'/'sum') or an array (reduction 'none'), or a tensor.
 Loss = Union[np.floating, NDArray[Any], "torch.Tensor"]
+# An estimator's random_state: None, an int >= 0, a SeedSequence, a Generator (used as it is,
+# so it advances) or a legacy RandomState (scikit-learn's own).
+RandomState = Union[int, np.random.SeedSequence, np.random.Generator, np.random.RandomState, None]
 
-__all__ = ["ArrayLike", "ArrayOrTensor", "DTypeLike", "Loss", "NDArray"]
+__all__ = ["ArrayLike", "ArrayOrTensor", "DTypeLike", "Loss", "NDArray", "RandomState"]

@@ -96,7 +96,7 @@ _MAX_CLI_LR = 10.0
 
 def _lr(text: str) -> float:
     """--lr: the estimators' rule (finite, > 0), and at most _MAX_CLI_LR."""
-    from .models import check_lr
+    from ._checks import check_lr
 
     try:
         value = check_lr(float(text))
@@ -112,7 +112,7 @@ def _lr(text: str) -> float:
 
 def _momentum(text: str) -> float:
     """--momentum: the estimators' rule, [0, 1)."""
-    from .models import check_momentum
+    from ._checks import check_momentum
 
     try:
         return check_momentum(float(text))

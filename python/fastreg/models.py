@@ -32,14 +32,14 @@ import sys
 import time
 import warnings
 import zipfile
-from typing import IO, Any, TypeVar, Union
+from typing import IO, Any, Literal, TypeVar, Union
 
 import numpy as np
 
 from . import _core, _distributed
-from ._checks import check_int
+from ._checks import check_hyper, check_int, check_lr, check_momentum
 from ._linear_cross_entropy import linear_cross_entropy
-from ._typing import ArrayLike
+from ._typing import ArrayLike, RandomState
 from .linear import _ensure_blas
 
 # fit and partial_fit return the estimator itself; the classes are built on first use (see _build).
@@ -71,34 +71,6 @@ class _FastregNotFittedError(ValueError, AttributeError):
 
 
 _UINT8_SCALE = 1.0 / 255.0
-
-
-# ---------------------------------------------------------------------------
-# hyper-parameter rules, shared with the command line
-
-
-def check_lr(value: float) -> float:
-    """The learning-rate rule of the estimators and of ``fastreg train --lr``: a finite
-    number > 0. Returns it as a float; raises TypeError/ValueError otherwise."""
-    return _number("lr", value, positive=True)
-
-
-def check_momentum(value: float) -> float:
-    """The momentum rule of the estimators and of ``fastreg train --momentum``: a number
-    in [0, 1). Momentum 1 never forgets a gradient and above 1 the steps grow without
-    bound, so both only diverge (torch.optim.SGD accepts them and then diverges)."""
-    v = _number("momentum", value, positive=False)
-    if v >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {value}")
-    return v
-
-
-def _number(name: str, v, positive: bool) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v}")
-    return float(v)
 
 
 # ---------------------------------------------------------------------------
@@ -329,7 +301,7 @@ class _SGDEstimator:
     def _check_hyper(self) -> None:
         check_lr(self.lr)
         check_momentum(self.momentum)
-        _number("weight_decay", self.weight_decay, positive=False)
+        check_hyper(self.weight_decay, "weight_decay")
         check_int(self.batch_size, "batch_size", 1)
         check_int(self.epochs, "epochs", 1)
         if self.init not in ("normal", "zeros"):
@@ -640,7 +612,7 @@ def load(file: _File) -> _SGDEstimator:
 class _progress:
     """A tqdm bar over epochs with the latest metrics; a printed line per epoch without tqdm."""
 
-    def __init__(self, total: int, desc: str):
+    def __init__(self, total: int, desc: str) -> None:
         try:
             from tqdm.auto import tqdm
         except ImportError:
@@ -711,18 +683,18 @@ class _SoftmaxRegression(_SGDEstimator):
 
     def __init__(
         self,
-        lr=0.1,
-        batch_size=256,
-        epochs=10,
-        momentum=0.0,
-        weight_decay=0.0,
-        init="normal",
-        shuffle=True,
-        random_state=None,
-        verbose=False,
-        warm_start=False,
-        device="cpu",
-    ):
+        lr: float = 0.1,
+        batch_size: int = 256,
+        epochs: int = 10,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        init: Literal["normal", "zeros"] = "normal",
+        shuffle: bool = True,
+        random_state: RandomState = None,
+        verbose: bool = False,
+        warm_start: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs
@@ -955,20 +927,20 @@ class _LinearRegression(_SGDEstimator):
 
     def __init__(
         self,
-        lr=0.03,
-        batch_size=10,
-        epochs=3,
-        momentum=0.0,
-        weight_decay=0.0,
-        init="normal",
-        shuffle=True,
-        random_state=None,
-        verbose=False,
-        loss="squared",
-        solver="sgd",
-        warm_start=False,
-        device="cpu",
-    ):
+        lr: float = 0.03,
+        batch_size: int = 10,
+        epochs: int = 3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        init: Literal["normal", "zeros"] = "normal",
+        shuffle: bool = True,
+        random_state: RandomState = None,
+        verbose: bool = False,
+        loss: Literal["squared", "huber", "l1"] = "squared",
+        solver: Literal["sgd", "normal"] = "sgd",
+        warm_start: bool = False,
+        device: str = "cpu",
+    ) -> None:
         self.lr = lr
         self.batch_size = batch_size
         self.epochs = epochs

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from . import _core
+from ._checks import check_hyper
 from ._interop import as_numpy_view
 
 __all__ = ["sgd", "sgd_step"]
-
-
-def _check_hyper(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
 
 
 def sgd_step(
@@ -79,7 +70,7 @@ def sgd(params: Sequence, lr: float, batch_size: int) -> None:
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    lr = _check_hyper("lr", lr)
+    lr = check_hyper(lr, "lr")
     params = list(params)
     grads = [getattr(p, "grad", None) for p in params]
     sgd_step(params, grads, lr=lr / batch_size)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from . import _core, _cuda_ops
+from ._checks import check_hyper
 from ._torch_linear_cross_entropy import LinearCrossEntropyLoss, linear_cross_entropy
 
 __all__ = [
@@ -490,13 +493,13 @@ class CrossEntropyLoss(torch.nn.Module):
 
     def __init__(
         self,
-        weight=None,
-        size_average=None,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
         ignore_index: int = -100,
-        reduce=None,
+        reduce: bool | None = None,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
-    ):
+    ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
             reduction = torch.nn.modules.loss._Reduction.legacy_get_string(size_average, reduce)
@@ -507,7 +510,7 @@ class CrossEntropyLoss(torch.nn.Module):
         self.reduction = reduction
         self.label_smoothing = label_smoothing
 
-    def forward(self, input, target):
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
             input,
             target,
@@ -524,7 +527,7 @@ class CrossEntropyLoss(torch.nn.Module):
 class _RegressionLoss(torch.nn.modules.loss._Loss):
     _fn = None
 
-    def forward(self, input, target):
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return type(self)._fn(input, target, reduction=self.reduction)
 
 
@@ -543,22 +546,24 @@ class MSELoss(_RegressionLoss):
 class HuberLoss(torch.nn.modules.loss._Loss):
     """Drop-in for ``torch.nn.HuberLoss`` backed by the fused kernel."""
 
-    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction=reduction)
         self.delta = delta
 
-    def forward(self, input, target):
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
 
 class SmoothL1Loss(torch.nn.modules.loss._Loss):
     """Drop-in for ``torch.nn.SmoothL1Loss`` backed by the fused kernel."""
 
-    def __init__(self, size_average=None, reduce=None, reduction: str = "mean", beta: float = 1.0):
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean", beta: float = 1.0
+    ) -> None:
         super().__init__(size_average, reduce, reduction)
         self.beta = beta
 
-    def forward(self, input, target):
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
 
@@ -578,26 +583,22 @@ class SGD(torch.optim.Optimizer):
 
     def __init__(
         self,
-        params,
-        lr: float = 1e-3,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float | torch.Tensor = 1e-3,
         momentum: float = 0,
         dampening: float = 0,
-        weight_decay: float = 0,
+        weight_decay: float | torch.Tensor = 0,
         nesterov: bool = False,
         *,
         maximize: bool = False,
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
-    ):
+    ) -> None:
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            check_hyper(value, name, finite=False)  # torch.optim.SGD's rule and words
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if fused and differentiable:
@@ -716,7 +717,7 @@ class SGD(torch.optim.Optimizer):
     # when needed: a profiler running or a hook registered takes torch's own wrapper.
     _hooked_update = torch.optim.Optimizer.profile_hook_step(_update)
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         """Perform one optimisation step (closure re-evaluates the loss, as torch)."""
         if self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks or _global_step_hooks_or_profiler():
             return self._hooked_update(closure)
