@@ -59,7 +59,10 @@ struct ChunkSpan {
 // Per batch the caller asks, in turn: exhaust_draw_due(), at_end(), prefetch_next(),
 // then takes the batch from pipeline() or from the current chunk (chunk_needed(),
 // plan_chunk(), gather_chunk(), chunk_filled()), and calls advance().
-// Not thread-safe: the caller serialises the calls (the binding, with the GIL).
+// Not thread-safe: the caller serialises the calls (the binding, with the GIL),
+// except that gather_chunk() and the pipeline pipeline() returned may run while
+// another thread calls close(): they read only the columns and the order, which
+// stay as they are until the schedule is destroyed.
 class BatchSchedule {
  public:
   // Throws std::invalid_argument for options out of range. `pool` (may be null)
