@@ -268,7 +268,13 @@ def test_consumer_does_not_wait_for_a_starved_worker(rng):
     order = rng.permutation(400)
     start = time.perf_counter()
     it = _core.BatchIter(
-        [X, y], [False, False], [1.0, 1.0], order, None, 16, False, 0, None, None, False, 1, worker_delay_us=2_000_000
+        arrays=[X, y],
+        u8_to_f32=[False, False],
+        scales=[1.0, 1.0],
+        batch_size=16,
+        order=order,
+        prefetch=1,
+        worker_delay_us=2_000_000,
     )
     got = []
     for xb, yb in it:
@@ -492,10 +498,14 @@ def test_bad_input(rng):
         DataLoader((X, y)).set_epoch(-1)
     # the binding checks what it is handed too
     with pytest.raises(IndexError, match="order\\[0\\] = 10 is out of range for 10 rows"):
-        _core.BatchIter([X], [False], [1.0], np.array([10]), None, 1, False, 0, None, None, True, -1)
+        _core.BatchIter(arrays=[X], u8_to_f32=[False], scales=[1.0], batch_size=1, order=np.array([10]), single=True)
     with pytest.raises(TypeError, match="int64"):
-        _core.BatchIter([X], [False], [1.0], np.array([0], dtype=np.int32), None, 1, False, 0, None, None, True, -1)
+        _core.BatchIter(
+            arrays=[X], u8_to_f32=[False], scales=[1.0], batch_size=1, order=np.array([0], dtype=np.int32), single=True
+        )
     with pytest.raises(ValueError, match="C-contiguous"):
-        _core.BatchIter([X[:, ::2]], [False], [1.0], np.array([0]), None, 1, False, 0, None, None, True, -1)
+        _core.BatchIter(
+            arrays=[X[:, ::2]], u8_to_f32=[False], scales=[1.0], batch_size=1, order=np.array([0]), single=True
+        )
     with pytest.raises(TypeError, match="uint8"):
-        _core.BatchIter([X], [True], [1.0], np.array([0]), None, 1, False, 0, None, None, True, -1)
+        _core.BatchIter(arrays=[X], u8_to_f32=[True], scales=[1.0], batch_size=1, order=np.array([0]), single=True)

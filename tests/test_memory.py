@@ -79,18 +79,11 @@ def _binding_calls(rng):
             "BatchIter",
             lambda: list(
                 _core.BatchIter(
-                    [src, t[:100] if len(t) >= 100 else np.arange(100)],
-                    [True, False],
-                    [0.5, 1.0],
-                    idx,
-                    None,
-                    7,
-                    False,
-                    0,
-                    None,
-                    None,
-                    False,
-                    -1,
+                    arrays=[src, t[:100] if len(t) >= 100 else np.arange(100)],
+                    u8_to_f32=[True, False],
+                    scales=[0.5, 1.0],
+                    batch_size=7,
+                    order=idx,
                 )
             ),
             (src, idx),

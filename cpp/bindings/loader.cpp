@@ -1,37 +1,24 @@
 // Bindings for the minibatch loader: BatchIter (the iterator behind
-// fastreg.DataLoader, with __next__ in C++), and gather_rows / random_permutation
-// for direct use and tests. Arguments are checked with the GIL held; gathers big
-// enough to matter and waits for the prefetcher run with it released.
-#include <algorithm>
+// fastreg.DataLoader, with __next__ in C++; its rules are cpp/batch_iter.hpp's
+// BatchSchedule), and gather_rows / random_permutation for direct use and tests.
+// Arguments are checked with the GIL held; gathers big enough to matter and waits
+// for the prefetcher run with it released.
 #include <chrono>
-#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include <pybind11/stl.h>
 
+#include "batch_iter.hpp"
 #include "checks.hpp"
 #include "loader.hpp"
 #include "register.hpp"
-#include "runtime.hpp"
 
 namespace fastreg::bindings {
 
 namespace {
-
-// Below this many bytes a gather takes well under a microsecond of copying, less
-// than releasing and re-taking the GIL or handing a batch between threads.
-constexpr int64_t kReleaseGilBytes = int64_t{1} << 16;
-// Small batches are gathered about this many bytes at a time (all columns): enough
-// to make the per-chunk costs (arrays, a GIL release) negligible per batch, small
-// enough to stay in L2 until the caller reads it.
-constexpr int64_t kChunkBytes = int64_t{128} << 10;
-// Prefetching keeps at most this many bytes of batches ready ahead of the consumer.
-constexpr int64_t kPrefetchBytes = int64_t{64} << 20;
 
 bool has_objects(const py::array& a) { return a.dtype().attr("hasobject").cast<bool>(); }
 
@@ -42,14 +29,6 @@ int64_t checked_row_len(const py::array& a, const std::string& name) {
   int64_t len = 1;
   for (py::ssize_t d = 1; d < a.ndim(); ++d) len *= a.shape(d);
   return len;
-}
-
-// Checks every index is a valid row: the kernels trust their indices.
-void check_indices(const int64_t* idx, int64_t n, int64_t rows, const char* name) {
-  for (int64_t i = 0; i < n; ++i)
-    if (idx[i] < 0 || idx[i] >= rows)
-      throw py::index_error(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(idx[i]) +
-                            " is out of range for " + std::to_string(rows) + " rows");
 }
 
 py::array as_index_array(const py::handle& obj, const char* name) {
@@ -82,49 +61,27 @@ py::array wrap_buffer(Buffer buf, const py::dtype& dtype, const std::vector<py::
   return py::array(dtype, shape, {}, p, owner);
 }
 
-// The batch buffers a DataLoader's iterators share, one epoch after another.
-// Remembers its process: after fork() its mutex may have been copied locked, so a
-// child leaves it alone.
-struct LoaderPool {
-  std::shared_ptr<BufferPool> pool = std::make_shared<BufferPool>(0);
-  pid_t pid = getpid();
-  ~LoaderPool() {
-    if (pid != getpid()) new std::shared_ptr<BufferPool>(std::move(pool));  // a child's copy: never freed
-  }
-};
-
+// The Python side of a BatchSchedule (cpp/batch_iter.hpp), which makes every
+// decision: this class converts the arrays, makes the batch arrays (views of a
+// chunk, or arrays owning a prefetched buffer), calls the Python callbacks (order_fn,
+// on_exhaust, to_tensor) when the schedule says so, and releases the GIL around
+// gathers and waits.
 class BatchIter {
  public:
   BatchIter(const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
-            py::object order, py::object order_fn, int64_t batch_size, bool drop_last, int64_t first_batch,
-            py::object on_exhaust, py::object to_tensor, bool single, int prefetch, py::object pool,
-            int64_t worker_delay_us, bool unbatched)
+            const py::object& order, py::object order_fn, py::object on_exhaust, py::object to_tensor, bool single,
+            const LoaderOptions& options, const LoaderPool* pool)
       : order_fn_(std::move(order_fn)),
         on_exhaust_(std::move(on_exhaust)),
         to_tensor_(std::move(to_tensor)),
-        batch_size_(batch_size),
-        drop_last_(drop_last),
-        next_batch_(first_batch),
         single_(single),
-        unbatched_(unbatched),
-        prefetch_(prefetch),
-        worker_delay_(worker_delay_us) {
+        unbatched_(options.unbatched) {
     const size_t k = py::len(arrays);
     if (k == 0) throw py::value_error("arrays must hold at least one array");
     if (u8_to_f32.size() != k || scales.size() != k)
       throw py::value_error("u8_to_f32 and scales need one entry per array");
-    if (batch_size <= 0)
-      throw py::value_error("batch_size must be a positive integer, got " + std::to_string(batch_size));
-    if (prefetch < -1 || prefetch > 1) throw py::value_error("prefetch must be -1 (auto), 0 or 1");
-    if (worker_delay_us < 0) throw py::value_error("worker_delay_us must be >= 0");
-    if (unbatched && batch_size != 1) throw py::value_error("unbatched takes batch_size 1");
-    if (!pool.is_none()) {
-      const auto& shared = pool.cast<const LoaderPool&>();
-      if (shared.pid == getpid()) {
-        pool_ = shared.pool;
-        pool_pid_ = shared.pid;
-      }
-    }
+    std::vector<LoaderColumn> columns;
+    int64_t rows = 0;
     for (size_t i = 0; i < k; ++i) {
       const std::string name = "arrays[" + std::to_string(i) + "]";
       py::array a = as_array(arrays[i], name.c_str());
@@ -135,66 +92,54 @@ class BatchIter {
       c.u8_to_f32 = u8_to_f32[i];
       c.scale = static_cast<float>(scales[i]);
       if (i == 0)
-        rows_ = a.shape(0);
-      else if (a.shape(0) != rows_)
+        rows = a.shape(0);
+      else if (a.shape(0) != rows)
         throw py::value_error(name + " has " + std::to_string(a.shape(0)) + " rows, arrays[0] has " +
-                              std::to_string(rows_));
+                              std::to_string(rows));
       if (c.u8_to_f32 && !has_dtype<uint8_t>(a))
         throw py::type_error(name + ": the float32 conversion takes uint8 input, got " + dtype_str(a));
       std::vector<py::ssize_t> trailing(a.shape() + 1, a.shape() + a.ndim());
       out_dtypes_.push_back(c.u8_to_f32 ? py::dtype::of<float>() : a.dtype());
       dims_.emplace_back(a.shape(), a.shape() + a.ndim());  // dims_[c][0] is set per array made
       trailing_.push_back(std::move(trailing));
-      columns_.push_back(c);
+      columns.push_back(c);
       pin_sources(a, pins_);             // its memory cannot be reallocated meanwhile
       sources_.push_back(std::move(a));  // keeps the memory the columns point at alive
     }
+    schedule_ = std::make_unique<BatchSchedule>(std::move(columns), rows, options, pool);
     if (!order.is_none())
       set_order(order);
     else if (order_fn_.is_none())
       throw py::value_error("either order or order_fn is required");
-    if (first_batch < 0) throw py::value_error("first_batch must be >= 0");
-    if (order_ && first_batch > end_batch_)
-      throw py::value_error("first_batch " + std::to_string(first_batch) + " is past the last batch (" +
-                            std::to_string(end_batch_) + " batches)");
   }
 
   // No GIL release here: a destructor may run during interpreter shutdown, and the
   // workers never take the GIL, so joining while holding it cannot deadlock.
-  ~BatchIter() { close(/*release_gil=*/false); }
+  ~BatchIter() {
+    if (schedule_) close(/*release_gil=*/false);
+  }
 
   py::object next() {
     if (busy_) throw std::runtime_error("this iterator is already being advanced by another thread");
-    if (done_) throw py::stop_iteration();
-    if (!order_) {  // the order is drawn at the first next(), as torch's sampler does
-      py::object o = order_fn_();
-      set_order(o);
-      if (next_batch_ > end_batch_) throw py::value_error("first_batch is past the last batch");
-    }
-    const int64_t k = next_batch_;
-    const int64_t total = static_cast<int64_t>(order_->size());
-    // torch's sampler draws (and discards) one more permutation as soon as a batch
-    // asks for an index past the end; on_exhaust reproduces that draw at the same point.
-    if (!exhaust_called_ && (k + 1) * batch_size_ > total) {
-      exhaust_called_ = true;
-      if (!on_exhaust_.is_none()) on_exhaust_();
-    }
-    if (k >= end_batch_) {
+    BatchSchedule& s = *schedule_;
+    if (s.done()) throw py::stop_iteration();
+    if (!s.has_order()) set_order(order_fn_());  // drawn at the first next(), as torch's sampler does
+    if (s.exhaust_draw_due() && !on_exhaust_.is_none()) on_exhaust_();
+    if (s.at_end()) {
       close();
       throw py::stop_iteration();
     }
-    if (pipeline_ && pipeline_pid_ != getpid()) abandon_inherited_pipeline();
-    const int64_t rows = std::min(batch_size_, total - k * batch_size_);
-    const size_t ncols = columns_.size();
+    const bool prefetched = s.prefetch_next();
+    const int64_t rows = s.batch_rows();
+    const size_t ncols = s.num_columns();
     // Built first and filled in place: a failure half-way leaks nothing.
     py::object out;
     if (!single_) {  // a list, as torch's default_collate makes of a TensorDataset's tuples
       out = py::reinterpret_steal<py::object>(PyList_New(static_cast<py::ssize_t>(ncols)));
       if (!out) throw py::error_already_set();
     }
-    if (use_pipeline()) {
-      if (!pipeline_) start_pipeline();
-      std::shared_ptr<BatchPipeline> pipe = pipeline_;  // survives a close() from another thread
+    if (prefetched) {
+      std::shared_ptr<BatchPipeline> pipe = s.pipeline();  // survives a close() from another thread
       std::vector<Buffer> bufs;
       busy_ = true;
       try {
@@ -211,44 +156,35 @@ class BatchIter {
       for (size_t c = 0; c < ncols; ++c)
         put(out, c, wrap_buffer(std::move(bufs[c]), out_dtypes_[c], shape_of(c, rows)));
     } else {
-      if (k >= chunk_end_) fill_chunk(k, total);
-      const int64_t row0 = (k - chunk_first_) * batch_size_;
+      if (s.chunk_needed()) fill_chunk();
+      const int64_t row0 = s.chunk_row();
       for (size_t c = 0; c < ncols; ++c) put(out, c, chunk_view(c, row0, rows));
     }
-    ++next_batch_;
+    s.advance();
     return out;
   }
 
   // Stops and joins the prefetch threads and frees ready batches; iteration ends.
   void close(bool release_gil = true) {
-    done_ = true;
     chunk_.clear();
-    chunk_end_ = 0;
-    if (!pipeline_) return;
-    if (pipeline_pid_ != getpid()) return abandon_inherited_pipeline();
-    pipeline_->stop();
-    std::shared_ptr<BatchPipeline> pipe = std::move(pipeline_);
-    if (release_gil) {
+    std::shared_ptr<BatchPipeline> pipe = schedule_->close();
+    if (pipe && release_gil) {
       py::gil_scoped_release release;  // joining may wait for a gather in progress
       pipe.reset();
     }
   }
 
-  int64_t next_batch() const { return next_batch_; }
-  py::object end_batch() const { return order_ ? py::object(py::int_(end_batch_)) : py::object(py::none()); }
-  bool prefetching() const { return static_cast<bool>(pipeline_); }
-  bool done() const { return done_; }
+  int64_t next_batch() const { return schedule_->next_batch(); }
+  py::object end_batch() const {
+    return schedule_->has_order() ? py::object(py::int_(schedule_->end_batch())) : py::object(py::none());
+  }
+  bool prefetching() const { return schedule_->prefetching(); }
+  bool done() const { return schedule_->done(); }
 
  private:
   void set_order(const py::handle& obj) {
     py::array a = as_index_array(obj, "order");
-    const auto* idx = static_cast<const int64_t*>(a.data());
-    const auto n = static_cast<int64_t>(a.size());
-    check_indices(idx, n, rows_, "order");
-    order_ = std::make_shared<const std::vector<int64_t>>(idx, idx + n);
-    end_batch_ = drop_last_ ? n / batch_size_ : (n + batch_size_ - 1) / batch_size_;
-    batch_row_bytes_ = 0;
-    for (const auto& c : columns_) batch_row_bytes_ += c.out_row_bytes();
+    schedule_->set_order(static_cast<const int64_t*>(a.data()), static_cast<int64_t>(a.size()));
   }
 
   // Stores column c's batch in the output (converted to a tensor for torch inputs).
@@ -260,45 +196,39 @@ class BatchIter {
       PyList_SET_ITEM(out.ptr(), static_cast<py::ssize_t>(c), batch.release().ptr());
   }
 
-  // Small batches are gathered a chunk at a time: one fresh array per column holding
-  // the next batches (~kChunkBytes), which the batches are then views of. Per batch
-  // this leaves two array headers to make (no allocation, no thread hand-off); a
-  // chunk is never written again once gathered, and lives as long as any of its views.
-  void fill_chunk(int64_t k, int64_t total) {
+  // One fresh array per column holding the batches of the schedule's next chunk,
+  // which the batches are then views of. A chunk is never written again once
+  // gathered, and lives as long as any of its views.
+  void fill_chunk() {
     chunk_.clear();  // frees the previous chunk unless the caller keeps one of its batches
-    const int64_t per_batch = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
-    const int64_t batches = std::clamp<int64_t>(kChunkBytes / per_batch, 1, end_batch_ - k);
-    const int64_t first_row = k * batch_size_;
-    const int64_t rows = std::min(total, (k + batches) * batch_size_) - first_row;
+    const ChunkSpan span = schedule_->plan_chunk();
     std::vector<py::array> chunk;
     std::vector<void*> dst;
-    for (size_t c = 0; c < columns_.size(); ++c) {
-      dims_[c][0] = static_cast<Py_intptr_t>(rows);
+    for (size_t c = 0; c < out_dtypes_.size(); ++c) {
+      dims_[c][0] = static_cast<Py_intptr_t>(span.rows);
       chunk.push_back(new_array(c, nullptr, nullptr));
       dst.push_back(chunk.back().mutable_data());
     }
-    const int64_t* idx = order_->data() + first_row;
-    if (rows * batch_row_bytes_ >= kReleaseGilBytes) {
+    if (span.threads) {
       busy_ = true;  // the arrays are local: a close() meanwhile cannot free them
       {
         py::gil_scoped_release release;
-        for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, dst[c], true);
+        schedule_->gather_chunk(span, dst.data());
       }
       busy_ = false;
-      if (done_) throw py::stop_iteration();  // closed by another thread meanwhile
+      if (schedule_->done()) throw py::stop_iteration();  // closed by another thread meanwhile
     } else {
-      for (size_t c = 0; c < columns_.size(); ++c) columns_[c].gather(idx, rows, dst[c], false);
+      schedule_->gather_chunk(span, dst.data());
     }
     chunk_ = std::move(chunk);
-    chunk_first_ = k;
-    chunk_end_ = k + batches;
+    schedule_->chunk_filled(span);
   }
 
   // Rows [row0, row0 + rows) of column c's chunk, as an array viewing it.
   py::object chunk_view(size_t c, int64_t row0, int64_t rows) {
     py::array& chunk = chunk_[c];
-    if (row0 == 0 && chunk_end_ - chunk_first_ == 1 && !unbatched_) return chunk;  // the chunk is this batch
-    auto* data = static_cast<char*>(chunk.mutable_data()) + row0 * columns_[c].out_row_bytes();
+    if (schedule_->batch_is_chunk()) return chunk;  // the chunk is this batch
+    auto* data = static_cast<char*>(chunk.mutable_data()) + row0 * schedule_->column(c).out_row_bytes();
     dims_[c][0] = static_cast<Py_intptr_t>(rows);
     return new_array(c, data, chunk.ptr(), unbatched_);
   }
@@ -332,55 +262,16 @@ class BatchIter {
     return s;
   }
 
-  // Prefetch pays for a thread hand-off per batch: worth it for batches of 64 KiB
-  // and more, or when asked for.
-  bool use_pipeline() const {
-    if (prefetch_ == 0) return false;
-    if (prefetch_ == 1) return true;
-    return batch_size_ * batch_row_bytes_ >= kReleaseGilBytes && end_batch_ - next_batch_ > 1;
-  }
-
-  void start_pipeline() {
-    if (pool_ && pool_pid_ != getpid())  // inherited through fork(): see LoaderPool
-      new std::shared_ptr<BufferPool>(std::move(pool_));
-    const int workers = std::clamp(num_threads() - 1, 1, 4);
-    const int64_t batch_bytes = std::max<int64_t>(batch_size_ * batch_row_bytes_, 1);
-    const int depth = static_cast<int>(std::clamp<int64_t>(kPrefetchBytes / batch_bytes, 1, 2 * (workers + 1)));
-    pipeline_ = std::make_shared<BatchPipeline>(columns_, order_, batch_size_, next_batch_, end_batch_, workers, depth,
-                                                pool_, worker_delay_);
-    pipeline_pid_ = getpid();
-  }
-
-  // After fork() the child holds a copy of the parent's pipeline but none of its
-  // threads: joining them throws (std::terminate in a destructor), and its mutex may
-  // have been copied while a worker held it. Such a pipeline is leaked on purpose
-  // (at most `depth` batches, in the child only); next() then starts a fresh one
-  // from next_batch_, so the iteration goes on correctly in the child.
-  void abandon_inherited_pipeline() {
-    new std::shared_ptr<BatchPipeline>(std::move(pipeline_));  // intentionally never freed
-  }
-
   std::vector<py::array> sources_;
   std::vector<py::weakref> pins_;  // see pin_sources
-  std::vector<LoaderColumn> columns_;
   std::vector<py::dtype> out_dtypes_;
   std::vector<std::vector<py::ssize_t>> trailing_;
   std::vector<std::vector<Py_intptr_t>> dims_;  // each column's output shape (rows first)
   std::vector<py::array> chunk_;                // arrays the current small batches view
-  int64_t chunk_first_ = 0, chunk_end_ = 0;     // batches [first, end) live in chunk_
-  std::shared_ptr<const std::vector<int64_t>> order_;
   py::object order_fn_, on_exhaust_, to_tensor_;
-  int64_t rows_ = 0, batch_size_, end_batch_ = 0, batch_row_bytes_ = 0;
-  bool drop_last_;
-  int64_t next_batch_;
   bool single_, unbatched_;
-  int prefetch_;
-  std::chrono::microseconds worker_delay_;  // tests only: see BatchPipeline
-  bool done_ = false, busy_ = false, exhaust_called_ = false;
-  std::shared_ptr<BatchPipeline> pipeline_;
-  std::shared_ptr<BufferPool> pool_;  // shared with the loader's other iterators, or null
-  pid_t pool_pid_ = 0;
-  pid_t pipeline_pid_ = 0;  // process that started pipeline_ (its threads live only there)
+  bool busy_ = false;  // inside next() with the GIL released: another thread's next() is refused
+  std::unique_ptr<BatchSchedule> schedule_;
 };
 
 // The type's tp_iternext slot, installed directly: a `for` loop then calls the C++
@@ -417,12 +308,29 @@ void register_loader(py::module_& m) {
   py::class_<BatchIter> batch_iter(m, "BatchIter",
                                    "Iterator over the minibatches of one epoch (used by fastreg.DataLoader).");
   batch_iter
-      .def(py::init<const py::list&, const std::vector<bool>&, const std::vector<double>&, py::object, py::object,
-                    int64_t, bool, int64_t, py::object, py::object, bool, int, py::object, int64_t, bool>(),
-           py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("order"), py::arg("order_fn"),
-           py::arg("batch_size"), py::arg("drop_last"), py::arg("first_batch"), py::arg("on_exhaust"),
-           py::arg("to_tensor"), py::arg("single"), py::arg("prefetch"), py::arg("pool") = py::none(),
-           py::arg("worker_delay_us") = 0, py::arg("unbatched") = false)
+      .def(py::init([](const py::list& arrays, const std::vector<bool>& u8_to_f32, const std::vector<double>& scales,
+                       int64_t batch_size, const py::object& order, py::object order_fn, bool drop_last,
+                       int64_t first_batch, py::object on_exhaust, py::object to_tensor, bool single, int prefetch,
+                       const py::object& pool, int64_t worker_delay_us, bool unbatched) {
+             LoaderOptions options;
+             options.batch_size = batch_size;
+             options.drop_last = drop_last;
+             options.first_batch = first_batch;
+             options.prefetch = prefetch;
+             options.unbatched = unbatched;
+             options.worker_delay = std::chrono::microseconds(worker_delay_us);
+             const LoaderPool* shared = pool.is_none() ? nullptr : &pool.cast<const LoaderPool&>();
+             return std::make_unique<BatchIter>(arrays, u8_to_f32, scales, order, std::move(order_fn),
+                                                std::move(on_exhaust), std::move(to_tensor), single, options, shared);
+           }),
+           py::kw_only(), py::arg("arrays"), py::arg("u8_to_f32"), py::arg("scales"), py::arg("batch_size"),
+           py::arg("order") = py::none(), py::arg("order_fn") = py::none(), py::arg("drop_last") = false,
+           py::arg("first_batch") = 0, py::arg("on_exhaust") = py::none(), py::arg("to_tensor") = py::none(),
+           py::arg("single") = false, py::arg("prefetch") = -1, py::arg("pool") = py::none(),
+           py::arg("worker_delay_us") = 0, py::arg("unbatched") = false,
+           "Keywords only. order (int64 rows of the arrays) or order_fn (called at the first batch to "
+           "draw it); on_exhaust is called when torch's sampler would draw its extra permutation; "
+           "prefetch: 1 always, 0 never, -1 by batch size; pool: a LoaderPool lending buffers.")
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__", &BatchIter::next)
       .def(
@@ -447,7 +355,7 @@ void register_loader(py::module_& m) {
         py::array idx = as_index_array(idx_obj, "idx");
         const auto* ip = static_cast<const int64_t*>(idx.data());
         const auto n = static_cast<int64_t>(idx.size());
-        check_indices(ip, n, src.shape(0), "idx");
+        check_rows(ip, n, src.shape(0), "idx");
         if (to_float32 && !has_dtype<uint8_t>(src))
           throw py::type_error("to_float32 takes a uint8 src, got " + dtype_str(src));
         if (!to_float32 && scale != 1.0) throw py::value_error("scale applies only with to_float32=True");

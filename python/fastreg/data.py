@@ -601,19 +601,19 @@ class DataLoader:
             order = self._order(epoch)
         unbatched = self.batch_size is None
         it = _core.BatchIter(
-            self._arrays,
-            self._to_f32,
-            self._scales,
-            order,
-            order_fn,
-            1 if unbatched else self.batch_size,
-            self.drop_last,
-            first_batch,
-            on_exhaust,
-            self._to_tensor(),
-            self._single,
-            self._prefetch,
-            self._pool,
+            arrays=self._arrays,
+            u8_to_f32=self._to_f32,
+            scales=self._scales,
+            batch_size=1 if unbatched else self.batch_size,
+            order=order,
+            order_fn=order_fn,
+            drop_last=self.drop_last,
+            first_batch=first_batch,
+            on_exhaust=on_exhaust,
+            to_tensor=self._to_tensor(),
+            single=self._single,
+            prefetch=self._prefetch,
+            pool=self._pool,
             unbatched=unbatched,
         )
         _track(it)
