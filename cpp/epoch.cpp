@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -498,6 +499,7 @@ class EpochTeam {
         // Few outputs: fastreg's own SIMD products, whose speed does not depend on
         // the kernel the BLAS picked (linear.hpp); more: the BLAS.
         few_(few_outputs_supported<T>(a.c)),
+        fused_(few_ && a.source != Source::u8 && a.d > 0 && !std::getenv("FASTREG_NO_FUSED")),
         // Phase s belongs to batch s / per_batch_; its rows phase comes first. A small
         // W (one update chunk) is updated in the sequential step: one phase per batch.
         per_batch_(plan_.update_chunks == 1 ? 1 : 2),
@@ -568,13 +570,23 @@ class EpochTeam {
     slot.correct = 0;
     for (int64_t r0 = span.begin; r0 < span.end; r0 += plan_.block) {
       const int64_t m = std::min(span.end - r0, plan_.block);
-      if (!(gathered && r0 == span.begin) && !gather_block(k, r0, m, x))
-        return;  // the step after this phase stops the epoch before any update
       T* zr = z_.data() + r0 * a_.c;
-      if (few_)
-        few_outputs_forward<T>(x, wf_, a_.b, m, a_.d, a_.c, zr);
-      else
-        linear_forward<T>(x, a_.w, a_.b, m, a_.d, a_.c, zr);
+      const bool have = gathered && r0 == span.begin;  // claimed ahead: in x already
+      if (fused_ && !have) {
+        // The gather and the forward in one pass over the rows.
+        const int64_t bad = few_outputs_gather_forward<T>(static_cast<const T*>(a_.x), idx + r0, m, a_.d, wf_, a_.b,
+                                                          a_.c, x, zr, a_.check_finite);
+        if (bad >= 0) {
+          bad_row_[k & 1].store(idx[r0 + bad], std::memory_order_relaxed);  // published by the chunk's finish()
+          return;
+        }
+      } else {
+        if (!have && !gather_block(k, r0, m, x)) return;  // the step after this phase stops the epoch before any update
+        if (few_)
+          few_outputs_forward<T>(x, wf_, a_.b, m, a_.d, a_.c, zr);
+        else
+          linear_forward<T>(x, a_.w, a_.b, m, a_.d, a_.c, zr);
+      }
       slot.loss += row_loss_(zr, idx + r0, r0, m, bs, &slot.correct);
       if (few_)
         few_outputs_weight_grad<T>(x, zr, m, a_.d, a_.c, part, r0 != span.begin);
@@ -699,6 +711,7 @@ class EpochTeam {
   const ChunkPlan plan_;
   const int64_t n_batches_, wsize_;
   const bool few_;
+  const bool fused_;
   const uint64_t per_batch_;
   Buffer w_copy_;
   T* wf_ = nullptr;  // W as the forward reads it

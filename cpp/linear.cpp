@@ -171,13 +171,32 @@ void few_outputs_weight_grad(const T* x, const T* gy, int64_t n, int64_t in, int
   gemm<T>(true, false, out, in, n, T(1), gy, out, x, in, accumulate ? T(1) : T(0), gw, in);
 }
 
-#define FASTREG_LINEAR_INSTANTIATE(T)                                                                          \
-  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);                \
-  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, T*, bool); \
-  template void column_sums<T>(const T*, int64_t, int64_t, T*, bool);                                          \
-  template bool few_outputs_supported<T>(int64_t);                                                             \
-  template void few_outputs_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);           \
-  template void few_outputs_weight_grad<T>(const T*, const T*, int64_t, int64_t, int64_t, T*, bool);
+template <class T>
+int64_t few_outputs_gather_forward(const T* x, const int64_t* idx, int64_t n, int64_t in, const T* w, const T* b,
+                                   int64_t out, T* xb, T* y, bool check) {
+#if FASTREG_HAVE_AVX2_KERNELS
+  using P2 = std::conditional_t<std::is_same_v<T, float>, few_avx2::F32, few_avx2::F64>;
+  using P5 = std::conditional_t<std::is_same_v<T, float>, few_avx512::F32, few_avx512::F64>;
+  if (simd_at_least(Simd::avx512))
+    return check ? few_avx512::gather_forward<P5, true>(x, idx, n, in, w, b, out, xb, y)
+                 : few_avx512::gather_forward<P5, false>(x, idx, n, in, w, b, out, xb, y);
+  if (simd_at_least(Simd::avx2))
+    return check ? few_avx2::gather_forward<P2, true>(x, idx, n, in, w, b, out, xb, y)
+                 : few_avx2::gather_forward<P2, false>(x, idx, n, in, w, b, out, xb, y);
+#endif
+  (void)x, (void)idx, (void)n, (void)in, (void)w, (void)b, (void)out, (void)xb, (void)y, (void)check;
+  return -1;
+}
+
+#define FASTREG_LINEAR_INSTANTIATE(T)                                                                            \
+  template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);                  \
+  template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, T*, bool);   \
+  template void column_sums<T>(const T*, int64_t, int64_t, T*, bool);                                            \
+  template bool few_outputs_supported<T>(int64_t);                                                               \
+  template void few_outputs_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);             \
+  template void few_outputs_weight_grad<T>(const T*, const T*, int64_t, int64_t, int64_t, T*, bool);             \
+  template int64_t few_outputs_gather_forward<T>(const T*, const int64_t*, int64_t, int64_t, const T*, const T*, \
+                                                 int64_t, T*, T*, bool);
 FASTREG_LINEAR_INSTANTIATE(float)
 FASTREG_LINEAR_INSTANTIATE(double)
 #undef FASTREG_LINEAR_INSTANTIATE

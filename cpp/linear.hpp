@@ -45,4 +45,12 @@ void few_outputs_forward(const T* x, const T* w, const T* b, int64_t n, int64_t 
 template <class T>
 void few_outputs_weight_grad(const T* x, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, bool accumulate);
 
+// The gather and the few-outputs forward in one pass: rows idx[0, n) of x (n rows of
+// `in`) are copied to xb and their products with w (+ b) written to y [n, out]. With
+// check, returns the first of the n rows holding NaN/inf (-1: none). Only where
+// few_outputs_supported(out).
+template <class T>
+int64_t few_outputs_gather_forward(const T* x, const int64_t* idx, int64_t n, int64_t in, const T* w, const T* b,
+                                   int64_t out, T* xb, T* y, bool check);
+
 }  // namespace fastreg
