@@ -1,7 +1,7 @@
 """The iterator's rules (cpp/batch_iter.hpp's BatchSchedule), through _core.BatchIter:
 keyword-only construction, the option checks, the batches' rows and the end of an epoch,
 the point where torch's sampler draws its extra permutation, chunked small batches and
-the prefetch decision. DataLoader-level behaviour is tested in test_data.py."""
+the prefetch decision. DataLoader-level behaviour is tested in test_loader.py."""
 
 import numpy as np
 import pytest
