@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-namespace fastreg {
+#include "reduction.hpp"
 
-enum class Reduction { none, mean, sum };
+namespace fastreg {
 
 // Arguments of the fused cross-entropy, with torch.nn.functional.cross_entropy's
 // semantics. Exactly one of target / target_probs is set.

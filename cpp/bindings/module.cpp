@@ -6,6 +6,8 @@ PYBIND11_MODULE(_core, m) {
   fastreg::bindings::register_optim(m);
   fastreg::bindings::register_epoch(m);
   fastreg::bindings::register_loader(m);
-  fastreg::bindings::register_losses(m);
+  fastreg::bindings::register_cross_entropy(m);
+  fastreg::bindings::register_softmax(m);
+  fastreg::bindings::register_regression_loss(m);
   fastreg::bindings::register_linear_cross_entropy(m);
 }

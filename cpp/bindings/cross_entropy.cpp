@@ -1,8 +1,7 @@
-// Bindings of the softmax family, the fused cross-entropy and the regression
-// losses. Every argument is checked here with the GIL held (cheap checks first);
-// the kernels then run with the GIL released. The Python layer (fastreg.ops)
-// has already turned tensors into arrays and made inputs C-contiguous; outputs
-// are checked, never copied, so a bad `out` is an error rather than a silent copy.
+// Binding of the fused softmax cross-entropy (fastreg.ops.cross_entropy[_with_grad],
+// fastreg.torch.cross_entropy). Every argument is checked here with the GIL held
+// (cheap checks first); the kernel then runs with the GIL released. Outputs are
+// checked, never copied, so a bad `out` is an error rather than a silent copy.
 #include <cmath>
 #include <optional>
 #include <string>
@@ -11,9 +10,6 @@
 #include "checks.hpp"
 #include "cross_entropy.hpp"
 #include "register.hpp"
-#include "regression_loss.hpp"
-#include "vexp.hpp"
-#include "vlog.hpp"
 
 namespace fastreg::bindings {
 
@@ -54,57 +50,6 @@ py::object numpy_scalar(double v) {
 // Below this many bytes of logits a call is a few microseconds of work: the GIL
 // is kept (releasing and taking it back would cost a sizeable part of it).
 constexpr int64_t kReleaseGilBytes = int64_t{1} << 16;
-
-Reduction parse_reduction(const std::string& s) {
-  if (s == "mean") return Reduction::mean;
-  if (s == "sum") return Reduction::sum;
-  if (s == "none") return Reduction::none;
-  throw py::value_error("reduction must be 'mean', 'sum' or 'none', got '" + s + "'");
-}
-
-void require_len(const py::array& a, const char* name, py::ssize_t len, const char* what) {
-  if (a.ndim() != 1 || a.shape(0) != len)
-    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(len) + ",) (" + what + "), got " +
-                          shape_str(a));
-}
-
-void require_finite(double v, const char* name) {
-  if (!std::isfinite(v)) throw py::value_error(std::string(name) + " must be finite, got " + std::to_string(v));
-}
-
-// An output: same dtype as `like`, C-contiguous, writeable, not overlapping `inputs`
-// (except that `allowed_alias`, if given, may be the very same buffer).
-py::array check_out(const py::handle& obj, const char* name, const py::array& like,
-                    std::initializer_list<std::pair<const py::array*, const char*>> inputs,
-                    const py::array* allowed_alias = nullptr) {
-  py::array out = as_array(obj, name);
-  require_same_dtype(like, "the input", out, name);
-  require_c_contiguous(out, name);
-  require_writeable(out, name);
-  for (const auto& [in, in_name] : inputs) {
-    if (in == nullptr || !may_overlap(out, *in)) continue;
-    if (in == allowed_alias && out.data() == in->data() && out.nbytes() == in->nbytes()) continue;
-    throw py::value_error(std::string(name) + " must not share memory with " + in_name +
-                          (in == allowed_alias ? " (other than being exactly the same array)" : ""));
-  }
-  return out;
-}
-
-py::array check_float_input(const py::handle& obj, const char* name) {
-  py::array a = as_array(obj, name);
-  require_float(a, name);
-  require_c_contiguous(a, name);
-  return a;
-}
-
-template <class T>
-const T* ptr(const py::array& a) {
-  return static_cast<const T*>(a.data());
-}
-template <class T>
-T* mptr(py::array& a) {
-  return static_cast<T*>(a.mutable_data());
-}
 
 template <class T>
 double run_xent(const py::array& logits, const py::array& target, bool prob, const py::object& weight,
@@ -316,137 +261,9 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
   return want_grad ? py::object(py::make_tuple(res, grad)) : res;
 }
 
-void softmax(const py::object& x_obj, const py::object& out_obj, bool log) {
-  py::array x = check_float_input(x_obj, "x");
-  require_ndim(x, "x", 2);
-  py::array out = check_out(out_obj, "out", x, {{&x, "x"}}, &x);
-  require_same_shape(x, "x", out, "out");
-  const int64_t n = x.shape(0), c = x.shape(1);
-  if (is_float32(x)) {
-    const float* xp = ptr<float>(x);
-    float* op = mptr<float>(out);
-    py::gil_scoped_release release;
-    softmax_rows<float>(xp, op, n, c, log);
-  } else {
-    const double* xp = ptr<double>(x);
-    double* op = mptr<double>(out);
-    py::gil_scoped_release release;
-    softmax_rows<double>(xp, op, n, c, log);
-  }
-}
-
-void logsumexp(const py::object& x_obj, const py::object& out_obj, double temperature) {
-  if (!(temperature >= 0) || std::isinf(temperature))
-    throw py::value_error("temperature must be a finite number >= 0, got " + std::to_string(temperature));
-  py::array x = check_float_input(x_obj, "x");
-  require_ndim(x, "x", 2);
-  py::array out = check_out(out_obj, "out", x, {{&x, "x"}});
-  require_len(out, "out", x.shape(0), "one value per row of x");
-  const int64_t n = x.shape(0), c = x.shape(1);
-  if (is_float32(x)) {
-    const float* xp = ptr<float>(x);
-    float* op = mptr<float>(out);
-    py::gil_scoped_release release;
-    logsumexp_rows<float>(xp, op, n, c, temperature);
-  } else {
-    const double* xp = ptr<double>(x);
-    double* op = mptr<double>(out);
-    py::gil_scoped_release release;
-    logsumexp_rows<double>(xp, op, n, c, temperature);
-  }
-}
-
-// exp (or the kernels' exp of shifted logits, or log1p for x >= 0) of a whole
-// array with the active SIMD level.
-enum class Elementwise { exp, exp_shifted, log1p };
-void elementwise(const py::object& x_obj, const py::object& out_obj, Elementwise f) {
-  py::array x = check_float_input(x_obj, "x");
-  py::array out = check_out(out_obj, "out", x, {{&x, "x"}}, &x);
-  require_same_shape(x, "x", out, "out");
-  const int64_t n = x.size();
-  if (is_float32(x)) {
-    const float* xp = ptr<float>(x);
-    float* op = mptr<float>(out);
-    py::gil_scoped_release release;
-    f == Elementwise::log1p ? vlog1p<float>(xp, op, n) : vexp<float>(xp, op, n, f == Elementwise::exp_shifted);
-  } else {
-    const double* xp = ptr<double>(x);
-    double* op = mptr<double>(out);
-    py::gil_scoped_release release;
-    f == Elementwise::log1p ? vlog1p<double>(xp, op, n) : vexp<double>(xp, op, n, f == Elementwise::exp_shifted);
-  }
-}
-
-RegressionKind parse_kind(const std::string& s) {
-  if (s == "squared") return RegressionKind::squared;
-  if (s == "l1") return RegressionKind::l1;
-  if (s == "huber") return RegressionKind::huber;
-  if (s == "smooth_l1") return RegressionKind::smooth_l1;
-  throw py::value_error("unknown regression loss '" + s + "'");
-}
-
-template <class T>
-double run_regression(RegressionArgs<T> a, const py::array& pred, const py::array& target, py::object& loss,
-                      py::object& grad) {
-  a.pred = ptr<T>(pred);
-  a.target = ptr<T>(target);
-  a.n = pred.size();
-  if (!loss.is_none()) {
-    py::array l = py::reinterpret_borrow<py::array>(loss);
-    a.loss = mptr<T>(l);
-  }
-  if (!grad.is_none()) {
-    py::array g = py::reinterpret_borrow<py::array>(grad);
-    a.grad = mptr<T>(g);
-  }
-  py::gil_scoped_release release;
-  return regression_loss<T>(a);
-}
-
-double regression(const std::string& kind_name, const py::object& pred_obj, const py::object& target_obj, double param,
-                  const std::string& reduction, const py::object& loss_obj, const py::object& grad_obj,
-                  double grad_scale) {
-  RegressionArgs<double> opts;  // only the scalar options; pointers are set per dtype
-  opts.kind = parse_kind(kind_name);
-  opts.reduction = parse_reduction(reduction);
-  opts.param = param;
-  opts.grad_scale = grad_scale;
-  require_finite(grad_scale, "grad_scale");
-  if (opts.kind == RegressionKind::huber && !(param > 0 && std::isfinite(param)))
-    throw py::value_error("delta must be a finite number > 0, got " + std::to_string(param));
-  if (opts.kind == RegressionKind::smooth_l1 && !(param >= 0 && std::isfinite(param)))
-    throw py::value_error("beta must be a finite number >= 0, got " + std::to_string(param));
-  py::array pred = check_float_input(pred_obj, "input");
-  py::array target = check_float_input(target_obj, "target");
-  require_same_dtype(pred, "input", target, "target");
-  require_same_shape(pred, "input", target, "target");
-  py::object loss = py::none(), grad = py::none();
-  std::optional<py::array> l, g;  // not py::array: its default constructor allocates
-  if (!grad_obj.is_none()) {
-    g = check_out(grad_obj, "out", pred, {{&pred, "input"}, {&target, "target"}}, &pred);
-    require_same_shape(pred, "input", *g, "out");
-    grad = *g;
-  }
-  if (!loss_obj.is_none()) {
-    l = check_out(loss_obj, "loss", pred, {{&pred, "input"}, {&target, "target"}, {g ? &*g : nullptr, "out"}});
-    require_same_shape(pred, "input", *l, "loss");
-    loss = *l;
-  }
-  auto with_type = [&](auto zero) {
-    using T = decltype(zero);
-    RegressionArgs<T> a;
-    a.kind = opts.kind;
-    a.param = opts.param;
-    a.reduction = opts.reduction;
-    a.grad_scale = opts.grad_scale;
-    return run_regression<T>(a, pred, target, loss, grad);
-  };
-  return is_float32(pred) ? with_type(0.0f) : with_type(0.0);
-}
-
 }  // namespace
 
-void register_losses(py::module_& m) {
+void register_cross_entropy(py::module_& m) {
   init_numpy_scalars();
   m.def("cross_entropy_fast", &cross_entropy_fast, py::arg("input"), py::arg("target"), py::arg("weight"),
         py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"), py::arg("want_grad"),
@@ -457,26 +274,6 @@ void register_losses(py::module_& m) {
         py::arg("grad_scale") = 1.0,
         "Fused softmax cross-entropy on C-contiguous [N, C] logits: returns the reduced loss, writes "
         "d(loss)/d(input) into `out` (may be `input` itself) and per-row losses into `row_loss` when given.");
-  m.def("softmax", &softmax, py::arg("x"), py::arg("out"), py::arg("log") = false,
-        "Row-wise (log_)softmax of a C-contiguous [N, C] array into `out` (may be `x`).");
-  m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("temperature") = 1.0,
-        "Row-wise temperature * log(sum(exp(x / temperature))) of a C-contiguous [N, C] array into out [N].");
-  m.def(
-      "vexp", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp); }, py::arg("x"),
-      py::arg("out"), "exp of a C-contiguous float array with the active SIMD level (accuracy tests).");
-  m.def(
-      "vexp_shifted", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::exp_shifted); },
-      py::arg("x"), py::arg("out"),
-      "The row kernels' exp of shifted logits (inputs <= 0) of a C-contiguous float array with the active SIMD "
-      "level (accuracy tests).");
-  m.def(
-      "vlog1p", [](const py::object& x, const py::object& out) { elementwise(x, out, Elementwise::log1p); },
-      py::arg("x"), py::arg("out"),
-      "log1p of a C-contiguous float array of values >= 0 with the active SIMD level (accuracy tests).");
-  m.def("regression_loss", &regression, py::arg("kind"), py::arg("input"), py::arg("target"), py::arg("param"),
-        py::arg("reduction"), py::arg("loss"), py::arg("out"), py::arg("grad_scale") = 1.0,
-        "Element-wise regression loss ('squared', 'l1', 'huber', 'smooth_l1') of same-shape C-contiguous "
-        "arrays: returns the reduced loss, writes element losses into `loss` and the gradient into `out`.");
 }
 
 }  // namespace fastreg::bindings
