@@ -251,7 +251,7 @@ def test_non_contiguous_negative_stride_and_read_only_inputs(rng):
 
 # ---------------- small C: the one-row-per-lane kernel (C <= 16) ----------------
 
-LANE_C_MAX = 16  # cpp/softmax_rows.inl kLaneMaxC; 17 takes the row kernel
+LANE_C_MAX = 16  # cpp/cross_entropy_rows.inl kLaneMaxC; 17 takes the row kernel
 
 
 def _lane_shape(rng):

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "checks.hpp"
-#include "cross_entropy.hpp"
 #include "register.hpp"
+#include "softmax.hpp"
 #include "vexp.hpp"
 #include "vlog.hpp"
 
