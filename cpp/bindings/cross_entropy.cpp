@@ -80,9 +80,9 @@ double run_xent(const py::array& logits, const py::array& target, bool prob, con
   return softmax_cross_entropy<T>(a);
 }
 
-double cross_entropy(const py::object& logits_obj, const py::object& target_obj, const py::object& weight_obj,
-                     int64_t ignore_index, const std::string& reduction, double label_smoothing,
-                     const py::object& grad_obj, const py::object& row_loss_obj, double grad_scale) {
+double checked_cross_entropy(const py::object& logits_obj, const py::object& target_obj, const py::object& weight_obj,
+                             int64_t ignore_index, const std::string& reduction, double label_smoothing,
+                             const py::object& grad_obj, const py::object& row_loss_obj, double grad_scale) {
   const Reduction red = parse_reduction(reduction);
   if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
     throw py::value_error("label_smoothing must be in [0.0, 1.0], got " + std::to_string(label_smoothing));
@@ -152,8 +152,6 @@ struct RawArray {
   const char* begin() const { return p->data; }
 };
 
-bool c_contiguous(py::handle h) { return RawArray(h).c_contiguous(); }
-
 bool is_int64(int type_num) {
   using api = py::detail::npy_api;
   return type_num == api::NPY_INT64_ || (type_num == api::NPY_LONGLONG_ && sizeof(long long) == 8);
@@ -165,12 +163,13 @@ bool disjoint(const char* a, size_t a_bytes, const char* b, size_t b_bytes) {
 
 // The most common call, mean or sum of class-index targets without class
 // weights, checked on the arrays' headers alone: on a (256, 10) batch the
-// general checks below (dtype objects, overlap tests through NumPy) cost about
-// as much as the kernel. Anything unusual, including every error, returns
-// nullopt and takes the general path, which raises the precise exception.
+// general checks (dtype objects, overlap tests through NumPy) cost about as much
+// as the kernel. Anything unusual, including every error, returns nullopt and
+// the binding takes its general path, which raises the precise exception.
 template <class T>
 std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& y, py::handle out, int64_t ignore,
                                              Reduction red, double smoothing, bool want_grad) {
+  const bool compute_grad = want_grad || !out.is_none();
   const int64_t n = x.p->dimensions[0], c = x.p->dimensions[1];
   if (c < 1 || y.p->nd != 1 || y.p->dimensions[0] != n || !y.c_contiguous() || !is_int64(y.type_num()) || !y.native() ||
       !(smoothing >= 0.0 && smoothing <= 1.0))
@@ -182,7 +181,7 @@ std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& 
     auto fresh = py::array_t<T>({n, c});
     g = fresh.mutable_data();
     grad = std::move(fresh);
-  } else if (want_grad) {
+  } else if (compute_grad) {
     const RawArray o(out);
     if (o.p->nd != 2 || o.p->dimensions[0] != n || o.p->dimensions[1] != c || o.type_num() != x.type_num() ||
         !o.native() || !o.c_contiguous() || !o.writeable() ||
@@ -212,27 +211,155 @@ std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& 
   return want_grad ? py::object(py::make_tuple(res, grad)) : res;
 }
 
-// ops.cross_entropy[_with_grad]'s whole call in the common case, checked here
-// rather than in Python (a small batch's call is mostly overhead): plain
-// C-contiguous ndarrays, 2-D logits, int64 class indices, an int ignore_index and
-// a float label_smoothing. Returns None where fastreg.ops must convert something
-// first (tensors, other label dtypes, unbatched or non-contiguous inputs); else
-// the loss (a NumPy scalar of the logits' dtype, or the row losses for 'none'),
-// with the gradient when want_grad.
-py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle weight, py::handle ignore_index,
-                              py::handle reduction, py::handle label_smoothing, py::handle out, bool want_grad) {
-  if (!plain_array(logits) || !plain_array(target) || !(weight.is_none() || plain_array(weight)) ||
-      !(out.is_none() || plain_array(out)) || !PyLong_CheckExact(ignore_index.ptr()) ||
-      !PyFloat_CheckExact(label_smoothing.ptr()) || !PyUnicode_Check(reduction.ptr()))
-    return py::none();
+// ---- The general path: conversions and checks for everything else ----------------
+// fastreg.ops hands plain ndarrays over as the caller gave them (and tensors as NumPy
+// views of them); the conversions below are the ones it documents: torch's unbatched
+// form, any integer label dtype, non-contiguous inputs. The scalar options are
+// checked with fastreg._checks' rules and messages (check_int, check_real).
+
+[[noreturn]] void throw_overflow(const std::string& msg) {
+  PyErr_SetString(PyExc_OverflowError, msg.c_str());
+  throw py::error_already_set();
+}
+
+std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
+
+int64_t int_arg(py::handle v, const char* name) {
+  if (PyBool_Check(v.ptr()))
+    throw py::type_error(std::string(name) + " must be an int, got bool (" + py::repr(v).cast<std::string>() + ")");
+  PyObject* index = PyNumber_Index(v.ptr());
+  if (index == nullptr) {
+    PyErr_Clear();
+    throw py::type_error(std::string(name) + " must be an int, got " + type_name(v) + " (" +
+                         py::repr(v).cast<std::string>() + ")");
+  }
+  const auto i = py::reinterpret_steal<py::int_>(index);
   int overflow = 0;
-  const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
-  if (overflow) return py::none();
-  if (weight.is_none()) {
-    const RawArray rx(logits), ry(target);
+  const long long x = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+  if (overflow)
+    throw_overflow(std::string(name) + " must fit in a signed 64-bit integer, got " + py::str(i).cast<std::string>());
+  return x;
+}
+
+double real_arg(py::handle v, const char* name) {
+  const bool real = !PyBool_Check(v.ptr()) && (PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
+                                               py::isinstance(v, py::module_::import("numbers").attr("Real")));
+  if (!real) throw py::type_error(std::string(name) + " must be a real number, got " + type_name(v));
+  const double x = PyFloat_AsDouble(v.ptr());
+  if (x == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return x;
+}
+
+std::string reduction_arg(py::handle v) {
+  if (PyUnicode_Check(v.ptr())) {
+    std::string s = py::reinterpret_borrow<py::str>(v).cast<std::string>();
+    if (s == "mean" || s == "sum" || s == "none") return s;
+  }
+  throw py::value_error("reduction must be 'mean', 'sum' or 'none', got " + py::repr(v).cast<std::string>());
+}
+
+py::array contiguous(py::array a) {
+  if (a.flags() & py::array::c_style) return a;
+  return py::module_::import("numpy").attr("ascontiguousarray")(a);
+}
+
+// Integer class labels as int64 (the kernel's type), without wrapping: an unsigned
+// label past int64 is reported as itself, in the kernel's words.
+py::array labels_as_int64(const py::array& y, py::ssize_t n_classes, int64_t ignore_index) {
+  if (has_dtype<int64_t>(y)) return y;
+  const py::dtype i64 = py::dtype::of<int64_t>();
+  if (y.dtype().kind() == 'u' && y.dtype().itemsize() == 8 && y.size() > 0) {
+    py::object flat = y.attr("reshape")(-1);
+    py::array big = py::module_::import("numpy").attr("flatnonzero")(flat.attr("__gt__")(py::int_(INT64_MAX)));
+    if (big.size() > 0) {
+      py::object row = big.attr("__getitem__")(0);
+      throw py::index_error("Target " + py::str(py::int_(flat.attr("__getitem__")(row))).cast<std::string>() +
+                            " at row " + py::str(py::int_(row)).cast<std::string>() +
+                            " is out of bounds: class indices must be in [0, " + std::to_string(n_classes) +
+                            ") or equal ignore_index (" + std::to_string(ignore_index) + ")");
+    }
+  }
+  return y.attr("astype")(i64);
+}
+
+py::object cross_entropy_general(py::handle input, py::handle target, py::handle weight, py::handle ignore_index,
+                                 py::handle reduction, py::handle label_smoothing, py::handle out, py::handle row_loss,
+                                 double grad_scale, bool want_grad) {
+  const std::string red = reduction_arg(reduction);
+  const int64_t ignore = int_arg(ignore_index, "ignore_index");
+  const double smoothing = real_arg(label_smoothing, "label_smoothing");
+  py::array x = as_array(input, "input");
+  py::array y = as_array(target, "target");
+  const bool unbatched = x.ndim() == 1;
+  if (unbatched) {  // torch's unbatched form: logits [C], target [] or probabilities [C]
+    x = x.reshape({py::ssize_t{1}, x.shape(0)});
+    std::vector<py::ssize_t> ys{1};
+    for (py::ssize_t d = 0; d < y.ndim(); ++d) ys.push_back(y.shape(d));
+    y = y.reshape(ys);
+  } else if (x.ndim() != 2) {
+    throw py::value_error("logits must have shape (N, C) or (C,), got " + shape_str(x));
+  }
+  x = contiguous(x);
+  const char kind = y.dtype().kind();
+  if (kind == 'i' || kind == 'u') {
+    y = labels_as_int64(y, x.shape(1), ignore);
+  } else if (kind == 'f') {
+    bool same = y.ndim() == 2 && y.shape(0) == x.shape(0) && y.shape(1) == x.shape(1);
+    if (!same)
+      throw py::type_error("target must hold integer class indices of shape (" + std::to_string(x.shape(0)) +
+                           ",) (or float class probabilities of shape " + shape_str(x) + "), got " +
+                           py::str(y.dtype()).cast<std::string>() + " of shape " + shape_str(y));
+    if (ignore >= 0)  // torch's rule: a negative ignore_index cannot match a class
+      throw py::value_error("ignore_index is not supported for floating point target (got " + std::to_string(ignore) +
+                            ")");
+  }
+  y = contiguous(y);
+  py::object w = py::none();
+  if (!weight.is_none()) w = contiguous(as_array(weight, "weight"));
+  py::object g = py::none();
+  if (!out.is_none()) {
+    py::array o = as_array(out, "out");
+    g = unbatched ? py::object(o.attr("reshape")(1, -1)) : py::object(o);
+  } else if (want_grad) {
+    g = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)});
+  }
+  py::object rows = py::reinterpret_borrow<py::object>(row_loss);
+  if (rows.is_none() && red == "none") rows = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
+  const double loss = checked_cross_entropy(x, y, w, ignore, red, smoothing, g, rows, grad_scale);
+  py::object res;
+  if (red != "none")
+    res = is_float32(x) ? numpy_scalar<float>(loss) : numpy_scalar<double>(loss);
+  else if (!row_loss.is_none())
+    res = rows;
+  else if (unbatched)
+    res = rows.attr("__getitem__")(0);
+  else
+    res = rows;
+  if (!want_grad) return res;
+  if (!out.is_none()) return py::make_tuple(res, out);
+  return py::make_tuple(res, unbatched ? py::object(g.attr("reshape")(-1)) : g);
+}
+
+// fastreg.ops.cross_entropy[_with_grad] and fastreg.torch.cross_entropy's one
+// entry. The common call (plain C-contiguous native float32/float64 [N, C] logits,
+// int64 labels, no weight, mean or sum, an int ignore_index and a float
+// label_smoothing) is checked on the arrays' headers and run without making
+// Python objects (a small batch's call is mostly overhead); everything else takes
+// the general path above. Returns the loss (a NumPy scalar of the logits' dtype,
+// or the row losses for 'none'); with want_grad, (loss, grad), grad being `out`
+// when given.
+py::object cross_entropy(py::handle input, py::handle target, py::handle weight, py::handle ignore_index,
+                         py::handle reduction, py::handle label_smoothing, py::handle out, py::handle row_loss,
+                         double grad_scale, bool want_grad) {
+  if (weight.is_none() && row_loss.is_none() && grad_scale == 1.0 && plain_array(input) && plain_array(target) &&
+      (out.is_none() || plain_array(out)) && PyLong_CheckExact(ignore_index.ptr()) &&
+      PyFloat_CheckExact(label_smoothing.ptr()) && PyUnicode_Check(reduction.ptr())) {
+    int overflow = 0;
+    const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
+    const RawArray rx(input), ry(target);
     const bool mean = PyUnicode_CompareWithASCIIString(reduction.ptr(), "mean") == 0;
     const bool sum = !mean && PyUnicode_CompareWithASCIIString(reduction.ptr(), "sum") == 0;
-    if ((mean || sum) && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
+    if (!overflow && (mean || sum) && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
       using api = py::detail::npy_api;
       const Reduction red = mean ? Reduction::mean : Reduction::sum;
       const double eps = PyFloat_AS_DOUBLE(label_smoothing.ptr());
@@ -244,36 +371,22 @@ py::object cross_entropy_fast(py::handle logits, py::handle target, py::handle w
       if (res) return *res;
     }
   }
-  const auto x = py::reinterpret_borrow<py::array>(logits);
-  const auto y = py::reinterpret_borrow<py::array>(target);
-  if (x.ndim() != 2 || !has_dtype<int64_t>(y) || !c_contiguous(x) || !c_contiguous(y) ||
-      !(weight.is_none() || c_contiguous(weight)))
-    return py::none();
-  const std::string red = reduction.cast<std::string>();
-  py::object grad = py::none(), rows = py::none();
-  if (want_grad)
-    grad = out.is_none() ? py::object(py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0), x.shape(1)}))
-                         : out.cast<py::object>();
-  if (red == "none") rows = py::array(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
-  const double loss = cross_entropy(x, y, weight.cast<py::object>(), ignore, red,
-                                    PyFloat_AS_DOUBLE(label_smoothing.ptr()), grad, rows, 1.0);
-  py::object res = !rows.is_none() ? rows : is_float32(x) ? numpy_scalar<float>(loss) : numpy_scalar<double>(loss);
-  return want_grad ? py::object(py::make_tuple(res, grad)) : res;
+  return cross_entropy_general(input, target, weight, ignore_index, reduction, label_smoothing, out, row_loss,
+                               grad_scale, want_grad);
 }
 
 }  // namespace
 
 void register_cross_entropy(py::module_& m) {
   init_numpy_scalars();
-  m.def("cross_entropy_fast", &cross_entropy_fast, py::arg("input"), py::arg("target"), py::arg("weight"),
-        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"), py::arg("want_grad"),
-        "fastreg.ops.cross_entropy[_with_grad] for plain C-contiguous ndarrays with int64 labels (None where the "
-        "Python layer must convert an argument first).");
-  m.def("cross_entropy", &cross_entropy, py::arg("input"), py::arg("target"), py::arg("weight"),
-        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"), py::arg("out"), py::arg("row_loss"),
-        py::arg("grad_scale") = 1.0,
-        "Fused softmax cross-entropy on C-contiguous [N, C] logits: returns the reduced loss, writes "
-        "d(loss)/d(input) into `out` (may be `input` itself) and per-row losses into `row_loss` when given.");
+  m.def("cross_entropy", &cross_entropy, py::arg("input"), py::arg("target"), py::arg("weight") = py::none(),
+        py::arg("ignore_index") = -100, py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0,
+        py::arg("out") = py::none(), py::arg("row_loss") = py::none(), py::arg("grad_scale") = 1.0,
+        py::arg("want_grad") = false,
+        "Fused softmax cross-entropy of [N, C] (or unbatched [C]) logits: returns the loss (a NumPy scalar of "
+        "the logits' dtype, or the [N] row losses for reduction='none', written into `row_loss` when given); "
+        "writes d(loss)/d(input) * grad_scale into `out` (may be `input` itself) when given; with want_grad "
+        "returns (loss, grad), grad being `out` or a new array.");
 }
 
 }  // namespace fastreg::bindings
