@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "array_view.hpp"
 #include "checks.hpp"
 #include "cross_entropy.hpp"
 #include "register.hpp"
@@ -14,38 +15,6 @@
 namespace fastreg::bindings {
 
 namespace {
-
-// NumPy scalars made straight from a C value with NumPy's PyArray_Scalar (entry
-// 60 of its C-API table, stable across NumPy 1 and 2): np.float32(x) goes through
-// array creation and costs ~140 ns, a tenth of a small batch's whole call. The
-// table and the two dtypes are looked up once at import (kept for the process).
-struct NumpyScalars {
-  using Make = PyObject* (*)(void*, PyObject*, PyObject*);
-  Make make = nullptr;
-  PyObject* float32 = nullptr;
-  PyObject* float64 = nullptr;
-} g_scalars;
-
-void init_numpy_scalars() {
-  py::module_ multiarray = py::detail::import_numpy_core_submodule("multiarray");
-  py::object capsule = multiarray.attr("_ARRAY_API");
-  auto** api = static_cast<void**>(PyCapsule_GetPointer(capsule.ptr(), nullptr));
-  if (api == nullptr) throw py::error_already_set();
-  g_scalars.make = reinterpret_cast<NumpyScalars::Make>(api[60]);
-  auto& npy = py::detail::npy_api::get();
-  g_scalars.float32 = npy.PyArray_DescrFromType_(py::detail::npy_api::NPY_FLOAT_);
-  g_scalars.float64 = npy.PyArray_DescrFromType_(py::detail::npy_api::NPY_DOUBLE_);
-  if (g_scalars.float32 == nullptr || g_scalars.float64 == nullptr) throw py::error_already_set();
-}
-
-// v as a NumPy scalar of dtype T (rounded as np.float32(v) rounds).
-template <class T>
-py::object numpy_scalar(double v) {
-  T value = static_cast<T>(v);
-  PyObject* o = g_scalars.make(&value, std::is_same_v<T, float> ? g_scalars.float32 : g_scalars.float64, nullptr);
-  if (o == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(o);
-}
 
 // Below this many bytes of logits a call is a few microseconds of work: the GIL
 // is kept (releasing and taking it back would cost a sizeable part of it).
@@ -136,42 +105,17 @@ double checked_cross_entropy(const py::object& logits_obj, const py::object& tar
                           grad_scale);
 }
 
-bool plain_array(py::handle h) { return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_; }
-// The header of a plain ndarray, read in place (no Python objects made).
-struct RawArray {
-  const py::detail::PyArray_Proxy* p;
-  explicit RawArray(py::handle h) : p(py::detail::array_proxy(h.ptr())) {}
-  int type_num() const { return py::detail::array_descriptor_proxy(p->descr)->type_num; }
-  bool native() const {  // byte order: big-endian dtypes go the general way (to be converted)
-    const char b = py::detail::array_descriptor_proxy(p->descr)->byteorder;
-    constexpr char kNative = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '<' : '>';
-    return b == '=' || b == '|' || b == kNative;
-  }
-  bool c_contiguous() const { return (p->flags & py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_) != 0; }
-  bool writeable() const { return (p->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) != 0; }
-  const char* begin() const { return p->data; }
-};
-
-bool is_int64(int type_num) {
-  using api = py::detail::npy_api;
-  return type_num == api::NPY_INT64_ || (type_num == api::NPY_LONGLONG_ && sizeof(long long) == 8);
-}
-
-bool disjoint(const char* a, size_t a_bytes, const char* b, size_t b_bytes) {
-  return a + a_bytes <= b || b + b_bytes <= a;
-}
-
 // The most common call, mean or sum of class-index targets without class
 // weights, checked on the arrays' headers alone: on a (256, 10) batch the
 // general checks (dtype objects, overlap tests through NumPy) cost about as much
 // as the kernel. Anything unusual, including every error, returns nullopt and
 // the binding takes its general path, which raises the precise exception.
 template <class T>
-std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& y, py::handle out, int64_t ignore,
+std::optional<py::object> cross_entropy_lean(const ArrayView& x, const ArrayView& y, py::handle out, int64_t ignore,
                                              Reduction red, double smoothing, bool want_grad) {
   const bool compute_grad = want_grad || !out.is_none();
-  const int64_t n = x.p->dimensions[0], c = x.p->dimensions[1];
-  if (c < 1 || y.p->nd != 1 || y.p->dimensions[0] != n || !y.c_contiguous() || !is_int64(y.type_num()) || !y.native() ||
+  const int64_t n = x.dim(0), c = x.dim(1);
+  if (c < 1 || y.ndim != 1 || y.dim(0) != n || !y.c_contiguous || y.dt != Dt::i64 ||
       !(smoothing >= 0.0 && smoothing <= 1.0))
     return std::nullopt;
   const size_t bytes = static_cast<size_t>(n) * static_cast<size_t>(c) * sizeof(T);
@@ -182,20 +126,18 @@ std::optional<py::object> cross_entropy_lean(const RawArray& x, const RawArray& 
     g = fresh.mutable_data();
     grad = std::move(fresh);
   } else if (compute_grad) {
-    const RawArray o(out);
-    if (o.p->nd != 2 || o.p->dimensions[0] != n || o.p->dimensions[1] != c || o.type_num() != x.type_num() ||
-        !o.native() || !o.c_contiguous() || !o.writeable() ||
-        !disjoint(o.begin(), bytes, y.begin(), static_cast<size_t>(n) * sizeof(int64_t)) ||
-        !(o.begin() == x.begin() || disjoint(o.begin(), bytes, x.begin(), bytes)))
+    const ArrayView o = ndarray_view(out);
+    if (o.ndim != 2 || o.dim(0) != n || o.dim(1) != c || o.dt != x.dt || !o.c_contiguous || !o.writeable ||
+        o.overlaps(y) || (o.data != x.data && o.overlaps(x)))
       return std::nullopt;
-    g = reinterpret_cast<T*>(o.p->data);
+    g = reinterpret_cast<T*>(o.data);
     grad = py::reinterpret_borrow<py::object>(out);
   }
   XentArgs<T> a;
-  a.logits = reinterpret_cast<const T*>(x.p->data);
+  a.logits = reinterpret_cast<const T*>(x.data);
   a.n = n;
   a.c = c;
-  a.target = reinterpret_cast<const int64_t*>(y.p->data);
+  a.target = reinterpret_cast<const int64_t*>(y.data);
   a.ignore_index = ignore;
   a.label_smoothing = smoothing;
   a.reduction = red;
@@ -351,23 +293,22 @@ py::object cross_entropy_general(py::handle input, py::handle target, py::handle
 py::object cross_entropy(py::handle input, py::handle target, py::handle weight, py::handle ignore_index,
                          py::handle reduction, py::handle label_smoothing, py::handle out, py::handle row_loss,
                          double grad_scale, bool want_grad) {
-  if (weight.is_none() && row_loss.is_none() && grad_scale == 1.0 && plain_array(input) && plain_array(target) &&
-      (out.is_none() || plain_array(out)) && PyLong_CheckExact(ignore_index.ptr()) &&
+  if (weight.is_none() && row_loss.is_none() && grad_scale == 1.0 && is_plain_ndarray(input) &&
+      is_plain_ndarray(target) && (out.is_none() || is_plain_ndarray(out)) && PyLong_CheckExact(ignore_index.ptr()) &&
       PyFloat_CheckExact(label_smoothing.ptr()) && PyUnicode_Check(reduction.ptr())) {
     int overflow = 0;
     const long long ignore = PyLong_AsLongLongAndOverflow(ignore_index.ptr(), &overflow);
-    const RawArray rx(input), ry(target);
+    const ArrayView x = ndarray_view(input), y = ndarray_view(target);
     const bool mean = PyUnicode_CompareWithASCIIString(reduction.ptr(), "mean") == 0;
     const bool sum = !mean && PyUnicode_CompareWithASCIIString(reduction.ptr(), "sum") == 0;
-    if (!overflow && (mean || sum) && rx.p->nd == 2 && rx.c_contiguous() && rx.native()) {
-      using api = py::detail::npy_api;
+    if (!overflow && (mean || sum) && x.ndim == 2 && x.c_contiguous) {
       const Reduction red = mean ? Reduction::mean : Reduction::sum;
       const double eps = PyFloat_AS_DOUBLE(label_smoothing.ptr());
       std::optional<py::object> res;
-      if (rx.type_num() == api::NPY_FLOAT_)
-        res = cross_entropy_lean<float>(rx, ry, out, ignore, red, eps, want_grad);
-      else if (rx.type_num() == api::NPY_DOUBLE_)
-        res = cross_entropy_lean<double>(rx, ry, out, ignore, red, eps, want_grad);
+      if (x.dt == Dt::f32)
+        res = cross_entropy_lean<float>(x, y, out, ignore, red, eps, want_grad);
+      else if (x.dt == Dt::f64)
+        res = cross_entropy_lean<double>(x, y, out, ignore, red, eps, want_grad);
       if (res) return *res;
     }
   }
@@ -378,7 +319,6 @@ py::object cross_entropy(py::handle input, py::handle target, py::handle weight,
 }  // namespace
 
 void register_cross_entropy(py::module_& m) {
-  init_numpy_scalars();
   m.def("cross_entropy", &cross_entropy, py::arg("input"), py::arg("target"), py::arg("weight") = py::none(),
         py::arg("ignore_index") = -100, py::arg("reduction") = "mean", py::arg("label_smoothing") = 0.0,
         py::arg("out") = py::none(), py::arg("row_loss") = py::none(), py::arg("grad_scale") = 1.0,

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
+_ndarray = np.ndarray  # the plain-array type tests of the cross-entropy entries (one lookup less)
 
 
 def _view(x, name: str):
@@ -354,7 +355,7 @@ def cross_entropy(
     """
     # Plain ndarrays go straight to the binding, which converts and checks them (the type
     # test also keeps torch.compile's trace, which cannot follow a pybind11 call, out).
-    if type(logits) is np.ndarray and type(target) is np.ndarray and (weight is None or type(weight) is np.ndarray):
+    if type(logits) is type(target) is _ndarray and (weight is None or type(weight) is _ndarray):
         return _core.cross_entropy(
             logits, target, weight, ignore_index, reduction, label_smoothing, None, None, 1.0, False
         )
@@ -396,10 +397,9 @@ def cross_entropy_with_grad(
     ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
     if (
-        type(logits) is np.ndarray
-        and type(target) is np.ndarray
-        and (weight is None or type(weight) is np.ndarray)
-        and (out is None or type(out) is np.ndarray)
+        type(logits) is type(target) is _ndarray
+        and (weight is None or type(weight) is _ndarray)
+        and (out is None or type(out) is _ndarray)
     ):  # plain ndarrays: straight to the binding, which converts and checks them
         return _core.cross_entropy(
             logits, target, weight, ignore_index, reduction, label_smoothing, out, None, 1.0, True
