@@ -2,8 +2,11 @@
 // (out of line); the ndarray header readers are inline in the header.
 #include "array_view.hpp"
 
+#include <string>
 #include <type_traits>
 #include <utility>
+
+#include "checks.hpp"  // type_name
 
 namespace fastreg::bindings {
 
@@ -207,6 +210,64 @@ ArrayView tensor_view(const TensorReader& t, const py::object& dtype, const py::
   if (PyErr_Occurred()) throw py::error_already_set();
   v.c_contiguous = v.writeable = v.native = true;
   return v;
+}
+
+// ---- Array arguments: an ndarray of any layout or a CPU torch tensor ----------------
+namespace {
+
+ArgView view_of_ndarray(py::array a, py::object obj) {
+  ArgView v;
+  v.obj = std::move(obj);
+  v.target = a;
+  v.dtype = a.dtype();
+  v.shape = py::tuple(a.attr("shape"));
+  const bool writeable = ndarray_view(a).writeable;
+  if (!(a.flags() & py::array::c_style)) {
+    // Work on a contiguous copy; it is written back after the update.
+    v.work = py::module_::import("numpy").attr("ascontiguousarray")(a);
+    a = py::reinterpret_borrow<py::array>(v.work);
+  }
+  v.a = ndarray_view(a);
+  v.a.writeable = writeable;
+  return v;
+}
+
+std::string label(const char* kind, size_t i) { return std::string(kind) + "[" + std::to_string(i) + "]"; }
+
+}  // namespace
+
+ArgView arg_view(const py::handle& h, const char* kind, size_t i, const TorchRefs& torch) {
+  if (py::isinstance<py::array>(h)) {
+    py::array a = py::reinterpret_borrow<py::array>(h);
+    return view_of_ndarray(a, py::reinterpret_borrow<py::object>(h));
+  }
+  if (is_tensor(h, torch)) {
+    const TensorReader t(h, torch);
+    if (!PyObject_IsTrue(t.is_cpu().ptr()))
+      throw py::value_error(label(kind, i) + " is on device " + py::str(h.attr("device")).cast<std::string>() +
+                            "; this function takes CPU tensors");
+    py::object dtype = t.dtype();
+    if (!PyObject_IsTrue(t.is_contiguous().ptr())) {  // rare: NumPy's strided view
+      if (!t.is_strided())
+        throw py::type_error(label(kind, i) + " must be a dense (strided) tensor, got layout " +
+                             py::str(h.attr("layout")).cast<std::string>());
+      ArgView v = view_of_ndarray(h.attr("detach")().attr("numpy")(), py::reinterpret_borrow<py::object>(h));
+      v.dtype = dtype;  // keep torch's names so messages and comparisons match the other tensors
+      v.shape = t.shape();
+      return v;
+    }
+    ArgView v;
+    v.obj = py::reinterpret_borrow<py::object>(h);
+    v.shape = t.shape();  // torch.Size, a tuple subclass
+    v.a = tensor_view(t, dtype, v.shape);
+    v.dtype = std::move(dtype);
+    return v;
+  }
+  throw py::type_error(label(kind, i) + " must be a numpy.ndarray or a torch.Tensor, got " + type_name(h));
+}
+
+void ArgView::write_back() const {
+  if (work) target.attr("__setitem__")(py::ellipsis(), work);
 }
 
 }  // namespace fastreg::bindings

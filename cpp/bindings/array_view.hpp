@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace fastreg::bindings {
 
@@ -142,5 +143,26 @@ class TensorReader {
 // A contiguous CPU tensor's view (the caller checked is_cpu() and is_contiguous());
 // `dtype` and `shape` are what t.dtype() and t.shape() returned.
 ArrayView tensor_view(const TensorReader& t, const py::object& dtype, const py::object& shape);
+
+// ---- Array arguments: an ndarray of any layout or a CPU torch tensor ----------------
+
+// One array argument of a call that takes NumPy arrays or CPU torch tensors
+// (sgd_update_many): the view the kernel reads, and the Python objects kept for
+// messages, comparisons and the write-back of a non-contiguous array.
+struct ArgView {
+  ArrayView a;
+  py::object obj;     // what the caller passed
+  py::object work;    // contiguous ndarray the kernel updates when obj is not contiguous (else null)
+  py::object target;  // where `work` is written back: obj, or NumPy's view of a tensor
+  py::object dtype;   // numpy or torch dtype, for messages and comparisons
+  py::object shape;   // tuple-like, compared with ==
+  // Copies `work` back into `target` (after an in-place update); nothing for a contiguous argument.
+  void write_back() const;
+};
+
+// h, the i-th entry of the list argument `kind` (named so in messages): a
+// numpy.ndarray or a CPU torch tensor, else TypeError / ValueError. Tensors are read
+// through TensorReader (no .detach().numpy() for contiguous ones).
+ArgView arg_view(const py::handle& h, const char* kind, size_t i, const TorchRefs& torch);
 
 }  // namespace fastreg::bindings

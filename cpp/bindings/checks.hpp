@@ -63,11 +63,14 @@ bool has_dtype(const py::array& a) {
   return same_dtype(a.dtype(), py::dtype::of<T>());
 }
 
+inline std::string type_name(const py::handle& o) {
+  return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
+}
+
 // Accepts only a NumPy array (the Python layer converts torch tensors first).
 inline py::array as_array(const py::handle& obj, const char* name) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
-                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
   return py::reinterpret_borrow<py::array>(obj);
 }
 
@@ -160,6 +163,17 @@ const T* ptr(const py::array& a) {
 template <class T>
 T* mptr(py::array& a) {
   return static_cast<T*>(a.mutable_data());
+}
+
+// A list of arrays/tensors (any sequence or iterable is copied into a list; a
+// single array is refused rather than iterated over its rows).
+inline py::list as_list(const py::handle& seq, const char* name) {
+  if (PyList_CheckExact(seq.ptr())) return py::reinterpret_borrow<py::list>(seq);
+  if (py::isinstance<py::array>(seq) || (py::hasattr(seq, "data_ptr") && py::hasattr(seq, "dtype")))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, not a single array");
+  if (!py::isinstance<py::sequence>(seq) && !py::hasattr(seq, "__iter__"))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
+  return py::list(py::reinterpret_borrow<py::object>(seq));
 }
 
 }  // namespace fastreg::bindings

@@ -164,8 +164,6 @@ std::optional<py::object> cross_entropy_lean(const ArrayView& x, const ArrayView
   throw py::error_already_set();
 }
 
-std::string type_name(py::handle o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
-
 int64_t int_arg(py::handle v, const char* name) {
   if (PyBool_Check(v.ptr()))
     throw py::type_error(std::string(name) + " must be an int, got bool (" + py::repr(v).cast<std::string>() + ")");

@@ -5,7 +5,7 @@
 
 namespace fastreg::bindings {
 void register_runtime(pybind11::module_& m);
-void register_optim(pybind11::module_& m);
+void register_sgd(pybind11::module_& m);
 void register_epoch(pybind11::module_& m);
 void register_loader(pybind11::module_& m);
 void register_cross_entropy(pybind11::module_& m);

@@ -1,3 +1,6 @@
+// Bindings of the SGD update (fastreg.optim, fastreg.torch's optimizer): sgd_update
+// for one C-contiguous array, sgd_update_many for a whole parameter list of
+// ndarrays or CPU tensors (read through array_view.hpp). Convert, check, call.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -40,69 +43,6 @@ void check_hyper(double v, const char* name, bool allow_negative = false) {
 
 namespace {
 
-// One parameter, gradient or buffer: the array view the kernel reads, and the
-// Python objects kept for messages, comparisons and the write-back of a
-// non-contiguous array.
-struct View {
-  ArrayView a;
-  py::object obj;     // what the caller passed
-  py::object work;    // contiguous ndarray to update when obj is not contiguous (else null)
-  py::object target;  // where `work` is written back: obj, or NumPy's view of a tensor
-  py::object dtype;   // for messages
-  py::object shape;   // tuple-like, compared with ==
-};
-
-std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
-
-View view_of_ndarray(py::array a, py::object obj) {
-  View v;
-  v.obj = std::move(obj);
-  v.target = a;
-  v.dtype = a.dtype();
-  v.shape = py::tuple(a.attr("shape"));
-  const bool writeable = ndarray_view(a).writeable;
-  if (!(a.flags() & py::array::c_style)) {
-    // Work on a contiguous copy; it is written back after the update.
-    v.work = py::module_::import("numpy").attr("ascontiguousarray")(a);
-    a = py::reinterpret_borrow<py::array>(v.work);
-  }
-  v.a = ndarray_view(a);
-  v.a.writeable = writeable;
-  return v;
-}
-
-std::string label(const char* kind, size_t i) { return std::string(kind) + "[" + std::to_string(i) + "]"; }
-
-View view_of(const py::handle& h, const char* kind, size_t i, const TorchRefs& torch) {
-  if (py::isinstance<py::array>(h)) {
-    py::array a = py::reinterpret_borrow<py::array>(h);
-    return view_of_ndarray(a, py::reinterpret_borrow<py::object>(h));
-  }
-  if (is_tensor(h, torch)) {
-    const TensorReader t(h, torch);
-    if (!PyObject_IsTrue(t.is_cpu().ptr()))
-      throw py::value_error(label(kind, i) + " is on device " + py::str(h.attr("device")).cast<std::string>() +
-                            "; this function takes CPU tensors");
-    py::object dtype = t.dtype();
-    if (!PyObject_IsTrue(t.is_contiguous().ptr())) {  // rare: NumPy's strided view
-      if (!t.is_strided())
-        throw py::type_error(label(kind, i) + " must be a dense (strided) tensor, got layout " +
-                             py::str(h.attr("layout")).cast<std::string>());
-      View v = view_of_ndarray(h.attr("detach")().attr("numpy")(), py::reinterpret_borrow<py::object>(h));
-      v.dtype = dtype;  // keep torch's names so messages and comparisons match the other tensors
-      v.shape = t.shape();
-      return v;
-    }
-    View v;
-    v.obj = py::reinterpret_borrow<py::object>(h);
-    v.shape = t.shape();  // torch.Size, a tuple subclass
-    v.a = tensor_view(t, dtype, v.shape);
-    v.dtype = std::move(dtype);
-    return v;
-  }
-  throw py::type_error(label(kind, i) + " must be a numpy.ndarray or a torch.Tensor, got " + type_name(h));
-}
-
 double hyper(const py::handle& v, const char* name) {
   if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
                                  py::isinstance(v, py::module_::import("numpy").attr("number"))))
@@ -122,20 +62,11 @@ double fast_hyper(const py::handle& v, const char* name) {
   return hyper(v, name);
 }
 
-py::list as_list(const py::handle& seq, const char* name) {
-  if (PyList_CheckExact(seq.ptr())) return py::reinterpret_borrow<py::list>(seq);
-  if (py::isinstance<py::array>(seq) || (py::hasattr(seq, "data_ptr") && py::hasattr(seq, "dtype")))
-    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, not a single array");
-  if (!py::isinstance<py::sequence>(seq) && !py::hasattr(seq, "__iter__"))
-    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
-  return py::list(py::reinterpret_borrow<py::object>(seq));
-}
-
 // Below this many elements in all, the update runs without releasing the GIL.
 constexpr int64_t kReleaseGilFrom = int64_t{1} << 16;
 
 struct Item {
-  View p, g, b;
+  ArgView p, g, b;
   bool has_buf = false, first = false;
 };
 
@@ -173,8 +104,8 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     auto idx = [i] { return "[" + std::to_string(i) + "]"; };  // built only for a message
     if (grads[i].is_none()) continue;                          // as torch: a parameter without a gradient is skipped
     Item it;
-    it.p = view_of(params[i], "params", i, torch);
-    it.g = view_of(grads[i], "grads", i, torch);
+    it.p = arg_view(params[i], "params", i, torch);
+    it.g = arg_view(grads[i], "grads", i, torch);
     if (it.p.a.dt != Dt::f32 && it.p.a.dt != Dt::f64)
       throw py::type_error("params" + idx() + " must be float32 or float64, got " +
                            py::str(it.p.dtype).cast<std::string>());
@@ -188,7 +119,7 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     if (it.p.a.overlaps(it.g.a))
       throw py::value_error("params" + idx() + " and grads" + idx() + " must not share memory");
     if (momentum != 0 && !bufs[i].is_none()) {
-      it.b = view_of(bufs[i], "momentum_buffers", i, torch);
+      it.b = arg_view(bufs[i], "momentum_buffers", i, torch);
       if (!it.p.dtype.equal(it.b.dtype) || !it.p.shape.equal(it.b.shape))
         throw py::value_error("momentum_buffers" + idx() + " must match params" + idx() + " in dtype and shape");
       if (!it.b.a.writeable) throw py::value_error("momentum_buffers" + idx() + " is read-only; it must be writeable");
@@ -210,7 +141,7 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
                            ? py::module_::import("numpy").attr("empty")(it.p.shape, it.p.dtype)
                            : it.p.obj.attr("new_empty")(it.p.shape);
       bufs[i] = buf;
-      it.b = view_of(buf, "momentum_buffers", i, torch);
+      it.b = arg_view(buf, "momentum_buffers", i, torch);
       it.has_buf = it.first = true;
     }
   }
@@ -235,14 +166,14 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     run_all();
   }
   for (Item& it : items) {  // write non-contiguous parameters/buffers back
-    if (it.p.work) it.p.target.attr("__setitem__")(py::ellipsis(), it.p.work);
-    if (it.has_buf && it.b.work) it.b.target.attr("__setitem__")(py::ellipsis(), it.b.work);
+    it.p.write_back();
+    if (it.has_buf) it.b.write_back();
   }
 }
 
 }  // namespace
 
-void register_optim(py::module_& m) {
+void register_sgd(py::module_& m) {
   m.def(
       "sgd_update",
       [](py::object param_obj, py::object grad_obj, py::object buffer, double lr, double momentum, double dampening,
