@@ -198,8 +198,7 @@ py::object TensorReader::call(PyObject* descr, PyObject* name) const {
   return py::reinterpret_steal<py::object>(v);
 }
 
-ArrayView tensor_view(const TensorReader& t, const py::object& dtype, const py::object& shape) {
-  ArrayView v;
+void tensor_view(const TensorReader& t, const py::object& dtype, const py::object& shape, ArrayView& v) {
   v.dt = t.is_f32(dtype) ? Dt::f32 : t.is_f64(dtype) ? Dt::f64 : Dt::other;
   v.ndim = static_cast<int>(PyTuple_GET_SIZE(shape.ptr()));
   int64_t n = 1;
@@ -209,7 +208,6 @@ ArrayView tensor_view(const TensorReader& t, const py::object& dtype, const py::
   v.data = reinterpret_cast<char*>(PyLong_AsVoidPtr(t.data_ptr().ptr()));
   if (PyErr_Occurred()) throw py::error_already_set();
   v.c_contiguous = v.writeable = v.native = true;
-  return v;
 }
 
 // ---- Array arguments: an ndarray of any layout or a CPU torch tensor ----------------
@@ -259,7 +257,7 @@ ArgView arg_view(const py::handle& h, const char* kind, size_t i, const TorchRef
     ArgView v;
     v.obj = py::reinterpret_borrow<py::object>(h);
     v.shape = t.shape();  // torch.Size, a tuple subclass
-    v.a = tensor_view(t, dtype, v.shape);
+    tensor_view(t, dtype, v.shape, v.a);
     v.dtype = std::move(dtype);
     return v;
   }

@@ -140,9 +140,11 @@ class TensorReader {
   bool exact_;
 };
 
-// A contiguous CPU tensor's view (the caller checked is_cpu() and is_contiguous());
-// `dtype` and `shape` are what t.dtype() and t.shape() returned.
-ArrayView tensor_view(const TensorReader& t, const py::object& dtype, const py::object& shape);
+// Fills `v` with a contiguous CPU tensor's view (the caller checked is_cpu() and
+// is_contiguous()); `dtype` and `shape` are what t.dtype() and t.shape() returned.
+// Written in place: a view copied right after its fields were stored stalls the
+// copy's wide loads.
+void tensor_view(const TensorReader& t, const py::object& dtype, const py::object& shape, ArrayView& v);
 
 // ---- Array arguments: an ndarray of any layout or a CPU torch tensor ----------------
 

@@ -103,9 +103,8 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
   for (size_t i = 0; i < n; ++i) {
     auto idx = [i] { return "[" + std::to_string(i) + "]"; };  // built only for a message
     if (grads[i].is_none()) continue;                          // as torch: a parameter without a gradient is skipped
-    Item it;
-    it.p = arg_view(params[i], "params", i, torch);
-    it.g = arg_view(grads[i], "grads", i, torch);
+    // Built in place (a view copied right after it was written stalls the copy).
+    Item it{arg_view(params[i], "params", i, torch), arg_view(grads[i], "grads", i, torch), ArgView{}, false, false};
     if (it.p.a.dt != Dt::f32 && it.p.a.dt != Dt::f64)
       throw py::type_error("params" + idx() + " must be float32 or float64, got " +
                            py::str(it.p.dtype).cast<std::string>());
