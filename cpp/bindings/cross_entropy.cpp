@@ -1,7 +1,9 @@
 // Binding of the fused softmax cross-entropy (fastreg.ops.cross_entropy[_with_grad],
-// fastreg.torch.cross_entropy). Every argument is checked here with the GIL held
-// (cheap checks first); the kernel then runs with the GIL released. Outputs are
-// checked, never copied, so a bad `out` is an error rather than a silent copy.
+// fastreg.torch.cross_entropy), the op's one entry. Every argument is converted
+// (inputs only: layout, label dtype, torch's unbatched form) and checked here with
+// the GIL held, cheap checks first; the kernel then runs with the GIL released.
+// Outputs are checked, never copied, so a bad `out` is an error rather than a
+// silent copy.
 #include <cmath>
 #include <optional>
 #include <string>
