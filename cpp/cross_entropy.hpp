@@ -1,16 +1,13 @@
-// Numerically stable softmax family and the fused softmax cross-entropy, row-wise
-// over a contiguous [n, c] array. Plain C++ (no Python); rows run in parallel.
-//
-// Every row is shifted by its max m before exp (the log-sum-exp trick):
-//   lse = m + log(sum_j exp(x_j - m)),   log_softmax_j = (x_j - m) - log(sum ...)
-// so huge logits never overflow and log(0) is never taken.
+// The fused softmax cross-entropy, row-wise over a contiguous [n, c] array, on the
+// same numerically stable row kernels as the softmax family (softmax.hpp). Plain
+// C++ (no Python); rows run in parallel.
 #pragma once
 
 #include <cstdint>
 
-namespace fastreg {
+#include "reduction.hpp"
 
-enum class Reduction { none, mean, sum };
+namespace fastreg {
 
 // Arguments of the fused cross-entropy, with torch.nn.functional.cross_entropy's
 // semantics. Exactly one of target / target_probs is set.
@@ -45,16 +42,5 @@ struct XentArgs {
 // ignored) is NaN, as in torch.
 template <class T>
 double softmax_cross_entropy(const XentArgs<T>& a);
-
-// out[i, :] = softmax(x[i, :]) (or log_softmax when log is true). out may equal x.
-// A row of NaN-containing or all -inf values gives NaN, as torch does.
-template <class T>
-void softmax_rows(const T* x, T* out, int64_t n, int64_t c, bool log);
-
-// out[i] = temperature * log(sum_j exp(x[i, j] / temperature)), temperature >= 0
-// (0 gives the row max, the limit). A row of all -inf gives -inf, an empty row
-// (c == 0) -inf, a +inf entry +inf, a NaN entry NaN.
-template <class T>
-void logsumexp_rows(const T* x, T* out, int64_t n, int64_t c, double temperature);
 
 }  // namespace fastreg

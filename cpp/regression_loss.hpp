@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "cross_entropy.hpp"  // Reduction
+#include "reduction.hpp"
 
 namespace fastreg {
 

@@ -244,7 +244,7 @@ def test_non_contiguous_negative_stride_and_read_only_inputs(rng):
 
 # ---------------- small C: the one-row-per-lane kernel (C <= 16) ----------------
 
-LANE_C_MAX = 16  # cpp/softmax_rows.inl kLaneMaxC; 17 takes the row kernel
+LANE_C_MAX = 16  # cpp/cross_entropy_rows.inl kLaneMaxC; 17 takes the row kernel
 
 
 def _lane_shape(rng):
@@ -441,8 +441,9 @@ def test_fast_path_and_general_path_agree(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
-    # _core.cross_entropy_fast runs plain C-contiguous arrays with int64 labels in one call and
-    # returns None where ops must convert first; what it returns equals the general path's.
+    # _core.cross_entropy, the op's one entry, runs plain C-contiguous arrays with int64 labels
+    # on its header-only fast path and converts everything else itself; both give the answer
+    # of the general path.
     x, y = _make_xent(rng, dtype, False, n=37, c=7)
     w = (rng.random(7) + 0.1).astype(dtype)
     y3 = np.where(y == -100, 3, y)  # ignore_index 3, a valid class
@@ -459,9 +460,9 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
             kw.get("label_smoothing", 0.0),
         )
         out = np.empty_like(x)
-        fast_loss, fast_g = _core.cross_entropy_fast(x, yl, *args, out, True)
+        fast_loss, fast_g = _core.cross_entropy(x, yl, *args, out, None, 1.0, True)
         assert fast_g is out
-        fast_only = _core.cross_entropy_fast(x, yl, *args, None, False)
+        fast_only = _core.cross_entropy(x, yl, *args, None, None, 1.0, False)
         slow_loss, slow_g = ops.cross_entropy_with_grad(torch.tensor(x), torch.tensor(yl), **kw)  # general path
         assert type(fast_only) is type(fast_loss) and type(fast_loss) in (np.ndarray, np.dtype(dtype).type)
         np.testing.assert_array_equal(fast_loss, slow_loss.numpy())
@@ -471,38 +472,56 @@ def test_cross_entropy_fast_entry_matches_general_path(rng, dtype):
         assert np.asarray(loss).dtype == dtype and g.dtype == dtype and g.shape == x.shape
         np.testing.assert_array_equal(loss, fast_loss)
     y = yl  # what follows runs on the loop's last labels (y3), as before the loop variable was renamed
-    # Anything that needs a conversion goes to the general path (None), never a wrong answer.
-    args = (None, -100, "mean", 0.0, None, True)
+    # Anything that needs a conversion is converted by the same entry, never a wrong answer.
+    args = (None, -100, "mean", 0.0, None, None, 1.0, True)
+
+    def converted(xx, yy):
+        return _core.cross_entropy(np.ascontiguousarray(xx), np.ascontiguousarray(yy, dtype=np.int64), *args)
+
     for xx, yy in [
-        (torch.tensor(x), y),
-        (x, torch.tensor(y)),
         (x, y.astype(np.int32)),
-        (x[:, ::2], y),
-        (x[0], y[:1]),
+        (x[:, ::2], y % 4),
         (np.asfortranarray(x), y),
         (x, y.astype(y.dtype.newbyteorder())),
     ]:
-        assert _core.cross_entropy_fast(xx, yy, *args) is None
+        (loss, g), (ref_loss, ref_g) = _core.cross_entropy(xx, yy, *args), converted(xx, yy)
+        np.testing.assert_array_equal(loss, ref_loss)
+        np.testing.assert_array_equal(g, ref_g)
+    loss, g = _core.cross_entropy(x[0], y[:1].reshape(()), *args)  # unbatched: logits [C], target []
+    ref_loss, ref_g = converted(x[:1], y[:1])
+    np.testing.assert_array_equal(loss, ref_loss)
+    np.testing.assert_array_equal(g, ref_g[0])
+    with pytest.raises(TypeError, match="numpy.ndarray"):  # tensors are converted by fastreg.ops
+        _core.cross_entropy(torch.tensor(x), y, *args)
     # An out that shares memory with the labels is refused, never written.
     mem = np.zeros(x.nbytes + y.nbytes, dtype=np.uint8)
     y_shared = mem[: y.nbytes].view(np.int64)
     y_shared[:] = y
     out_shared = mem[8 : 8 + x.nbytes].view(x.dtype).reshape(x.shape)
     with pytest.raises(ValueError, match="share memory"):
-        _core.cross_entropy_fast(x, y_shared, None, -100, "mean", 0.0, out_shared, True)
+        _core.cross_entropy(x, y_shared, None, -100, "mean", 0.0, out_shared, None, 1.0, True)
     np.testing.assert_array_equal(y_shared, y)
-    for ii, ls in [(True, 0.0), (np.int64(-100), 0.0), (-100, 0), (-100, np.float64(0.1)), (2**70, 0.0)]:
-        assert _core.cross_entropy_fast(x, y, None, ii, "mean", ls, None, True) is None
-    assert _core.cross_entropy_fast(x, y, None, -100, 3, 0.0, None, True) is None
+    # Scalar options of other types are checked and converted as fastreg.ops documents.
+    plain = _core.cross_entropy(x, y, None, -100, "mean", 0.1, None, None, 1.0, False)
+    for ii, ls in [(np.int64(-100), 0.1), (-100, np.float64(0.1)), (np.int32(-100), 0.1)]:
+        assert _core.cross_entropy(x, y, None, ii, "mean", ls, None, None, 1.0, False) == plain
+    assert _core.cross_entropy(x, y, None, -100, "mean", 0, None, None, 1.0, False) == ops.cross_entropy(x, y)
+    with pytest.raises(TypeError, match="ignore_index must be an int, got bool"):
+        _core.cross_entropy(x, y, None, True, "mean", 0.0, None, None, 1.0, True)
+    with pytest.raises(OverflowError, match="ignore_index must fit"):
+        _core.cross_entropy(x, y, None, 2**70, "mean", 0.0, None, None, 1.0, True)
+    with pytest.raises(ValueError, match="reduction"):
+        _core.cross_entropy(x, y, None, -100, 3, 0.0, None, None, 1.0, True)
     # Bad values are still caught (by the same C++ checks as the general path).
+    args = (None, -100, "mean", 0.0, None, None, 1.0, True)
     bad = y.copy()
     bad[5] = 7
     with pytest.raises(IndexError, match="Target 7 at row 5"):
-        _core.cross_entropy_fast(x, bad, *args)
+        _core.cross_entropy(x, bad, *args)
     with pytest.raises(ValueError, match="reduction"):
-        _core.cross_entropy_fast(x, y, None, -100, "avg", 0.0, None, True)
+        _core.cross_entropy(x, y, None, -100, "avg", 0.0, None, None, 1.0, True)
     with pytest.raises(ValueError, match="label_smoothing"):
-        _core.cross_entropy_fast(x, y, None, -100, "mean", 1.5, None, True)
+        _core.cross_entropy(x, y, None, -100, "mean", 1.5, None, None, 1.0, True)
 
 
 def test_probability_targets_with_ignore_index_raise_as_torch(rng):

@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
+
+#include "reduction.hpp"
 
 namespace fastreg::bindings {
 
@@ -60,11 +63,14 @@ bool has_dtype(const py::array& a) {
   return same_dtype(a.dtype(), py::dtype::of<T>());
 }
 
+inline std::string type_name(const py::handle& o) {
+  return py::str(py::type::of(o).attr("__name__")).cast<std::string>();
+}
+
 // Accepts only a NumPy array (the Python layer converts torch tensors first).
 inline py::array as_array(const py::handle& obj, const char* name) {
   if (!py::isinstance<py::array>(obj))
-    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " +
-                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+    throw py::type_error(std::string(name) + " must be a numpy.ndarray, got " + type_name(obj));
   return py::reinterpret_borrow<py::array>(obj);
 }
 
@@ -154,6 +160,68 @@ inline bool may_overlap(const py::array& a, const py::array& b) {
   auto lo_a = reinterpret_cast<std::uintptr_t>(a.data());
   auto lo_b = reinterpret_cast<std::uintptr_t>(b.data());
   return lo_a < lo_b + static_cast<std::uintptr_t>(b.nbytes()) && lo_b < lo_a + static_cast<std::uintptr_t>(a.nbytes());
+}
+
+inline Reduction parse_reduction(const std::string& s) {
+  if (s == "mean") return Reduction::mean;
+  if (s == "sum") return Reduction::sum;
+  if (s == "none") return Reduction::none;
+  throw py::value_error("reduction must be 'mean', 'sum' or 'none', got '" + s + "'");
+}
+
+inline void require_len(const py::array& a, const char* name, py::ssize_t len, const char* what) {
+  if (a.ndim() != 1 || a.shape(0) != len)
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(len) + ",) (" + what + "), got " +
+                          shape_str(a));
+}
+
+inline void require_finite(double v, const char* name) {
+  if (!std::isfinite(v)) throw py::value_error(std::string(name) + " must be finite, got " + std::to_string(v));
+}
+
+// An output: same dtype as `like`, C-contiguous, writeable, not overlapping `inputs`
+// (except that `allowed_alias`, if given, may be the very same buffer).
+inline py::array check_out(const py::handle& obj, const char* name, const py::array& like,
+                           std::initializer_list<std::pair<const py::array*, const char*>> inputs,
+                           const py::array* allowed_alias = nullptr) {
+  py::array out = as_array(obj, name);
+  require_same_dtype(like, "the input", out, name);
+  require_c_contiguous(out, name);
+  require_writeable(out, name);
+  for (const auto& [in, in_name] : inputs) {
+    if (in == nullptr || !may_overlap(out, *in)) continue;
+    if (in == allowed_alias && out.data() == in->data() && out.nbytes() == in->nbytes()) continue;
+    throw py::value_error(std::string(name) + " must not share memory with " + in_name +
+                          (in == allowed_alias ? " (other than being exactly the same array)" : ""));
+  }
+  return out;
+}
+
+inline py::array check_float_input(const py::handle& obj, const char* name) {
+  py::array a = as_array(obj, name);
+  require_float(a, name);
+  require_c_contiguous(a, name);
+  return a;
+}
+
+template <class T>
+const T* ptr(const py::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mptr(py::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+// A list of arrays/tensors (any sequence or iterable is copied into a list; a
+// single array is refused rather than iterated over its rows).
+inline py::list as_list(const py::handle& seq, const char* name) {
+  if (PyList_CheckExact(seq.ptr())) return py::reinterpret_borrow<py::list>(seq);
+  if (py::isinstance<py::array>(seq) || (py::hasattr(seq, "data_ptr") && py::hasattr(seq, "dtype")))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, not a single array");
+  if (!py::isinstance<py::sequence>(seq) && !py::hasattr(seq, "__iter__"))
+    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
+  return py::list(py::reinterpret_borrow<py::object>(seq));
 }
 
 }  // namespace fastreg::bindings

@@ -11,6 +11,7 @@
 
 #include <pybind11/stl.h>
 
+#include "array_view.hpp"
 #include "batch_iter.hpp"
 #include "checks.hpp"
 #include "loader.hpp"
@@ -48,7 +49,7 @@ void pin_sources(const py::array& a, std::vector<py::weakref>& out) {
   py::handle o = a;
   for (int depth = 0; depth < 64 && py::isinstance<py::array>(o); ++depth) {
     out.emplace_back(o);
-    o = py::handle(py::detail::array_proxy(o.ptr())->base);
+    o = ndarray_base(o);
   }
 }
 
@@ -240,19 +241,8 @@ class BatchIter {
   // drop_rows leaves out the leading (row) dimension: one sample, as torch yields
   // with batch_size=None.
   py::array new_array(size_t c, void* data, PyObject* base, bool drop_rows = false) {
-    auto& api = py::detail::npy_api::get();
-    PyObject* descr = out_dtypes_[c].inc_ref().ptr();  // stolen by NewFromDescr
-    const int flags =
-        data ? (py::detail::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | py::detail::npy_api::NPY_ARRAY_WRITEABLE_) : 0;
-    auto arr = py::reinterpret_steal<py::array>(
-        api.PyArray_NewFromDescr_(api.PyArray_Type_, descr, static_cast<int>(dims_[c].size()) - (drop_rows ? 1 : 0),
-                                  dims_[c].data() + (drop_rows ? 1 : 0), nullptr, data, flags, nullptr));
-    if (!arr) throw py::error_already_set();
-    if (base) {
-      Py_INCREF(base);  // stolen by SetBaseObject, even when it fails
-      if (api.PyArray_SetBaseObject_(arr.ptr(), base) != 0) throw py::error_already_set();
-    }
-    return arr;
+    return new_ndarray(out_dtypes_[c], static_cast<int>(dims_[c].size()) - (drop_rows ? 1 : 0),
+                       dims_[c].data() + (drop_rows ? 1 : 0), data, base);
   }
 
   std::vector<py::ssize_t> shape_of(size_t c, int64_t rows) const {

@@ -1,9 +1,13 @@
+// Bindings of the SGD update (fastreg.optim, fastreg.torch's optimizer): sgd_update
+// for one C-contiguous array, sgd_update_many for a whole parameter list of
+// ndarrays or CPU tensors (read through array_view.hpp). Convert, check, call.
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "array_view.hpp"
 #include "checks.hpp"
 #include "register.hpp"
 #include "sgd.hpp"
@@ -36,224 +40,6 @@ void check_hyper(double v, const char* name) { checked_hyper(v, name); }
 
 namespace {
 
-enum class Dt { f32, f64, other };
-
-// One parameter, gradient or buffer, reduced to what the kernel needs.
-struct View {
-  py::object obj;     // what the caller passed
-  py::object work;    // contiguous ndarray to update when obj is not contiguous (else null)
-  py::object target;  // where `work` is written back: obj, or NumPy's view of a tensor
-  char* ptr = nullptr;
-  int64_t n = 0;
-  Dt dt = Dt::other;
-  py::object dtype;  // for messages
-  py::object shape;  // tuple-like, compared with ==
-  bool writeable = true;
-};
-
-// Attribute names, interned once for the process's life (no temporary str per lookup).
-struct Names {
-  PyObject *is_cpu, *dtype, *shape, *is_contiguous, *data_ptr;
-};
-
-PyObject* intern(const char* name) {
-  PyObject* s = PyUnicode_InternFromString(name);
-  if (!s) throw py::error_already_set();
-  return s;
-}
-
-const Names& names() {
-  static const Names n{intern("is_cpu"), intern("dtype"), intern("shape"), intern("is_contiguous"), intern("data_ptr")};
-  return n;
-}
-
-py::object get_attr(const py::handle& h, PyObject* name) {
-  PyObject* v = PyObject_GetAttr(h.ptr(), name);
-  if (!v) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(v);
-}
-
-py::object get_attr(const py::handle& h, const char* name) { return h.attr(name); }
-
-py::object call_method0(const py::handle& h, PyObject* name) {
-  PyObject* v = PyObject_CallMethodNoArgs(h.ptr(), name);
-  if (!v) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(v);
-}
-
-py::object call_method0(const py::handle& h, const char* name) { return h.attr(name)(); }
-
-// torch's Tensor and Parameter types, dtypes, and the descriptors of the five
-// members read per tensor (is_cpu, dtype, shape: C getters; is_contiguous(),
-// data_ptr(): C methods), each null if torch defines it some other way.
-struct TorchRefs {
-  PyObject *tensor_type = nullptr, *parameter_type = nullptr;  // owned for the process's life
-  PyObject *f32 = nullptr, *f64 = nullptr, *strided = nullptr;
-  PyObject *is_cpu = nullptr, *dtype = nullptr, *shape = nullptr;
-  PyObject *is_contiguous = nullptr, *data_ptr = nullptr;
-  bool parameter_shares = false;  // Parameter resolves all five to the same descriptors
-  bool present = false;
-};
-
-// The descriptor `name` resolves to on `type` if it has the C descriptor type
-// `kind`, else null.
-PyObject* c_descriptor(PyObject* type, PyObject* name, PyTypeObject* kind) {
-  PyObject* d = PyObject_GetAttr(type, name);  // read on the type, a descriptor returns itself
-  if (!d) {
-    PyErr_Clear();
-    return nullptr;
-  }
-  if (Py_TYPE(d) != kind) {
-    Py_DECREF(d);
-    return nullptr;
-  }
-  return d;
-}
-
-// Looked up once torch has been imported by the caller (fastreg never imports it).
-// Held for the life of the process, like the module itself, so no reference is
-// dropped during interpreter shutdown.
-const TorchRefs& torch_refs() {
-  static TorchRefs r;
-  if (r.present) return r;
-  PyObject* torch = PyDict_GetItemString(PyImport_GetModuleDict(), "torch");  // borrowed
-  if (!torch) return r;
-  py::handle t(torch);
-  r.tensor_type = get_attr(t, "Tensor").release().ptr();
-  r.parameter_type = get_attr(get_attr(t, "nn"), "Parameter").release().ptr();
-  r.f32 = get_attr(t, "float32").release().ptr();
-  r.f64 = get_attr(t, "float64").release().ptr();
-  r.strided = get_attr(t, "strided").release().ptr();
-  const Names& n = names();
-  r.is_cpu = c_descriptor(r.tensor_type, n.is_cpu, &PyGetSetDescr_Type);
-  r.dtype = c_descriptor(r.tensor_type, n.dtype, &PyGetSetDescr_Type);
-  r.shape = c_descriptor(r.tensor_type, n.shape, &PyGetSetDescr_Type);
-  r.is_contiguous = c_descriptor(r.tensor_type, n.is_contiguous, &PyMethodDescr_Type);
-  r.data_ptr = c_descriptor(r.tensor_type, n.data_ptr, &PyMethodDescr_Type);
-  // Parameter shares them unless a torch version overrides one: then it takes the generic path.
-  r.parameter_shares = true;
-  const std::pair<PyObject*, PyObject*> members[] = {{n.is_cpu, r.is_cpu},
-                                                     {n.dtype, r.dtype},
-                                                     {n.shape, r.shape},
-                                                     {n.is_contiguous, r.is_contiguous},
-                                                     {n.data_ptr, r.data_ptr}};
-  for (const auto& [name, descr] : members) {
-    PyObject* d = PyObject_GetAttr(r.parameter_type, name);
-    if (!d) PyErr_Clear();
-    r.parameter_shares = r.parameter_shares && d == descr;
-    Py_XDECREF(d);
-  }
-  r.present = true;
-  return r;
-}
-
-// Reads a tensor's members. When the object's exact type is torch.Tensor or
-// torch.nn.Parameter (checked above to add none of these members), it calls the C
-// descriptors found above directly: the very functions `t.shape` and
-// `t.data_ptr()` end in, minus the lookup through the type's MRO and the
-// instance __dict__ (~1/4 of a small model's step). Any other type (a subclass
-// may override a member) goes through normal attribute access.
-class TensorReader {
- public:
-  TensorReader(const py::handle& t, const TorchRefs& r)
-      : t_(t.ptr()),
-        r_(r),
-        exact_(Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.tensor_type) ||
-               (r.parameter_shares && Py_TYPE(t_) == reinterpret_cast<PyTypeObject*>(r.parameter_type))) {}
-
-  py::object is_cpu() const { return get(r_.is_cpu, names().is_cpu); }
-  py::object dtype() const { return get(r_.dtype, names().dtype); }
-  py::object shape() const { return get(r_.shape, names().shape); }
-  py::object is_contiguous() const { return call(r_.is_contiguous, names().is_contiguous); }
-  py::object data_ptr() const { return call(r_.data_ptr, names().data_ptr); }
-
- private:
-  py::object get(PyObject* descr, PyObject* name) const {
-    if (!exact_ || !descr) return get_attr(t_, name);
-    PyObject* v = Py_TYPE(descr)->tp_descr_get(descr, t_, reinterpret_cast<PyObject*>(Py_TYPE(t_)));
-    if (!v) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(v);
-  }
-  py::object call(PyObject* descr, PyObject* name) const {
-    if (!exact_ || !descr) return call_method0(t_, name);
-    PyObject* self = t_;
-    PyObject* v = PyObject_Vectorcall(descr, &self, 1, nullptr);  // = type(t).name(t)
-    if (!v) throw py::error_already_set();
-    return py::reinterpret_steal<py::object>(v);
-  }
-
-  PyObject* t_;
-  const TorchRefs& r_;
-  bool exact_;
-};
-
-std::string type_name(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")).cast<std::string>(); }
-
-View view_of_ndarray(py::array a, py::object obj) {
-  View v;
-  v.obj = std::move(obj);
-  v.target = a;
-  v.dt = is_float32(a) ? Dt::f32 : is_float64(a) ? Dt::f64 : Dt::other;
-  v.dtype = a.dtype();
-  v.shape = py::tuple(a.attr("shape"));
-  v.n = static_cast<int64_t>(a.size());
-  v.writeable = a.writeable();
-  if (!(a.flags() & py::array::c_style)) {
-    // Work on a contiguous copy; it is written back after the update.
-    v.work = py::module_::import("numpy").attr("ascontiguousarray")(a);
-    a = py::reinterpret_borrow<py::array>(v.work);
-  }
-  v.ptr = static_cast<char*>(const_cast<void*>(a.data()));
-  return v;
-}
-
-std::string label(const char* kind, size_t i) { return std::string(kind) + "[" + std::to_string(i) + "]"; }
-
-View view_of(const py::handle& h, const char* kind, size_t i, const TorchRefs& torch) {
-  if (py::isinstance<py::array>(h)) {
-    py::array a = py::reinterpret_borrow<py::array>(h);
-    return view_of_ndarray(a, py::reinterpret_borrow<py::object>(h));
-  }
-  if (torch.present && PyObject_IsInstance(h.ptr(), torch.tensor_type) == 1) {
-    const TensorReader t(h, torch);
-    if (!PyObject_IsTrue(t.is_cpu().ptr()))
-      throw py::value_error(label(kind, i) + " is on device " + py::str(get_attr(h, "device")).cast<std::string>() +
-                            "; this function takes CPU tensors");
-    py::object dtype = t.dtype();
-    if (!PyObject_IsTrue(t.is_contiguous().ptr())) {  // rare: NumPy's strided view
-      if (!get_attr(h, "layout").is(py::handle(torch.strided)))
-        throw py::type_error(label(kind, i) + " must be a dense (strided) tensor, got layout " +
-                             py::str(get_attr(h, "layout")).cast<std::string>());
-      View v = view_of_ndarray(call_method0(call_method0(h, "detach"), "numpy"), py::reinterpret_borrow<py::object>(h));
-      v.dtype = dtype;  // keep torch's names so messages and comparisons match the other tensors
-      v.shape = t.shape();
-      return v;
-    }
-    View v;
-    v.obj = py::reinterpret_borrow<py::object>(h);
-    v.dt = dtype.ptr() == torch.f32 ? Dt::f32 : dtype.ptr() == torch.f64 ? Dt::f64 : Dt::other;
-    v.dtype = std::move(dtype);
-    v.shape = t.shape();  // torch.Size, a tuple subclass
-    int64_t n = 1;
-    for (Py_ssize_t d = 0; d < PyTuple_GET_SIZE(v.shape.ptr()); ++d)
-      n *= PyLong_AsLongLong(PyTuple_GET_ITEM(v.shape.ptr(), d));
-    v.n = n;
-    // data_ptr() includes the storage offset; it raises for tensors without strided storage.
-    v.ptr = reinterpret_cast<char*>(PyLong_AsVoidPtr(t.data_ptr().ptr()));
-    if (PyErr_Occurred()) throw py::error_already_set();
-    return v;
-  }
-  throw py::type_error(label(kind, i) + " must be a numpy.ndarray or a torch.Tensor, got " + type_name(h));
-}
-
-size_t item_bytes(const View& v) { return static_cast<size_t>(v.n) * (v.dt == Dt::f32 ? 4 : 8); }
-
-bool overlap(const View& a, const View& b) {
-  if (a.n == 0 || b.n == 0) return false;
-  const auto la = reinterpret_cast<std::uintptr_t>(a.ptr), lb = reinterpret_cast<std::uintptr_t>(b.ptr);
-  return la < lb + item_bytes(b) && lb < la + item_bytes(a);
-}
-
 double hyper(const py::handle& v, const char* name) {
   if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()) ||
                                  py::isinstance(v, py::module_::import("numpy").attr("number"))))
@@ -273,27 +59,18 @@ double fast_hyper(const py::handle& v, const char* name) {
   return hyper(v, name);
 }
 
-py::list as_list(const py::handle& seq, const char* name) {
-  if (PyList_CheckExact(seq.ptr())) return py::reinterpret_borrow<py::list>(seq);
-  if (py::isinstance<py::array>(seq) || (py::hasattr(seq, "data_ptr") && py::hasattr(seq, "dtype")))
-    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, not a single array");
-  if (!py::isinstance<py::sequence>(seq) && !py::hasattr(seq, "__iter__"))
-    throw py::type_error(std::string(name) + " must be a list of arrays/tensors, got " + type_name(seq));
-  return py::list(py::reinterpret_borrow<py::object>(seq));
-}
-
 // Below this many elements in all, the update runs without releasing the GIL.
 constexpr int64_t kReleaseGilFrom = int64_t{1} << 16;
 
 struct Item {
-  View p, g, b;
+  ArgView p, g, b;
   bool has_buf = false, first = false;
 };
 
 template <class T>
 void run_item(const Item& it, const SgdOptions& opt) {
-  sgd_update<T>(reinterpret_cast<T*>(it.p.ptr), reinterpret_cast<const T*>(it.g.ptr),
-                it.has_buf ? reinterpret_cast<T*>(it.b.ptr) : nullptr, it.p.n, opt, it.first);
+  sgd_update<T>(reinterpret_cast<T*>(it.p.a.data), reinterpret_cast<const T*>(it.g.a.data),
+                it.has_buf ? reinterpret_cast<T*>(it.b.a.data) : nullptr, it.p.a.size, opt, it.first);
 }
 
 void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, const py::handle& bufs_obj,
@@ -323,10 +100,9 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
   for (size_t i = 0; i < n; ++i) {
     auto idx = [i] { return "[" + std::to_string(i) + "]"; };  // built only for a message
     if (grads[i].is_none()) continue;                          // as torch: a parameter without a gradient is skipped
-    Item it;
-    it.p = view_of(params[i], "params", i, torch);
-    it.g = view_of(grads[i], "grads", i, torch);
-    if (it.p.dt == Dt::other)
+    // Built in place (a view copied right after it was written stalls the copy).
+    Item it{arg_view(params[i], "params", i, torch), arg_view(grads[i], "grads", i, torch), ArgView{}, false, false};
+    if (it.p.a.dt != Dt::f32 && it.p.a.dt != Dt::f64)
       throw py::type_error("params" + idx() + " must be float32 or float64, got " +
                            py::str(it.p.dtype).cast<std::string>());
     if (!it.p.dtype.equal(it.g.dtype))
@@ -335,14 +111,15 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     if (!it.p.shape.equal(it.g.shape))
       throw py::value_error("grads" + idx() + " must have shape " + py::str(py::tuple(it.p.shape)).cast<std::string>() +
                             " like params" + idx() + ", got " + py::str(py::tuple(it.g.shape)).cast<std::string>());
-    if (!it.p.writeable) throw py::value_error("params" + idx() + " is read-only; it must be writeable");
-    if (overlap(it.p, it.g)) throw py::value_error("params" + idx() + " and grads" + idx() + " must not share memory");
+    if (!it.p.a.writeable) throw py::value_error("params" + idx() + " is read-only; it must be writeable");
+    if (it.p.a.overlaps(it.g.a))
+      throw py::value_error("params" + idx() + " and grads" + idx() + " must not share memory");
     if (momentum != 0 && !bufs[i].is_none()) {
-      it.b = view_of(bufs[i], "momentum_buffers", i, torch);
+      it.b = arg_view(bufs[i], "momentum_buffers", i, torch);
       if (!it.p.dtype.equal(it.b.dtype) || !it.p.shape.equal(it.b.shape))
         throw py::value_error("momentum_buffers" + idx() + " must match params" + idx() + " in dtype and shape");
-      if (!it.b.writeable) throw py::value_error("momentum_buffers" + idx() + " is read-only; it must be writeable");
-      if (overlap(it.b, it.p) || overlap(it.b, it.g))
+      if (!it.b.a.writeable) throw py::value_error("momentum_buffers" + idx() + " is read-only; it must be writeable");
+      if (it.b.a.overlaps(it.p.a) || it.b.a.overlaps(it.g.a))
         throw py::value_error("momentum_buffers" + idx() + " must not share memory with params" + idx() + " or grads" +
                               idx());
       it.has_buf = true;
@@ -360,21 +137,21 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
                            ? py::module_::import("numpy").attr("empty")(it.p.shape, it.p.dtype)
                            : it.p.obj.attr("new_empty")(it.p.shape);
       bufs[i] = buf;
-      it.b = view_of(buf, "momentum_buffers", i, torch);
+      it.b = arg_view(buf, "momentum_buffers", i, torch);
       it.has_buf = it.first = true;
     }
   }
   const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize};
   auto run_all = [&] {
     for (const Item& it : items) {
-      if (it.p.dt == Dt::f32)
+      if (it.p.a.dt == Dt::f32)
         run_item<float>(it, opt);
       else
         run_item<double>(it, opt);
     }
   };
   int64_t total = 0;
-  for (const Item& it : items) total += it.p.n;
+  for (const Item& it : items) total += it.p.a.size;
   // A small model's whole update takes ~1 us: releasing the GIL for it costs a
   // noticeable share, and if another Python thread takes the GIL meanwhile this
   // step waits for it (up to the 5 ms switch interval). Release it for real work.
@@ -385,14 +162,14 @@ void sgd_update_many(const py::handle& params_obj, const py::handle& grads_obj, 
     run_all();
   }
   for (Item& it : items) {  // write non-contiguous parameters/buffers back
-    if (it.p.work) it.p.target.attr("__setitem__")(py::ellipsis(), it.p.work);
-    if (it.has_buf && it.b.work) it.b.target.attr("__setitem__")(py::ellipsis(), it.b.work);
+    it.p.write_back();
+    if (it.has_buf) it.b.write_back();
   }
 }
 
 }  // namespace
 
-void register_optim(py::module_& m) {
+void register_sgd(py::module_& m) {
   m.def(
       "sgd_update",
       [](py::object param_obj, py::object grad_obj, py::object buffer, double lr, double momentum, double dampening,

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._checks import check_int, check_real, labels_as_int64
+from ._checks import check_int, check_real
 from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
+_ndarray = np.ndarray  # the plain-array type tests of the cross-entropy entries (one lookup less)
 
 
 def _view(x, name: str):
@@ -294,55 +295,20 @@ def _logsumexp_torch(x, axis, temperature: float, keepdims: bool):
 
 
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing, want_grad, out):
-    # The general path. The public functions first try _core.cross_entropy_fast, which checks
-    # and runs plain C-contiguous arrays with int64 labels in one C++ call (small batches are
-    # mostly overhead) and returns None for anything that needs the conversions below. Either
-    # way C++ validates every argument.
+    # Tensors and other array-likes as ndarrays (sharing memory where possible), then the
+    # one binding, which converts layouts and label dtypes and checks every argument.
     x, as_tensor = _view(logits, "logits")
     y, _ = _view(target, "target")
-    _check_reduction(reduction)
-    ignore_index = check_int(ignore_index, "ignore_index")
-    label_smoothing = check_real(label_smoothing, "label_smoothing")
-    unbatched = x.ndim == 1
-    if unbatched:  # torch's unbatched form: logits [C], target [] or probabilities [C]
-        x = x.reshape(1, -1)
-        y = y.reshape(1) if y.ndim == 0 else y.reshape(1, *y.shape)
-    elif x.ndim != 2:
-        raise ValueError(f"logits must have shape (N, C) or (C,), got {x.shape}")
-    x = _contig(x)
-    if y.dtype.kind in "iu":
-        y = labels_as_int64(y, x.shape[1], ignore_index)
-    elif y.dtype.kind == "f":
-        if y.shape != x.shape:
-            raise TypeError(
-                f"target must hold integer class indices of shape {x.shape[:1]} (or float class "
-                f"probabilities of shape {x.shape}), got {y.dtype} of shape {y.shape}"
-            )
-        if ignore_index >= 0:  # torch's rule: a negative ignore_index cannot match a class
-            raise ValueError(f"ignore_index is not supported for floating point target (got {int(ignore_index)})")
-    y = _contig(y)
-    w = None
-    if weight is not None:
-        w = _contig(_view(weight, "weight")[0])
-    g = None
-    if want_grad:
-        if out is None:
-            g = np.empty_like(x)
-        else:
-            g = _view(out, "out")[0]
-            if unbatched:
-                g = g.reshape(1, -1)
-    row = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
-    loss = _core.cross_entropy(x, y, w, int(ignore_index), reduction, label_smoothing, g, row)
-    if reduction == "none":
-        res = _wrap(row, as_tensor) if not unbatched else _scalar(float(row[0]), x.dtype, as_tensor)
-    else:
-        res = _scalar(loss, x.dtype, as_tensor)
-    if not want_grad:
+    w = None if weight is None else _view(weight, "weight")[0]
+    o = None if out is None else _view(out, "out")[0]
+    res = _core.cross_entropy(x, y, w, ignore_index, reduction, label_smoothing, o, None, 1.0, want_grad)
+    if not as_tensor:
         return res
-    if out is not None:
-        return res, out
-    return res, _wrap(g.reshape(-1) if unbatched else g, as_tensor)
+    torch = torch_module()
+    if not want_grad:
+        return torch.from_numpy(np.asarray(res))
+    loss, g = res
+    return torch.from_numpy(np.asarray(loss)), out if out is not None else torch.from_numpy(g)
 
 
 def _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing):
@@ -387,12 +353,12 @@ def cross_entropy(
     Returns a scalar of the logits' dtype (``'none'``: an [N] array). Tensors that require
     grad go through fastreg.torch.cross_entropy (fused, autograd-aware).
     """
-    # The one-call fast path first: it takes plain ndarrays only (the type test also keeps it
-    # out of torch.compile's trace, which cannot follow a pybind11 call).
-    if type(logits) is np.ndarray:
-        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, None, False)
-        if res is not None:
-            return res
+    # Plain ndarrays go straight to the binding, which converts and checks them (the type
+    # test also keeps torch.compile's trace, which cannot follow a pybind11 call, out).
+    if type(logits) is type(target) is _ndarray and (weight is None or type(weight) is _ndarray):
+        return _core.cross_entropy(
+            logits, target, weight, ignore_index, reduction, label_smoothing, None, None, 1.0, False
+        )
     ft = _torch_path(logits, target, weight)
     if ft is not None:
         return _cross_entropy_autograd(ft, logits, target, weight, ignore_index, reduction, label_smoothing)
@@ -430,10 +396,14 @@ def cross_entropy_with_grad(
     for logits that require grad; under torch.compile or a torch.func transform, or with an
     ``out`` that requires grad, it raises RuntimeError: use :func:`cross_entropy` there.
     """
-    if type(logits) is np.ndarray:  # the one-call fast path: plain ndarrays only
-        res = _core.cross_entropy_fast(logits, target, weight, ignore_index, reduction, label_smoothing, out, True)
-        if res is not None:
-            return res
+    if (
+        type(logits) is type(target) is _ndarray
+        and (weight is None or type(weight) is _ndarray)
+        and (out is None or type(out) is _ndarray)
+    ):  # plain ndarrays: straight to the binding, which converts and checks them
+        return _core.cross_entropy(
+            logits, target, weight, ignore_index, reduction, label_smoothing, out, None, 1.0, True
+        )
     _refuse_autograd("cross_entropy_with_grad", logits, target, weight, out=out)
     if is_cuda_array(logits):  # CUDA hook: CuPy / CUDA torch arrays (fastreg/_cuda_ops.py)
         from ._cuda_ops import cross_entropy_with_grad as cuda_xent

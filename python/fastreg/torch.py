@@ -253,8 +253,8 @@ def _cross_entropy_kernel(input, target, weight, ignore_index, reduction, label_
         rows = input.new_empty(input.shape[0])
         _core.cross_entropy(x, y, w, ignore_index, reduction, label_smoothing, g, rows.numpy())
         return rows, grad
-    loss = _core.cross_entropy(x, y, w, ignore_index, reduction, label_smoothing, g, None)
-    return torch.scalar_tensor(loss, dtype=input.dtype), grad
+    loss = _core.cross_entropy(x, y, w, ignore_index, reduction, label_smoothing, g, None)  # a NumPy scalar
+    return torch.scalar_tensor(float(loss), dtype=input.dtype), grad
 
 
 def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_smoothing, want_grad):
