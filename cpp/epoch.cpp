@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -499,7 +498,9 @@ class EpochTeam {
         // Few outputs: fastreg's own SIMD products, whose speed does not depend on
         // the kernel the BLAS picked (linear.hpp); more: the BLAS.
         few_(few_outputs_supported<T>(a.c)),
-        fused_(few_ && a.source != Source::u8 && a.d > 0 && !std::getenv("FASTREG_NO_FUSED")),
+        // float32/64 rows: the gather and the first class block's forward in one pass,
+        // while each row is in registers (uint8 rows are scaled as they are gathered).
+        fused_(few_ && a.source != Source::u8 && a.d > 0),
         // Phase s belongs to batch s / per_batch_; its rows phase comes first. A small
         // W (one update chunk) is updated in the sequential step: one phase per batch.
         per_batch_(plan_.update_chunks == 1 ? 1 : 2),
