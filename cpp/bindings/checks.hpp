@@ -136,7 +136,7 @@ inline py::array checked_out(const py::object& obj, const char* name, const py::
 inline double checked_hyper(double v, const char* name, bool positive = false) {
   if (!std::isfinite(v) || v < 0 || (positive && v == 0))
     throw py::value_error(std::string(name) + " must be a finite number " + (positive ? "> 0" : ">= 0") + ", got " +
-                          std::to_string(v));
+                          py::repr(py::float_(v)).cast<std::string>());
   return v;
 }
 
