@@ -605,10 +605,7 @@ class EpochTeam {
     if (el.size() <= 0) return;
     const int64_t used = plan_.count(batch_rows(k));
     T* g = parts_ + el.begin;
-    for (int64_t p = 1; p < used; ++p) {
-      const T* gp = parts_ + p * wsize_ + el.begin;
-      for (int64_t e = 0; e < el.size(); ++e) g[e] += gp[e];
-    }
+    for (int64_t p = 1; p < used; ++p) add_into(g, parts_ + p * wsize_ + el.begin, el.size());
     sgd_update<T>(a_.w + el.begin, g, a_.w_buf ? a_.w_buf + el.begin : nullptr, el.size(), a_.opt, first_);
     refresh_w(el);
   }
@@ -632,8 +629,7 @@ class EpochTeam {
       for (; fold_.next < used && slots_[static_cast<size_t>(fold_.next)].done.load(std::memory_order_acquire) == k;
            ++fold_.next) {
         if (fold_.next == 0) continue;  // the sum starts as partial 0 (complete once done)
-        const T* gp = parts_ + fold_.next * wsize_;
-        for (int64_t e = 0; e < wsize_; ++e) parts_[e] += gp[e];
+        add_into(parts_, parts_ + fold_.next * wsize_, wsize_);
       }
     }
     if (step) {

@@ -30,6 +30,35 @@ void column_sums(const T* a, int64_t n, int64_t c, T* out, bool accumulate) {
     out[j] = static_cast<T>(acc[static_cast<std::size_t>(j)] + (accumulate ? double(out[j]) : 0.0));
 }
 
+namespace {
+template <class T>
+FASTREG_INLINE void add_into_body(T* __restrict dst, const T* __restrict src, int64_t n) {
+  for (int64_t e = 0; e < n; ++e) dst[e] += src[e];
+}
+template <class T>
+void add_into_base(T* dst, const T* src, int64_t n) {
+  add_into_body(dst, src, n);
+}
+template <class T>
+FASTREG_TARGET_AVX2 void add_into_avx2(T* dst, const T* src, int64_t n) {
+  add_into_body(dst, src, n);
+}
+template <class T>
+FASTREG_TARGET_AVX512 void add_into_avx512(T* dst, const T* src, int64_t n) {
+  add_into_body(dst, src, n);
+}
+}  // namespace
+
+template <class T>
+void add_into(T* dst, const T* src, int64_t n) {
+  if (simd_at_least(Simd::avx512))
+    add_into_avx512(dst, src, n);
+  else if (simd_at_least(Simd::avx2))
+    add_into_avx2(dst, src, n);
+  else
+    add_into_base(dst, src, n);
+}
+
 template <class T>
 void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in, int64_t out, T* gw, T* gb, T* gx,
                      bool accumulate) {
@@ -192,6 +221,7 @@ int64_t few_outputs_gather_forward(const T* x, const int64_t* idx, int64_t n, in
   template void linear_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);                  \
   template void linear_backward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*, T*, T*, bool);   \
   template void column_sums<T>(const T*, int64_t, int64_t, T*, bool);                                            \
+  template void add_into<T>(T*, const T*, int64_t);                                                              \
   template bool few_outputs_supported<T>(int64_t);                                                               \
   template void few_outputs_forward<T>(const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);             \
   template void few_outputs_weight_grad<T>(const T*, const T*, int64_t, int64_t, int64_t, T*, bool);             \

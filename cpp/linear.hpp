@@ -23,6 +23,12 @@ void linear_backward(const T* x, const T* w, const T* gy, int64_t n, int64_t in,
 template <class T>
 void column_sums(const T* a, int64_t n, int64_t c, T* out, bool accumulate);
 
+// dst[0, n) += src[0, n), element by element (so the sum of several arrays added
+// in a fixed order is the same at every SIMD level): the epoch's fold of its
+// chunks' partial weight gradients. dst and src do not overlap.
+template <class T>
+void add_into(T* dst, const T* src, int64_t n);
+
 // ---- few outputs (out <= kFewOutputs): fastreg's own SIMD code ----------------
 // The training epoch's two products for a block of rows when the model has few
 // outputs (softmax regression over 10 classes, linear regression): each is a
