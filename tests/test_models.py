@@ -372,7 +372,29 @@ def test_epoch_binding_rejects_bad_arguments(rng):
         _core.softmax_epoch(np.asfortranarray(X), y, order, w, b, None, None, **kw)
     with pytest.raises(ValueError, match="batch_size"):
         _core.softmax_epoch(X, y, order, w, b, None, None, **{**kw, "batch_size": 0})
+    with pytest.raises(ValueError, match=r"y must have shape \(10,\) like X's rows, got \(9,\)"):
+        _core.softmax_epoch(X, y[:9], order, w, b, None, None, **kw)
+    with pytest.raises(TypeError, match="y must have dtype int64"):
+        _core.softmax_epoch(X, y.astype(np.int32), order, w, b, None, None, **kw)
+    with pytest.raises(ValueError, match="y must be C-contiguous"):
+        _core.softmax_epoch(X, np.repeat(y, 2)[::2], order, w, b, None, None, **kw)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(10,\) like X's rows"):
+        _core.softmax_epoch(X, y, order, w, b, None, None, **kw, sample_weight=np.ones(3, np.float32))
     np.testing.assert_array_equal(w, 0)  # nothing was written by any refused call
+    # Regression: targets of weight's dtype, one per row, a weight of one row, a known loss.
+    t = X[:, 0].copy()
+    w1, b1 = w[:1].copy(), b[:1].copy()
+    with pytest.raises(ValueError, match="loss must be 'squared', 'huber' or 'l1', got 'hinge'"):
+        _core.regression_epoch(X, t, order, w1, b1, None, None, **kw, loss="hinge")
+    with pytest.raises(ValueError, match=r"weight must have shape \(1, n_features\)"):
+        _core.regression_epoch(X, t, order, w, b, None, None, **kw)
+    with pytest.raises(TypeError, match="float32"):
+        _core.regression_epoch(X, t.astype(np.float64), order, w1, b1, None, None, **kw)
+    with pytest.raises(ValueError, match=r"y must have shape \(10,\) like X's rows, got \(10, 1\)"):
+        _core.regression_epoch(X, t[:, None], order, w1, b1, None, None, **kw)
+    np.testing.assert_array_equal(w1, 0)
+    _core.regression_epoch(X, t, order, w1, b1, None, None, **kw, loss="huber")  # the valid call runs
+    assert np.all(np.isfinite(w1)) and np.any(w1 != 0)
 
 
 @pytest.mark.parametrize("d", [37, 64])  # whole lines and a tail; rows are checked 4 at a time

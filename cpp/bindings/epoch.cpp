@@ -104,6 +104,48 @@ EpochArgs<T> make_args(const EpochInputs& in, double lr, double momentum, double
   return a;
 }
 
+// A per-row array of X (y, sample_weight): [n_samples], C-contiguous. Its dtype is
+// the caller's rule.
+void require_per_row(const py::array& a, const char* name, const EpochInputs& in) {
+  if (a.ndim() != 1 || a.shape(0) != in.x.shape(0))
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(in.x.shape(0)) +
+                          ",) like X's rows, got " + shape_str(a));
+  require_c_contiguous(a, name);
+}
+
+// Softmax labels: int64 [n_samples]; y[rows[i]] (y[i] when rows is null), i < n, are
+// checked to be class indices in [0, c).
+const int64_t* checked_labels(py::array& y, const py::object& y_obj, const EpochInputs& in, const int64_t* rows,
+                              int64_t n) {
+  y = as_array(y_obj, "y");
+  require_dtype(y, "y", py::dtype::of<int64_t>(), "int64 (class indices)");
+  require_per_row(y, "y", in);
+  const int64_t c = in.w.shape(0), *yp = static_cast<const int64_t*>(y.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = rows ? rows[i] : i;
+    if (yp[row] < 0 || yp[row] >= c)
+      throw py::value_error("y must hold class indices in [0, " + std::to_string(c) + "), got " +
+                            std::to_string(yp[row]) + " at row " + std::to_string(row));
+  }
+  return yp;
+}
+
+// Regression targets: [n_samples] of weight's dtype, for a weight of one row.
+py::array checked_targets(const py::object& y_obj, const EpochInputs& in) {
+  if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
+  py::array y = as_array(y_obj, "y");
+  require_same_dtype(in.w, "weight", y, "y");
+  require_per_row(y, "y", in);
+  return y;
+}
+
+RegressionLoss regression_loss_named(const std::string& loss) {
+  if (loss == "squared") return RegressionLoss::squared;
+  if (loss == "huber") return RegressionLoss::huber;
+  if (loss == "l1") return RegressionLoss::l1;
+  throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+}
+
 // Optional per-row weights [n_rows] of the model's dtype (values checked by the caller:
 // the estimators check they are finite and >= 0); null when None.
 template <class T>
@@ -111,10 +153,7 @@ const T* checked_sample_weight(const py::object& obj, const EpochInputs& in) {
   if (obj.is_none()) return nullptr;
   py::array sw = as_array(obj, "sample_weight");
   require_same_dtype(in.w, "weight", sw, "sample_weight");
-  if (sw.ndim() != 1 || sw.shape(0) != in.x.shape(0))
-    throw py::value_error("sample_weight must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
-                          shape_str(sw));
-  require_c_contiguous(sw, "sample_weight");
+  require_per_row(sw, "sample_weight", in);
   return cdata_of<T>(sw);
 }
 
@@ -187,17 +226,8 @@ void register_epoch(py::module_& m) {
          const py::object& sample_weight) -> py::tuple {
         check_common(lr, momentum, weight_decay, batch_size, scale);
         EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
-        py::array y = as_array(y_obj, "y");
-        require_dtype(y, "y", py::dtype::of<int64_t>(), "int64 (class indices)");
-        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
-          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
-                                shape_str(y));
-        require_c_contiguous(y, "y");
-        const int64_t c = in.w.shape(0), *yp = static_cast<const int64_t*>(y.data());
-        for (py::ssize_t i = 0; i < y.shape(0); ++i)
-          if (yp[i] < 0 || yp[i] >= c)
-            throw py::value_error("y must hold class indices in [0, " + std::to_string(c) + "), got " +
-                                  std::to_string(yp[i]) + " at row " + std::to_string(i));
+        py::array y;
+        const int64_t* yp = checked_labels(y, y_obj, in, nullptr, in.x.shape(0));
         EpochResult r;
         if (in.f64) {
           auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
@@ -227,23 +257,9 @@ void register_epoch(py::module_& m) {
          double weight_decay, int64_t batch_size, double scale, bool first_step, bool check_finite,
          const std::string& loss, const py::object& sample_weight) {
         check_common(lr, momentum, weight_decay, batch_size, scale);
-        RegressionLoss kind;
-        if (loss == "squared")
-          kind = RegressionLoss::squared;
-        else if (loss == "huber")
-          kind = RegressionLoss::huber;
-        else if (loss == "l1")
-          kind = RegressionLoss::l1;
-        else
-          throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        const RegressionLoss kind = regression_loss_named(loss);
         EpochInputs in = check_epoch_inputs(x, order, w, b, w_buf, b_buf, momentum);
-        if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
-        py::array y = as_array(y_obj, "y");
-        require_same_dtype(in.w, "weight", y, "y");
-        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
-          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
-                                shape_str(y));
-        require_c_contiguous(y, "y");
+        py::array y = checked_targets(y_obj, in);
         EpochResult r;
         if (in.f64) {
           auto a = make_args<double>(in, lr, momentum, weight_decay, batch_size, scale, first_step, check_finite);
@@ -304,20 +320,11 @@ void register_epoch(py::module_& m) {
         checked_hyper(scale, "scale");
         EpochInputs in = check_epoch_inputs(x, order, w, b, py::none(), py::none(), 0.0);
         require_batch(in);
-        py::array y = as_array(y_obj, "y");
-        require_dtype(y, "y", py::dtype::of<int64_t>(), "int64 (class indices)");
-        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
-          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
-                                shape_str(y));
-        require_c_contiguous(y, "y");
-        py::array g = checked_grad(grad_obj, in, &y);
         // Only this batch's labels are read, so only they are checked (O(batch), not O(n) per step).
-        const int64_t c = in.w.shape(0), *yp = static_cast<const int64_t*>(y.data());
-        const int64_t* o = static_cast<const int64_t*>(in.order.data());
-        for (py::ssize_t i = 0; i < in.order.shape(0); ++i)
-          if (yp[o[i]] < 0 || yp[o[i]] >= c)
-            throw py::value_error("y must hold class indices in [0, " + std::to_string(c) + "), got " +
-                                  std::to_string(yp[o[i]]) + " at row " + std::to_string(o[i]));
+        py::array y;
+        const int64_t* yp =
+            checked_labels(y, y_obj, in, static_cast<const int64_t*>(in.order.data()), in.order.shape(0));
+        py::array g = checked_grad(grad_obj, in, &y);
         BatchResult r;
         if (in.f64) {
           auto a = make_args<double>(in, 1.0, 0.0, 0.0, 1, scale, false);
@@ -345,26 +352,12 @@ void register_epoch(py::module_& m) {
       "regression_batch_grad",
       [](const py::object& x, const py::object& y_obj, const py::object& order, const py::object& w,
          const py::object& b, const py::object& grad_obj, const std::string& loss) -> py::tuple {
-        RegressionLoss kind;
-        if (loss == "squared")
-          kind = RegressionLoss::squared;
-        else if (loss == "huber")
-          kind = RegressionLoss::huber;
-        else if (loss == "l1")
-          kind = RegressionLoss::l1;
-        else
-          throw py::value_error("loss must be 'squared', 'huber' or 'l1', got '" + loss + "'");
+        const RegressionLoss kind = regression_loss_named(loss);
         EpochInputs in = check_epoch_inputs(x, order, w, b, py::none(), py::none(), 0.0);
         if (in.source == Source::u8)
           throw py::type_error("X must have dtype float32 or float64 for regression, got uint8");
-        if (in.w.shape(0) != 1) throw py::value_error("weight must have shape (1, n_features) for regression");
+        py::array y = checked_targets(y_obj, in);
         require_batch(in);
-        py::array y = as_array(y_obj, "y");
-        require_same_dtype(in.w, "weight", y, "y");
-        if (y.ndim() != 1 || y.shape(0) != in.x.shape(0))
-          throw py::value_error("y must have shape (" + std::to_string(in.x.shape(0)) + ",) like X's rows, got " +
-                                shape_str(y));
-        require_c_contiguous(y, "y");
         py::array g = checked_grad(grad_obj, in, &y);
         BatchResult r;
         if (in.f64) {
