@@ -1,12 +1,9 @@
 // Bindings of the softmax family: row-wise (log_)softmax and logsumexp, and the
 // row kernels' own exp / log1p over a whole array (for accuracy tests). Arguments
 // are checked with the GIL held; the kernels run with it released.
-#include <cmath>
-#include <string>
-
+#include "softmax.hpp"
 #include "checks.hpp"
 #include "register.hpp"
-#include "softmax.hpp"
 #include "vexp.hpp"
 #include "vlog.hpp"
 
@@ -34,8 +31,7 @@ void softmax(const py::object& x_obj, const py::object& out_obj, bool log) {
 }
 
 void logsumexp(const py::object& x_obj, const py::object& out_obj, double temperature) {
-  if (!(temperature >= 0) || std::isinf(temperature))
-    throw py::value_error("temperature must be a finite number >= 0, got " + std::to_string(temperature));
+  checked_hyper(temperature, "temperature");
   py::array x = check_float_input(x_obj, "x");
   require_ndim(x, "x", 2);
   py::array out = check_out(out_obj, "out", x, {{&x, "x"}});

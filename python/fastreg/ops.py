@@ -285,7 +285,7 @@ def _logsumexp_axes(x, axes, temperature: float, keepdims: bool):
 
 def _logsumexp_torch(x, axis, temperature: float, keepdims: bool):
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
     dims = tuple(range(x.dim())) if axis is None else tuple(axis) if isinstance(axis, list) else axis
     if temperature == 0:
         return x.amax(dims, keepdims) if x.numel() else x.logsumexp(dims, keepdims)
