@@ -58,7 +58,9 @@ def test_logsumexp_temperature(rng):
     for bad in (-1.0, np.inf, np.nan):
         # One rule and one message, from the binding (arrays) and the torch path alike.
         for arg in (x, torch.tensor(x)):
-            with pytest.raises(ValueError, match=f"temperature must be a finite number >= 0, got {bad!r}"):
+            with pytest.raises(
+                ValueError, match=rf"^Invalid temperature value: {bad!r} \(temperature must be a finite"
+            ):
                 ops.logsumexp(arg, temperature=bad)
     with pytest.raises(TypeError, match="float32 or float64"):
         ops.softmax(np.arange(6).reshape(2, 3))

@@ -130,13 +130,17 @@ inline py::array checked_out(const py::object& obj, const char* name, const py::
   return a;
 }
 
-// The hyper-parameter rule (lr, momentum, dampening, weight_decay, scale), one
-// message per name: a finite number >= 0, or > 0 where `positive`. NaN would
-// poison every weight and a negative step climbs the loss.
+// The hyper-parameter rule (lr, momentum, dampening, weight_decay, scale, temperature,
+// delta, beta): a finite number >= 0, or > 0 where `positive`. NaN would poison every
+// weight and a negative step climbs the loss. Its message is the Python layer's
+// (fastreg._checks.hyper_error), torch.optim.SGD's words first:
+// "Invalid momentum value: -1.0 (momentum must be a finite number >= 0)".
 inline double checked_hyper(double v, const char* name, bool positive = false) {
-  if (!std::isfinite(v) || v < 0 || (positive && v == 0))
-    throw py::value_error(std::string(name) + " must be a finite number " + (positive ? "> 0" : ">= 0") + ", got " +
-                          py::repr(py::float_(v)).cast<std::string>());
+  if (!std::isfinite(v) || v < 0 || (positive && v == 0)) {
+    const std::string words = std::string(name) == "lr" ? "learning rate" : std::string(name) + " value";
+    throw py::value_error("Invalid " + words + ": " + py::repr(py::float_(v)).cast<std::string>() + " (" + name +
+                          " must be a finite number " + (positive ? "> 0" : ">= 0") + ")");
+  }
   return v;
 }
 

@@ -1,6 +1,5 @@
 // Binding of the element-wise regression losses (squared, l1, huber, smooth_l1):
 // arguments checked with the GIL held, the kernel run with it released.
-#include <cmath>
 #include <optional>
 #include <string>
 
@@ -47,10 +46,8 @@ double regression(const std::string& kind_name, const py::object& pred_obj, cons
   opts.param = param;
   opts.grad_scale = grad_scale;
   require_finite(grad_scale, "grad_scale");
-  if (opts.kind == RegressionKind::huber && !(param > 0 && std::isfinite(param)))
-    throw py::value_error("delta must be a finite number > 0, got " + std::to_string(param));
-  if (opts.kind == RegressionKind::smooth_l1 && !(param >= 0 && std::isfinite(param)))
-    throw py::value_error("beta must be a finite number >= 0, got " + std::to_string(param));
+  if (opts.kind == RegressionKind::huber) checked_hyper(param, "delta", true);
+  if (opts.kind == RegressionKind::smooth_l1) checked_hyper(param, "beta");
   py::array pred = check_float_input(pred_obj, "input");
   py::array target = check_float_input(target_obj, "target");
   require_same_dtype(pred, "input", target, "target");

@@ -53,9 +53,9 @@ def hyper_error(name: str, value, rule: str) -> ValueError:
 
 
 def check_hyper(value, name: str, *, positive: bool = False, finite: bool = True):
-    """A hyper-parameter (lr, momentum, dampening, weight_decay): a number (not a bool),
-    finite and >= 0, or > 0 when ``positive``. Returns it as a float; raises TypeError
-    for a non-number, ValueError otherwise.
+    """A hyper-parameter (lr, momentum, dampening, weight_decay, temperature, delta, beta):
+    a number (not a bool), finite and >= 0, or > 0 when ``positive``. Returns it as a
+    float; raises TypeError for a non-number, ValueError otherwise.
 
     ``finite=False`` is torch.optim.SGD's construction rule, for fastreg.torch.SGD: any
     value that compares with 0 (a float, a 1-element tensor) and is not negative; it is

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from . import _core
-from ._checks import check_int, check_real
+from ._checks import check_hyper, check_int, check_real
 from ._cuda_ops import is_cuda_array  # CUDA hook (fastreg/_cuda_ops.py)
 from ._interop import is_tensor, torch_module
 from ._linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_with_grad
@@ -284,8 +284,7 @@ def _logsumexp_axes(x, axes, temperature: float, keepdims: bool):
 
 
 def _logsumexp_torch(x, axis, temperature: float, keepdims: bool):
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    temperature = check_hyper(temperature, "temperature")
     dims = tuple(range(x.dim())) if axis is None else tuple(axis) if isinstance(axis, list) else axis
     if temperature == 0:
         return x.amax(dims, keepdims) if x.numel() else x.logsumexp(dims, keepdims)
@@ -455,10 +454,10 @@ def _regression_autograd(ft, kind: str, input, target, param: float, reduction: 
     the NumPy path's target rule (same number of elements, reshaped; never broadcast)."""
     torch = torch_module()
     _check_reduction(reduction)
-    if kind == "huber" and not (param > 0 and math.isfinite(param)):
-        raise ValueError(f"delta must be finite and > 0, got {param}")
-    if kind == "smooth_l1" and not (param >= 0 and math.isfinite(param)):
-        raise ValueError(f"beta must be finite and >= 0, got {param}")
+    if kind == "huber":
+        check_hyper(param, "delta", positive=True)
+    if kind == "smooth_l1":
+        check_hyper(param, "beta")
     target = torch.as_tensor(target)
     if target.shape != input.shape:
         if target.numel() != input.numel():
