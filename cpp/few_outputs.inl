@@ -159,7 +159,7 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
   for (; k + V::W <= in; k += V::W) {
     Reg xv[R];
     for (int r = 0; r < R; ++r) {
-      __builtin_prefetch(ahead[r] + k, 0, 3);
+      __builtin_prefetch(ahead[r] + k, 0, 2);
       xv[r] = V::load(src[r] + k);
       V::store(dst + r * in + k, xv[r]);
       if constexpr (Check) chk[r] = V::fmadd(xv[r], V::zero(), chk[r]);
@@ -206,14 +206,15 @@ FASTREG_INLINE int gather_forward_cb(int cb, const typename V::T* const* src, co
 }
 
 // Rows idx[0, n) of x gathered into xb and multiplied by w, two rows at a time,
-// prefetching the rows kAhead further on: the first block of outputs during the
-// gather, any others from xb after it. Returns the first of the n rows holding
-// NaN/inf (Check), or -1.
+// prefetching the rows kAhead further on into L2 (prefetcht1, as gather_lines in
+// memory.hpp does; into L1 the whole epoch ran slower, docs/models.md): the first
+// block of outputs during the gather, any others from xb after it. Returns the first
+// of the n rows holding NaN/inf (Check), or -1.
 template <class V, bool Check>
 int64_t gather_forward(const typename V::T* x, const int64_t* idx, int64_t n, int64_t in, const typename V::T* w,
                        const typename V::T* b, int64_t out, typename V::T* xb, typename V::T* y) {
   using T = typename V::T;
-  constexpr int64_t kAhead = 4;  // rows: 8 measured the same
+  constexpr int64_t kAhead = 4;  // rows: 2, 6 and 8 measured the same
   const int64_t groups = class_groups<V>(out);
   const int cb = static_cast<int>(out / groups);  // group 0's outputs (forward_group's even blocks)
   int64_t i = 0;
