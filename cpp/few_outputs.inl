@@ -139,10 +139,13 @@ void weight_grad(const typename V::T* x, const typename V::T* gy, int64_t n, int
 }
 
 // forward_block over R rows read from scattered sources src[r] (rows of X), each
-// also copied to dst (consecutive rows, for the weight gradient that follows) and,
-// with Check, tested for NaN/inf (x * 0 is NaN only for those), while its vectors
-// are in registers: the gather and the forward in one pass. ahead[r]: a row whose
-// lines are prefetched alongside (the row itself when there is none to fetch).
+// also copied to dst (consecutive rows, for the weight gradient that follows), while
+// its vectors are in registers: the gather and the forward in one pass. ahead[r]: a
+// row whose lines are prefetched alongside (the row itself when there is none to
+// fetch). With Check, returns the first row holding NaN/inf, else -1. Every element
+// of a row enters each of its products, and a NaN or inf makes them NaN or +-inf
+// (inf * 0 is NaN), so only a row with a product that is not finite is read again,
+// to tell NaN/inf from an overflow of finite values.
 template <class V, int R, int CB, bool Check>
 FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const typename V::T* const* ahead, int64_t in,
                                         const typename V::T* w, const typename V::T* b, typename V::T* y, int64_t ldy,
@@ -150,11 +153,8 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
   using Reg = typename V::R;
   using T = typename V::T;
   Reg acc[R][CB];
-  Reg chk[R];
-  for (int r = 0; r < R; ++r) {
-    chk[r] = V::zero();
+  for (int r = 0; r < R; ++r)
     for (int j = 0; j < CB; ++j) acc[r][j] = V::zero();
-  }
   int64_t k = 0;
   for (; k + V::W <= in; k += V::W) {
     Reg xv[R];
@@ -162,7 +162,6 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
       __builtin_prefetch(ahead[r] + k, 0, 2);
       xv[r] = V::load(src[r] + k);
       V::store(dst + r * in + k, xv[r]);
-      if constexpr (Check) chk[r] = V::fmadd(xv[r], V::zero(), chk[r]);
     }
     for (int j = 0; j < CB; ++j) {
       Reg wv = V::load(w + j * in + k);
@@ -176,7 +175,6 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
     for (int r = 0; r < R; ++r) {
       xv[r] = V::load_tail(src[r] + k, m);
       V::store_tail(dst + r * in + k, m, xv[r]);
-      if constexpr (Check) chk[r] = V::fmadd(xv[r], V::zero(), chk[r]);
     }
     for (int j = 0; j < CB; ++j) {
       const Reg wv = V::load_tail(w + j * in + k, m);
@@ -187,8 +185,9 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
     for (int j = 0; j < CB; ++j) y[r * ldy + j] = V::hsum(acc[r][j]) + (b ? b[j] : T(0));
   if constexpr (Check) {
     for (int r = 0; r < R; ++r) {
-      const T s = V::hsum(chk[r]);
-      if (s != T(0)) return r;  // NaN (x * 0 of a finite x is +-0)
+      T zero = 0;  // y * 0 is NaN exactly for NaN/inf
+      for (int j = 0; j < CB; ++j) zero += y[r * ldy + j] * T(0);
+      if (zero != zero && !std::all_of(dst + r * in, dst + (r + 1) * in, [](T v) { return std::isfinite(v); })) return r;
     }
   }
   return -1;

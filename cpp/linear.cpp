@@ -1,5 +1,7 @@
 #include "linear.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <type_traits>
 #include <vector>

@@ -745,6 +745,12 @@ def test_epoch_check_finite_finds_a_value_anywhere_in_the_row(rng, simd_levels, 
             w, b = np.zeros((c, d), dtype), np.zeros(c, dtype)
             *_, bad_row = _core.softmax_epoch(Xb, y, np.arange(n), w, b, None, None, check_finite=True, **kw)
             assert bad_row == 40, (level, col, bad_row)
+        # The same huge row with nonzero weights: its products overflow to inf, which the
+        # fused gather + forward must tell from a NaN/inf in the row (it reads the row
+        # again): not flagged, and the loss is what stops the epoch.
+        w, b = np.full((c, d), 4, dtype), np.zeros(c, dtype)
+        *_, rows, finite, bad_row = _core.softmax_epoch(X, y, np.arange(n), w, b, None, None, check_finite=True, **kw)
+        assert bad_row == -1 and not finite and rows == 0, (level, rows, finite, bad_row)
 
 
 @pytest.mark.parametrize(
