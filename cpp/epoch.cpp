@@ -509,9 +509,9 @@ class EpochTeam {
         slots_(static_cast<size_t>(plan_.parts)),
         first_(a.first_step) {
     // The few-outputs forward reads W with full-width vector loads, one per two
-    // rows: from a copy on whole cache lines when W (the caller's array, usually
-    // 16-byte aligned) is not, since a load straddling two lines costs two.
-    // Refreshed after every update of W.
+    // rows: from a copy on whole cache lines when W is not (the estimators allocate
+    // theirs on one; NumPy aligns small arrays to 16 bytes), since a load straddling
+    // two lines costs two. Refreshed after every update of W.
     if (few_ && wsize_ > 0 && reinterpret_cast<uintptr_t>(a.w) % 64 != 0) {
       w_copy_ = allocate_buffer(wsize_ * static_cast<int64_t>(sizeof(T)));
       std::memcpy(w_copy_.get(), a.w, static_cast<size_t>(wsize_) * sizeof(T));
