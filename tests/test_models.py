@@ -1072,6 +1072,8 @@ def test_save_load_round_trip(rng, tmp_path, kind):
     target = X[:, 0] if kind == "linear" else y
     np.testing.assert_array_equal(back.partial_fit(X, target).coef_, m.partial_fit(X, target).coef_)
     assert type(m).load(path).n_iter_ == m.n_iter_ - 1
+    # W starts on a cache line after fit and load, so the epoch reads it without a copy
+    assert m._w.ctypes.data % 64 == 0 and back._w.ctypes.data % 64 == 0
     other = LinearRegression if kind != "linear" else SoftmaxRegression
     with pytest.raises(TypeError, match="not a"):
         other.load(path)
