@@ -176,14 +176,15 @@ struct Pair {
 
 // W rows starting at x (row stride c; t and g alike: g receives all W rows),
 // labels y[0..W). buf holds 3 * c * W scratch values; row_out gets W losses.
-template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
+// CT: the class count when known at compile time (0: a.c).
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad, int CT>
 FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const typename V::T* x, const int64_t* y,
                                     const typename V::T* t, typename V::T* g, double r, double wsum,
                                     double* row_out, typename V::T* buf) {
   using T = typename V::T;
   using R = typename V::R;
   constexpr int64_t W = V::W;
-  const int64_t c = a.c;
+  const int64_t c = CT ? CT : a.c;
   const T* w = a.weight;
   T* xt = buf;          // [c][W]: column j of the W rows
   T* et = buf + c * W;  // [c][W]: their exps, then the gradient
@@ -288,16 +289,16 @@ FASTREG_INLINE void xent_lane_block(const XentArgs<typename V::T>& a, const type
   cols_to_rows<V>(et, c, g);
 }
 
-template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
-FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
-                               double* row_out) {
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad, int CT>
+FASTREG_INLINE void xent_lanes_of(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
+                                  double* row_out) {
   using T = typename V::T;
   constexpr int64_t W = V::W;
-  const int64_t c = a.c;
+  const int64_t c = CT ? CT : a.c;
   alignas(32) T buf[3 * kLaneMaxC * W];
   int64_t i = b;
   for (; i + W <= e; i += W)
-    xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
+    xent_lane_block<V, kW, kProb, kSmooth, kGrad, CT>(a, a.logits + i * c, kProb ? nullptr : a.target + i,
                                                   kProb ? a.target_probs + i * c : nullptr,
                                                   kGrad ? a.grad + i * c : nullptr, r, wsum, row_out + i, buf);
   if (i == e) return;
@@ -314,9 +315,32 @@ FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int6
     std::fill(ypad, ypad + W, a.ignore_index);
     std::copy(a.target + i, a.target + e, ypad);
   }
-  xent_lane_block<V, kW, kProb, kSmooth, kGrad>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf);
+  xent_lane_block<V, kW, kProb, kSmooth, kGrad, CT>(a, xpad, kProb ? nullptr : ypad, tpad, gpad, r, wsum, lpad, buf);
   std::copy(lpad, lpad + k, row_out + i);
   if (kGrad) std::copy(gpad, gpad + k * c, a.grad + i * c);
+}
+
+// The plain call (class indices, no class weights, no smoothing) with vectors: one
+// copy of the lane loop per class count 2..kLaneMaxC, whose loops over the columns
+// unroll (~10% of a (256, 10) call: docs/ops.md).
+template <class V, bool kGrad, int CT = static_cast<int>(kLaneMaxC)>
+FASTREG_INLINE void xent_lanes_plain(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
+                                     double* row_out) {
+  if constexpr (CT >= 2) {
+    if (a.c == CT) return xent_lanes_of<V, false, false, false, kGrad, CT>(a, b, e, r, wsum, row_out);
+    return xent_lanes_plain<V, kGrad, CT - 1>(a, b, e, r, wsum, row_out);
+  } else {
+    return xent_lanes_of<V, false, false, false, kGrad, 0>(a, b, e, r, wsum, row_out);
+  }
+}
+
+template <class V, bool kW, bool kProb, bool kSmooth, bool kGrad>
+FASTREG_INLINE void xent_lanes(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
+                               double* row_out) {
+  if constexpr (V::W > 1 && !kW && !kProb && !kSmooth)
+    return xent_lanes_plain<V, kGrad>(a, b, e, r, wsum, row_out);
+  else
+    return xent_lanes_of<V, kW, kProb, kSmooth, kGrad, 0>(a, b, e, r, wsum, row_out);
 }
 
 // Run-time options -> template flags (one branch-free row loop per combination).

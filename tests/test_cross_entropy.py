@@ -283,6 +283,27 @@ def test_small_c_lane_kernel_matches_torch(rng, dtype, weighted, prob, smoothing
                 assert np.all(grad[y == ignore_index] == 0), what
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_c_every_class_count_matches_torch(rng, dtype, reduction, simd_levels):
+    # The plain call (class indices, no weights, no smoothing) runs a copy of the lane
+    # kernel per class count: each one, with and without the gradient, full blocks and a
+    # partial one, an ignored row, and a row whose maximum is its target.
+    for c in range(1, LANE_C_MAX + 2):
+        n = 2 * 16 + 5
+        x, y = _make_xent(rng, dtype, False, n=n, c=c, ignore_frac=0.0)
+        y[4] = -100
+        x[7, y[7]] = x[7].max() + 30.0  # a confident row: its loss is tiny, its gradient too
+        ref_loss, ref_grad = _torch_xent(x, y, prob=False, reduction=reduction)
+        for level in simd_levels:
+            fastreg.set_simd_level(level)
+            _close(ops.cross_entropy(x, y, reduction=reduction), ref_loss, dtype, f"loss {level} c={c}")
+            loss, grad = ops.cross_entropy_with_grad(x, y, reduction=reduction)
+            _close(loss, ref_loss, dtype, f"loss (with grad) {level} c={c}")
+            _close(grad, ref_grad, dtype, f"grad {level} c={c}")
+            assert np.all(grad[4] == 0), (level, c)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_small_c_vector_level_agrees_with_scalar(rng, dtype, vector_level):
     x, y = _make_xent(rng, dtype, False, n=203, c=10)
