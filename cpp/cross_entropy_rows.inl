@@ -321,8 +321,8 @@ FASTREG_INLINE void xent_lanes_of(const XentArgs<typename V::T>& a, int64_t b, i
 }
 
 // The plain call (class indices, no class weights, no smoothing) with vectors: one
-// copy of the lane loop per class count 2..kLaneMaxC, whose loops over the columns
-// unroll (~10% of a (256, 10) call: docs/ops.md).
+// copy of the lane loop per class count 2..kLaneMaxC, so that its loops over the
+// columns unroll (measured in docs/ops.md).
 template <class V, bool kGrad, int CT = static_cast<int>(kLaneMaxC)>
 FASTREG_INLINE void xent_lanes_plain(const XentArgs<typename V::T>& a, int64_t b, int64_t e, double r, double wsum,
                                      double* row_out) {

@@ -185,9 +185,9 @@ FASTREG_INLINE int gather_forward_block(const typename V::T* const* src, const t
     for (int j = 0; j < CB; ++j) y[r * ldy + j] = V::hsum(acc[r][j]) + (b ? b[j] : T(0));
   if constexpr (Check) {
     for (int r = 0; r < R; ++r) {
-      T zero = 0;  // y * 0 is NaN exactly for NaN/inf
-      for (int j = 0; j < CB; ++j) zero += y[r * ldy + j] * T(0);
-      if (zero != zero && !std::all_of(dst + r * in, dst + (r + 1) * in, [](T v) { return std::isfinite(v); })) return r;
+      T probe = 0;  // y * 0 is NaN exactly for a y that is NaN/inf
+      for (int j = 0; j < CB; ++j) probe += y[r * ldy + j] * T(0);
+      if (probe != probe && !std::all_of(dst + r * in, dst + (r + 1) * in, [](T v) { return std::isfinite(v); })) return r;
     }
   }
   return -1;

@@ -267,8 +267,8 @@ def _on_cache_lines(a, dtype) -> np.ndarray:
 
 def _snapshot(value):
     """What a failed call must put back: arrays and history lists are changed in place by
-    training, so they are copied; the Generator advances, so its state is kept (put back
-    into the same Generator: a deep copy costs ~30x more, on every fit)."""
+    training, so they are copied; the Generator advances, so its state is kept and put
+    back into the same Generator (a deep copy of it is far slower, and runs on every fit)."""
     if isinstance(value, np.ndarray):
         return value.copy()
     if isinstance(value, dict):
